@@ -1,0 +1,188 @@
+"""From an `LLMSpec` to registry requests, and from a registry entry back to a diff.
+
+`desired_request` builds the create body; `diff` compares it with what the
+registry holds and returns the smallest update body that converges (labels
+through `replaceLabels`, capabilities and clientConfig as wholes, never
+`providerType`).  Fields the spec leaves unset are not managed: the registry's
+defaults and inferences are kept and reported as observed values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from goodmem_operator.api.types import RESERVED_LABEL_PREFIX, Credentials, LLMSpec
+
+OWNER_UID_LABEL = f"{RESERVED_LABEL_PREFIX}owner-uid"
+OWNER_LABEL = f"{RESERVED_LABEL_PREFIX}owner"
+
+# Spec fields compared as plain values (camelCase, as the registry names them).
+_SCALARS = (
+    "displayName",
+    "description",
+    "endpointUrl",
+    "apiPath",
+    "modelIdentifier",
+    "version",
+    "monitoringEndpoint",
+    "maxContextLength",
+)
+CAPABILITY_FLAGS = (
+    "supportsChat",
+    "supportsCompletion",
+    "supportsFunctionCalling",
+    "supportsSystemMessages",
+    "supportsStreaming",
+    "supportsSamplingParameters",
+)
+
+
+def canonical_url(url: str) -> str:
+    """Lower-case scheme and host, drop a default port and a trailing slash (the registry's duplicate rule)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port if parts.port is not None else None
+    if (scheme, port) in (("http", 80), ("https", 443)):
+        port = None
+    netloc = host if port is None else f"{host}:{port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    path = parts.path.rstrip("/")
+    return urlunsplit((scheme, netloc, path, parts.query, parts.fragment))
+
+
+def ownership_labels(cluster: str, namespace: str, name: str, uid: str) -> dict[str, str]:
+    return {OWNER_UID_LABEL: uid, OWNER_LABEL: f"{cluster}/{namespace}/{name}"}
+
+
+def registry_credentials(spec: Credentials | None, api_key_value: str | None) -> dict[str, Any] | None:
+    """The registry's `credentials` object.  `api_key_value` is the Secret's key for secretKeyRef."""
+    if spec is None:
+        return None
+    out: dict[str, Any]
+    if spec.api_key is not None:
+        api_key: dict[str, Any] = {}
+        if spec.api_key.secret_key_ref is not None:
+            if api_key_value is None:
+                raise ValueError("secretKeyRef needs the Secret's value")
+            api_key["inlineSecret"] = api_key_value
+        elif spec.api_key.secret_ref is not None:
+            api_key["secretRef"] = {"uri": spec.api_key.secret_ref.uri}
+        if spec.api_key.header_name is not None:
+            api_key["headerName"] = spec.api_key.header_name
+        if spec.api_key.prefix is not None:
+            api_key["prefix"] = spec.api_key.prefix
+        out = {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": api_key}
+    else:
+        gcp = spec.gcp_adc
+        adc: dict[str, Any] = {}
+        if gcp is not None and gcp.scopes is not None:
+            adc["scopes"] = list(gcp.scopes)
+        if gcp is not None and gcp.quota_project_id is not None:
+            adc["quotaProjectId"] = gcp.quota_project_id
+        out = {"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": adc}
+    if spec.labels is not None:
+        out["labels"] = dict(spec.labels)
+    return out
+
+
+def credentials_fingerprint(credentials: dict[str, Any] | None, key: bytes) -> str:
+    """A keyed (HMAC-SHA256) fingerprint: changes with the credentials, reveals nothing about them."""
+    if credentials is None:
+        return "none"
+    canonical = json.dumps(credentials, sort_keys=True, separators=(",", ":")).encode()
+    return "hmac-sha256:" + hmac.new(key, canonical, hashlib.sha256).hexdigest()[:32]
+
+
+def desired_request(
+    spec: LLMSpec, *, llm_id: str, marks: dict[str, str], credentials: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The create body for `spec` (camelCase), with our id, ownership marks and resolved credentials."""
+    body = spec.model_dump(by_alias=True, exclude_none=True, exclude={"credentials", "deletion_policy", "llm_id"})
+    body["llmId"] = llm_id
+    body["labels"] = {**(spec.labels or {}), **marks}
+    if credentials is not None:
+        body["credentials"] = credentials
+    return body
+
+
+def _norm_sampling(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if v is not None and v != []}
+
+
+def diff(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    """The update body that turns `observed` into `desired`; empty when they agree.
+
+    Credentials are not compared here (the registry does not return them):
+    the caller adds them when their fingerprint changed.
+    """
+    update: dict[str, Any] = {}
+    for field in _SCALARS:
+        if field not in desired:
+            continue
+        want, have = desired[field], observed.get(field)
+        if field == "endpointUrl" and isinstance(have, str):
+            if canonical_url(want) == canonical_url(have):
+                continue
+        if want != have:
+            update[field] = want
+    if "supportedModalities" in desired:
+        if sorted(set(desired["supportedModalities"])) != sorted(set(observed.get("supportedModalities") or [])):
+            update["supportedModalities"] = list(desired["supportedModalities"])
+    if desired.get("labels", {}) != (observed.get("labels") or {}):
+        update["replaceLabels"] = dict(desired.get("labels", {}))
+    if "capabilities" in desired:
+        have_caps = observed.get("capabilities") or {}
+        if any(bool(desired["capabilities"].get(f)) != bool(have_caps.get(f)) for f in CAPABILITY_FLAGS):
+            update["capabilities"] = {f: bool(desired["capabilities"].get(f)) for f in CAPABILITY_FLAGS}
+    if "defaultSamplingParams" in desired:
+        if _norm_sampling(desired["defaultSamplingParams"]) != _norm_sampling(observed.get("defaultSamplingParams")):
+            update["defaultSamplingParams"] = desired["defaultSamplingParams"]
+    if "clientConfig" in desired and desired["clientConfig"] != observed.get("clientConfig"):
+        update["clientConfig"] = desired["clientConfig"]
+    return update
+
+
+def apply_update(observed: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """What the registry holds after `update` (the contract's update rules); used by tests and checks."""
+    result = dict(observed)
+    for key, value in update.items():
+        if key == "replaceLabels":
+            result["labels"] = dict(value)
+        elif key == "mergeLabels":
+            result["labels"] = {**(result.get("labels") or {}), **value}
+        elif key == "supportedModalities" and not value:
+            continue
+        else:
+            result[key] = value
+    return result
+
+
+def drifted_fields(update: dict[str, Any]) -> list[str]:
+    """Spec field names an update body touches (replaceLabels reported as labels)."""
+    return sorted("labels" if k == "replaceLabels" else k for k in update)
+
+
+def observed_values(observed: dict[str, Any]) -> dict[str, Any]:
+    caps = observed.get("capabilities")
+    return {
+        k: v
+        for k, v in {
+            "apiPath": observed.get("apiPath"),
+            "supportedModalities": observed.get("supportedModalities"),
+            "capabilities": {f: bool(caps.get(f)) for f in CAPABILITY_FLAGS} if isinstance(caps, dict) else None,
+            "maxContextLength": observed.get("maxContextLength"),
+            "ownerId": observed.get("ownerId"),
+        }.items()
+        if v is not None
+    }

@@ -1,0 +1,114 @@
+"""`goodmem-operator`: kopf's runner with our settings, registry client and handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any
+
+import kopf
+
+from goodmem_operator import config as config_mod
+from goodmem_operator.api.types import GROUP, PLURAL, VERSION
+from goodmem_operator.handlers import ANNOTATION_PREFIX, FINALIZER, Runtime, build_registry
+from goodmem_operator.reconcile import Reconciler, ReconcileSettings
+from goodmem_operator.registry import RegistryClient
+from goodmem_operator.secrets import KubeSecretReader, SecretCache
+
+log = logging.getLogger("goodmem_operator")
+
+
+def _kube_clients() -> tuple[Any, Any]:
+    import kubernetes
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    api = kubernetes.client.ApiClient()
+    return kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
+
+
+def fingerprint_key(api_key: str) -> bytes:
+    """The HMAC key for credential fingerprints: derived from the operator's own registry key."""
+    return hashlib.sha256(b"goodmem-operator/credentials-fingerprint/" + api_key.encode()).digest()
+
+
+def build_runtime(cfg: config_mod.Config) -> Runtime:
+    core, custom = _kube_clients()
+
+    async def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+        )
+
+    registry = RegistryClient(
+        cfg.base_url,
+        cfg.api_key,
+        timeout=cfg.registry_timeout,
+        concurrency=cfg.registry_concurrency,
+        rate=cfg.registry_rps,
+    )
+    cache = SecretCache(fallback=KubeSecretReader(core))
+    settings = ReconcileSettings(
+        cluster_name=cfg.cluster_name,
+        fingerprint_key=fingerprint_key(cfg.api_key),
+        default_deletion_policy=cfg.default_deletion_policy,
+    )
+    return Runtime(
+        reconciler=Reconciler(registry, cache, settings),
+        secret_cache=cache,
+        status_writer=write_status,
+        drift_interval=cfg.drift_interval,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = config_mod.parse(argv)
+    runtime_ref: dict[str, Runtime] = {}
+    registry = build_registry(runtime_ref, drift_interval=cfg.drift_interval)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        )
+        settings.posting.enabled = False  # our own Events only, never log lines (they could carry anything)
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 30
+        settings.watching.inactivity_timeout = 600
+        settings.networking.request_timeout = 60
+        settings.execution.max_workers = 8
+        runtime_ref["rt"] = build_runtime(cfg)
+        log.info("goodmem-operator: registry %s, watching %s", cfg.base_url,
+                 ", ".join(cfg.namespaces) if cfg.namespaces else "all namespaces")
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(**_: Any) -> None:
+        rt = runtime_ref.get("rt")
+        if rt is not None:
+            await rt.reconciler.registry.aclose()
+
+    if cfg.liveness:
+
+        @kopf.on.probe(id="registry", registry=registry)
+        def probe(**_: Any) -> str:
+            return "ok"
+
+    log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[cfg.log_format]
+    kopf.configure(verbose=cfg.verbose, debug=cfg.debug, log_format=log_format)
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not cfg.namespaces,
+        namespaces=list(cfg.namespaces),
+        liveness_endpoint=cfg.liveness,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""The one reconcile: observe the registry entry, then converge it to the spec.
+
+`Reconciler.reconcile` is idempotent and level-triggered: whatever called it
+(create, update or resume handler, the drift timer, a Secret event), it reads
+the spec, resolves credentials, GETs the entry by its id, and creates or
+updates only what differs.  It returns an `Outcome` (the status to write, the
+events to post, when to try again); the kopf glue applies it.  It never
+raises for registry or Secret problems: those become conditions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from goodmem_operator import conditions as cond
+from goodmem_operator.api.mapping import (
+    OWNER_LABEL,
+    OWNER_UID_LABEL,
+    credentials_fingerprint,
+    desired_request,
+    diff,
+    drifted_fields,
+    observed_values,
+    ownership_labels,
+)
+from goodmem_operator.api.types import RESERVED_LABEL_PREFIX, LLMSpec
+from goodmem_operator.registry import Conflict, NotFound, RateLimited, RegistryClient, RegistryError
+from goodmem_operator.secrets import CredentialError, SecretReader, resolve_credentials
+
+log = logging.getLogger("goodmem_operator.reconcile")
+
+PAUSED_ANNOTATION = "goodmem.ai/paused"
+# Namespace for ids derived from a resource's UID: the same resource always maps to the same entry.
+LLM_ID_NAMESPACE = uuid.UUID("6f1c3a4e-2b7d-5e8f-9a0b-1c2d3e4f5a6b")
+
+
+def derived_llm_id(uid: str) -> str:
+    return str(uuid.uuid5(LLM_ID_NAMESPACE, uid))
+
+
+@dataclass(frozen=True)
+class LLMObject:
+    """What the reconcile needs of an LLM resource."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    annotations: dict[str, str]
+
+    @classmethod
+    def from_body(cls, body: Any) -> LLMObject:
+        meta = body.get("metadata") or {}
+        return cls(
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation") or 0),
+            spec=dict(body.get("spec") or {}),
+            status=dict(body.get("status") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def paused(self) -> bool:
+        return self.annotations.get(PAUSED_ANNOTATION, "").lower() == "true"
+
+    @property
+    def llm_id(self) -> str:
+        return self.spec.get("llmId") or self.status.get("llmId") or derived_llm_id(self.uid)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """The result of one reconcile: the status it wants and what to do next."""
+
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    retry_after: float | None = None  # seconds; None: nothing to retry
+    result: str = "success"  # success | noop | error | permanent | paused (a metrics label)
+
+    def status_patch(self, current: dict[str, Any]) -> dict[str, Any]:
+        """Only the status fields that differ from `current` (empty: write nothing)."""
+        patch: dict[str, Any] = {}
+        for key, value in self.status.items():
+            if key == "conditions":
+                if not cond.same(current.get("conditions"), value):
+                    patch[key] = value
+            elif current.get(key) != value:
+                patch[key] = value
+        return patch
+
+
+@dataclass
+class ReconcileSettings:
+    cluster_name: str = "default"
+    fingerprint_key: bytes = b"goodmem-operator"
+    default_deletion_policy: str = "Delete"
+    backoff_base: float = 2.0
+    backoff_cap: float = 300.0
+    auth_backoff: float = 120.0
+    secret_retry: float = 300.0  # safety net only: Secret events re-arm the reconcile at once
+
+
+class RetryLater(Exception):
+    """Raised by `finalize` when the registry entry could not be released yet."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Reconciler:
+    def __init__(self, registry: RegistryClient, secrets: SecretReader, settings: ReconcileSettings) -> None:
+        self.registry = registry
+        self.secrets = secrets
+        self.settings = settings
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._attempts: dict[str, int] = {}
+        self._applied: dict[str, str] = {}  # uid -> credentials fingerprint last sent (newer than status)
+        self.observers: list[Callable[[str, Outcome], Awaitable[None] | None]] = []
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    def forget(self, uid: str) -> None:
+        self._locks.pop(uid, None)
+        self._attempts.pop(uid, None)
+        self._applied.pop(uid, None)
+
+    # -- reconcile ----------------------------------------------------------------------------
+
+    async def reconcile(self, obj: LLMObject, *, trigger: str = "update") -> Outcome:
+        async with self.lock(obj.uid):
+            outcome = await self._reconcile(obj, trigger)
+        if outcome.result in ("success", "noop", "permanent", "paused"):
+            self._attempts.pop(obj.uid, None)
+        return outcome
+
+    async def _reconcile(self, obj: LLMObject, trigger: str) -> Outcome:
+        prev = obj.status
+        llm_id = obj.llm_id
+        if obj.paused:
+            return Outcome(
+                status={
+                    "conditions": [
+                        cond.get(prev.get("conditions"), cond.READY)
+                        or cond.condition(cond.READY, "Unknown", "ReconcilePaused", "paused before the first sync",
+                                          obj.generation, None),
+                        cond.condition(cond.SYNCED, False, "ReconcilePaused",
+                                       f"annotation {PAUSED_ANNOTATION}=true: no registry calls until it is removed",
+                                       obj.generation, prev.get("conditions")),
+                    ]
+                },
+                result="paused",
+            )
+        try:
+            spec = LLMSpec.model_validate(obj.spec)
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+            return self._failed(obj, "InvalidSpec", f"spec is invalid: {detail}", permanent=True, inputs=None)
+
+        try:
+            credentials = await resolve_credentials(spec.credentials, obj.namespace, self.secrets)
+        except CredentialError as exc:
+            message = str(exc)
+            if prev.get("llmId"):
+                message += "; the registry keeps the credentials it already has, nothing was changed or deleted"
+            return self._failed(obj, exc.reason, message, permanent=exc.permanent, inputs=None,
+                                delay=None if exc.permanent else self.settings.secret_retry)
+
+        fingerprint = credentials_fingerprint(credentials, self.settings.fingerprint_key)
+        marks = ownership_labels(self.settings.cluster_name, obj.namespace, obj.name, obj.uid)
+        desired = desired_request(spec, llm_id=llm_id, marks=marks, credentials=credentials)
+        inputs = self._inputs_fingerprint(desired, fingerprint)
+        if prev.get("lastAttempt") == inputs:
+            # This exact spec and credential already failed permanently: no second registry call.
+            return Outcome(status=self._carry(prev), result="permanent")
+
+        events: list[Event] = []
+        wrote = False
+        try:
+            observed = await self._get(llm_id)
+            if observed is None:
+                try:
+                    observed = await self.registry.create_llm(desired)
+                    wrote = True
+                    self._applied[obj.uid] = fingerprint
+                    verb = "Recreated" if prev.get("llmId") else "Created"
+                    events.append(Event("Normal", verb, f"registry entry {llm_id} {verb.lower()}"))
+                except Conflict as exc:
+                    observed = await self._get(llm_id)
+                    if observed is None:  # another entry with the same identity
+                        existing = exc.existing_id or await self._find_duplicate(desired)
+                        name = f" ({existing})" if existing else ""
+                        return self._failed(
+                            obj, "AlreadyExists",
+                            f"another registry entry{name} has the same provider, endpoint, path, model and "
+                            f"credentials: {exc.registry_reason or exc}", permanent=True, inputs=inputs,
+                        )
+                    # Our own id: an earlier create went through but its answer was lost.
+            owner = (observed.get("labels") or {}).get(OWNER_UID_LABEL)
+            if owner and owner != obj.uid:
+                holder = (observed.get("labels") or {}).get(OWNER_LABEL, owner)
+                return self._failed(obj, "Conflict", f"registry entry {llm_id} is managed by {holder}; not taking it over",
+                                    permanent=True, inputs=inputs)
+            if observed.get("providerType") and observed["providerType"] != desired["providerType"]:
+                return self._failed(
+                    obj, "InvalidSpec",
+                    f"registry entry {llm_id} has providerType {observed['providerType']}, which the registry "
+                    f"cannot change; the spec asks for {desired['providerType']}",
+                    permanent=True, inputs=inputs,
+                )
+            if not wrote:
+                update = diff(desired, observed)
+                last = self._applied.get(obj.uid) or prev.get("credentialsFingerprint")
+                if credentials is not None and fingerprint != last:
+                    update["credentials"] = credentials
+                if update:
+                    observed = await self.registry.update_llm(llm_id, update)
+                    wrote = True
+                    self._applied[obj.uid] = fingerprint
+                    fields = drifted_fields(update)
+                    if trigger == "drift":
+                        events.append(Event("Warning", "DriftCorrected",
+                                            f"registry entry {llm_id} differed in {', '.join(fields)}; corrected"))
+                        log.warning("%s: drift corrected in fields %s", obj.key, ", ".join(fields))
+                    elif fields == ["credentials"]:
+                        events.append(Event("Normal", "CredentialsRotated", f"registry entry {llm_id}: credentials updated"))
+                    else:
+                        events.append(Event("Normal", "Updated", f"registry entry {llm_id}: updated {', '.join(fields)}"))
+        except RegistryError as exc:
+            return self._registry_failed(obj, exc, inputs, created=bool(prev.get("llmId")))
+
+        ready = cond.condition(cond.READY, True, "Available", f"registry entry {llm_id} matches the spec",
+                               obj.generation, prev.get("conditions"))
+        synced = cond.condition(cond.SYNCED, True, "ReconcileSuccess", "last reconcile succeeded",
+                                obj.generation, prev.get("conditions"))
+        if cond.get(prev.get("conditions"), cond.READY, ) and cond.get(prev.get("conditions"), cond.READY)["status"] != "True":
+            events.append(Event("Normal", "Available", f"registry entry {llm_id} is in sync"))
+        status = {
+            "llmId": llm_id,
+            "observedGeneration": obj.generation,
+            "conditions": [ready, synced],
+            "credentialsFingerprint": fingerprint,
+            "lastAttempt": None,
+            "observed": observed_values(observed),
+        }
+        return Outcome(status=status, events=events, result="success" if wrote else "noop")
+
+    # -- deletion -----------------------------------------------------------------------------
+
+    async def finalize(self, obj: LLMObject) -> list[Event]:
+        """Release the registry entry as the deletion policy says.  Raises RetryLater to keep the finalizer."""
+        async with self.lock(obj.uid):
+            events = await self._finalize(obj)
+        self.forget(obj.uid)
+        return events
+
+    async def _finalize(self, obj: LLMObject) -> list[Event]:
+        llm_id = obj.llm_id
+        policy = obj.spec.get("deletionPolicy") or self.settings.default_deletion_policy
+        if obj.paused:
+            return [Event("Warning", "Orphaned", f"deleted while paused: registry entry {llm_id} left untouched")]
+        try:
+            observed = await self._get(llm_id)
+            if observed is None:
+                return [Event("Normal", "Deleted", f"registry entry {llm_id} already gone")]
+            labels = observed.get("labels") or {}
+            owner = labels.get(OWNER_UID_LABEL)
+            ours = owner == obj.uid or (owner is None and not obj.spec.get("llmId"))
+            if not ours:
+                return [Event("Normal", "Released", f"registry entry {llm_id} is not managed by this resource; left in place")]
+            if policy == "Orphan":
+                kept = {k: v for k, v in labels.items() if not k.startswith(RESERVED_LABEL_PREFIX)}
+                if kept != labels:
+                    await self.registry.update_llm(llm_id, {"replaceLabels": kept})
+                return [Event("Normal", "Orphaned", f"registry entry {llm_id} left in place (deletionPolicy Orphan)")]
+            try:
+                await self.registry.delete_llm(llm_id)
+            except NotFound:
+                pass
+            return [Event("Normal", "Deleted", f"registry entry {llm_id} deleted")]
+        except RegistryError as exc:
+            if not exc.retryable and not isinstance(exc, Conflict):
+                # A permanent answer to a delete (e.g. 400) cannot heal: release rather than block deletion forever.
+                return [Event("Warning", "DeleteFailed", f"registry entry {llm_id} could not be deleted: {exc}; released")]
+            raise RetryLater(f"deleting registry entry {llm_id}: {exc}", self._delay(obj.uid, exc)) from None
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _get(self, llm_id: str) -> dict[str, Any] | None:
+        try:
+            return await self.registry.get_llm(llm_id)
+        except NotFound:
+            return None
+
+    async def _find_duplicate(self, desired: dict[str, Any]) -> str | None:
+        from goodmem_operator.api.mapping import canonical_url
+
+        try:
+            candidates = await self.registry.list_llms(provider_type=desired["providerType"])
+        except RegistryError:
+            return None
+        for entry in candidates:
+            if (
+                canonical_url(entry.get("endpointUrl", "")) == canonical_url(desired["endpointUrl"])
+                and entry.get("modelIdentifier") == desired["modelIdentifier"]
+                and entry.get("apiPath", "/chat/completions") == desired.get("apiPath", "/chat/completions")
+            ):
+                return str(entry.get("llmId"))
+        return None
+
+    def _inputs_fingerprint(self, desired: dict[str, Any], credentials_fp: str) -> str:
+        safe = {k: v for k, v in desired.items() if k != "credentials"}
+        safe["credentials"] = credentials_fp
+        canonical = json.dumps(safe, sort_keys=True, separators=(",", ":")).encode()
+        return hmac.new(self.settings.fingerprint_key, canonical, hashlib.sha256).hexdigest()[:32]
+
+    @staticmethod
+    def _carry(prev: dict[str, Any]) -> dict[str, Any]:
+        return {k: prev[k] for k in ("conditions", "lastAttempt", "observedGeneration") if k in prev}
+
+    def _delay(self, uid: str, exc: RegistryError | None) -> float:
+        attempt = self._attempts.get(uid, 0)
+        self._attempts[uid] = attempt + 1
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            return max(exc.retry_after, 0.5)
+        base = self.settings.auth_backoff if exc is not None and exc.reason in ("Unauthorized", "Forbidden") else self.settings.backoff_base
+        delay = min(self.settings.backoff_cap, base * (2**attempt))
+        return round(delay * random.uniform(0.5, 1.0), 2)
+
+    def _registry_failed(self, obj: LLMObject, exc: RegistryError, inputs: str, *, created: bool) -> Outcome:
+        if not exc.retryable:
+            return self._failed(obj, exc.reason, str(exc), permanent=True, inputs=inputs)
+        return self._failed(obj, exc.reason, str(exc), permanent=False, inputs=None,
+                            delay=self._delay(obj.uid, exc), creating=not created)
+
+    def _failed(
+        self,
+        obj: LLMObject,
+        reason: str,
+        message: str,
+        *,
+        permanent: bool,
+        inputs: str | None,
+        delay: float | None = None,
+        creating: bool = False,
+    ) -> Outcome:
+        prev = obj.status
+        if permanent:
+            text = f"{message} (not retried until the spec or a referenced Secret changes)"
+            delay = None
+        else:
+            if delay is None:
+                delay = self.settings.backoff_base
+            text = f"{message} (retrying in {delay:g}s)"
+        ready_reason = "Creating" if creating else reason
+        ready = cond.condition(cond.READY, False, ready_reason, text, obj.generation, prev.get("conditions"))
+        synced = cond.condition(cond.SYNCED, False, reason, text, obj.generation, prev.get("conditions"))
+        status: dict[str, Any] = {
+            "observedGeneration": obj.generation,
+            "conditions": [ready, synced],
+            "lastAttempt": inputs if permanent else None,
+        }
+        events = []
+        before = cond.get(prev.get("conditions"), cond.SYNCED)
+        if not before or before.get("reason") != reason or before.get("status") != "False":
+            events.append(Event("Warning", reason, text))
+        return Outcome(status=status, events=events, retry_after=delay, result="permanent" if permanent else "error")
