@@ -71,12 +71,12 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) ->
 
     # -- indexes: who uses which Secret, and the latest LLM bodies for Secret-driven reconciles --
 
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, id="llms_by_secret", registry=registry)
     def llms_by_secret(namespace: str, name: str, spec: Any, **_: Any) -> dict[tuple[str, str], str] | None:
         key = _secret_key(spec, namespace)
         return {key: name} if key and key[0] == namespace else None
 
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, id="llm_bodies", registry=registry)
     def llm_bodies(namespace: str, name: str, body: Any, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
         meta = body.get("metadata") or {}
         return {
@@ -94,9 +94,9 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) ->
 
     # -- the LLM lifecycle ---------------------------------------------------------------------
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     async def reconcile_llm(body: Any, patch: kopf.Patch, reason: str, **_: Any) -> None:
         outcome = await rt().reconciler.reconcile(LLMObject.from_body(body), trigger=str(reason))
         apply_outcome(outcome, body, patch)
@@ -104,7 +104,11 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) ->
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(_retry_message(outcome), delay=outcome.retry_after)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=drift_interval, initial_delay=lambda **_: drift_interval * random.uniform(0.5, 1.0), registry=registry)
+    @kopf.timer(
+        GROUP, VERSION, PLURAL, id="drift", interval=drift_interval,
+        initial_delay=lambda **_: drift_interval * random.uniform(0.5, 1.0),  # jitter: not all at once
+        registry=registry,
+    )
     async def observe_drift(body: Any, patch: kopf.Patch, **_: Any) -> None:
         if body.get("metadata", {}).get("deletionTimestamp"):
             return
@@ -112,7 +116,7 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) ->
         apply_outcome(outcome, body, patch)
         record(outcome, "drift")
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="release", registry=registry)
     async def release_llm(body: Any, patch: kopf.Patch, **_: Any) -> None:
         obj = LLMObject.from_body(body)
         try:
@@ -133,7 +137,7 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) ->
 
     # -- Secrets: events only (no create/update handlers, so nothing is ever written to a Secret) --
 
-    @kopf.on.event("", "v1", "secrets", registry=registry)
+    @kopf.on.event("", "v1", "secrets", id="secret-changed", registry=registry)
     async def secret_changed(
         event: Any, namespace: str, name: str, body: Any, llms_by_secret: kopf.Index, llm_bodies: kopf.Index, **_: Any
     ) -> None:

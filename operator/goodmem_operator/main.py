@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
         )
-        settings.posting.enabled = False  # our own Events only, never log lines (they could carry anything)
+        settings.posting.loggers = False  # our own Events only, never log lines (they could carry anything)
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 30
@@ -86,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
         runtime_ref["rt"] = build_runtime(cfg)
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url,
                  ", ".join(cfg.namespaces) if cfg.namespaces else "all namespaces")
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The handlers live on a registry of their own, so kopf's default login handlers must be named.
+        return kopf.login_via_client(**kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def close(**_: Any) -> None:

@@ -1,0 +1,46 @@
+# goodmem-operator: the two commands a fresh machine needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test test-unit test-integration test-e2e crd lint bench bench-smoke cluster-up cluster-down clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## The main job on the embedded default: local control plane + registry emulator + operator + examples.
+## KEEP=1 leaves it running and prints how to point kubectl at it.
+demo: install
+	$(PY) -m goodmem_devcluster.demo $(if $(KEEP),--keep)
+
+## The whole suite: unit, integration and end-to-end tiers (TESTS="..." passes a selection to pytest).
+test: install
+	bash hack/run-tests $(TESTS)
+
+test-unit: install
+	bash hack/run-tests -m unit
+test-integration: install
+	bash hack/run-tests -m integration
+test-e2e: install
+	bash hack/run-tests -m e2e
+
+## Regenerate the CRD from the pydantic models.
+crd: install
+	$(PY) -m goodmem_operator.api.crd crds/goodmem.ai_llms.yaml
+
+lint: install
+	$(VENV)/bin/lint-imports
+
+cluster-up: install
+	$(PY) -m goodmem_devcluster up
+cluster-down: install
+	$(PY) -m goodmem_devcluster down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,36 @@
+"""A local Kubernetes control plane (etcd + kube-apiserver built from source) for tests and benchmarks.
+
+See README.md in this directory.
+"""
+
+from .gobuild import (
+    ETCD_VERSION,
+    KUBERNETES_VERSION,
+    Binaries,
+    BuildFailed,
+    GoUnavailable,
+    binaries,
+    build,
+    cache_dir,
+    find_go,
+    hack_dir,
+)
+from .controlplane import ADMIN_GROUPS, ADMIN_USER, ControlPlane, ControlPlaneError, KubectlError
+
+__all__ = [
+    "ETCD_VERSION",
+    "KUBERNETES_VERSION",
+    "ADMIN_USER",
+    "ADMIN_GROUPS",
+    "Binaries",
+    "BuildFailed",
+    "ControlPlane",
+    "ControlPlaneError",
+    "GoUnavailable",
+    "KubectlError",
+    "binaries",
+    "build",
+    "cache_dir",
+    "find_go",
+    "hack_dir",
+]

@@ -1,0 +1,72 @@
+"""pytest helpers: skip (or fail, under GOODMEM_REQUIRE_E2E=1) when no control plane can be built.
+
+    from goodmem_devcluster.testing import require_control_plane, control_plane_session
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+from .gobuild import GoUnavailable, binaries, build, find_go
+from .controlplane import ControlPlane
+
+__all__ = ["REQUIRE_ENV", "unavailable_reason", "require_control_plane", "build_visibly", "control_plane_session"]
+
+REQUIRE_ENV = "GOODMEM_REQUIRE_E2E"
+
+
+def unavailable_reason() -> str | None:
+    """None if the binaries are cached or Go can build them; otherwise why not."""
+    if binaries().all_present():
+        return None
+    try:
+        find_go()
+    except GoUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def require_control_plane() -> None:
+    """Skip the calling test/fixture loudly if no control plane can be had; fail instead if GOODMEM_REQUIRE_E2E=1."""
+    import pytest
+
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    banner = "!" * 20
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{banner} E2E REQUIRED ({REQUIRE_ENV}=1) BUT NO CONTROL PLANE: {reason}", pytrace=False)
+    pytest.skip(f"{banner} E2E SKIPPED, NO CONTROL PLANE (set {REQUIRE_ENV}=1 to make this fail): {reason}")
+
+
+@contextlib.contextmanager
+def _capture_disabled(pytestconfig: Any) -> Iterator[None]:
+    capman = pytestconfig.pluginmanager.getplugin("capturemanager") if pytestconfig is not None else None
+    if capman is None:
+        yield
+        return
+    with capman.global_and_fixture_disabled():
+        yield
+
+
+def build_visibly(pytestconfig: Any = None) -> None:
+    """build() with pytest's output capture off, so a cold build's progress shows on the terminal."""
+    if binaries().all_present():
+        return
+    with _capture_disabled(pytestconfig):
+        build()
+
+
+@contextlib.contextmanager
+def control_plane_session(pytestconfig: Any = None, **kwargs: Any) -> Iterator[ControlPlane]:
+    """require_control_plane(), build visibly, start a ControlPlane(**kwargs), stop it afterwards."""
+    require_control_plane()
+    build_visibly(pytestconfig)
+    cp = ControlPlane(**kwargs)
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()

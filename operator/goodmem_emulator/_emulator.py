@@ -1,0 +1,114 @@
+"""The :class:`Emulator` facade: one registry server plus synchronous test helpers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from aiohttp import web
+
+from ._faults import Faults
+from ._server import ACCESS_LOG_FORMAT, EmulatorApp
+from ._stats import Stats
+from ._store import LLMStore, owner_id_for_key
+
+
+class Emulator:
+    """An in-process GoodMem LLM registry.
+
+    ``await start()`` serves it; the synchronous helpers (``stats()``,
+    ``set_faults()``, ``records()``...) are thread-safe and may be called from
+    any thread, also while the server runs in another thread's loop.
+    """
+
+    def __init__(
+        self,
+        api_keys: Iterable[str] = (),
+        admin_keys: Iterable[str] = (),
+        *,
+        access_log: bool = False,
+    ) -> None:
+        self.api_keys: tuple[str, ...] = tuple(api_keys)
+        self.admin_keys: tuple[str, ...] = tuple(admin_keys)
+        self.store = LLMStore()
+        self.faults = Faults()
+        self.stats_store = Stats()
+        self._app = EmulatorApp(
+            api_keys=self.api_keys,
+            admin_keys=self.admin_keys,
+            store=self.store,
+            faults=self.faults,
+            stats=self.stats_store,
+        )
+        self.app: web.Application = self._app.build()
+        self._access_log = access_log
+        self._runner: web.AppRunner | None = None
+        self.base_url: str | None = None
+        self.host: str | None = None
+        self.port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (``0`` picks a free port); return and set ``base_url``."""
+        if self._runner is not None:
+            raise RuntimeError("emulator already started")
+        runner = web.AppRunner(
+            self.app,
+            access_log=logging.getLogger("aiohttp.access") if self._access_log else None,
+            access_log_format=ACCESS_LOG_FORMAT,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        self.host, self.port = host, int(bound_port)
+        url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.base_url = f"http://{url_host}:{self.port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop serving and close every connection (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self.base_url = None
+
+    async def __aenter__(self) -> "Emulator":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- synchronous helpers ------------------------------------------------
+
+    def owner_id(self, api_key: str) -> str:
+        """The ownerId the emulator derives from ``api_key``."""
+        return owner_id_for_key(api_key)
+
+    def stats(self) -> dict[str, Any]:
+        return self.stats_store.snapshot()
+
+    def reset_stats(self) -> None:
+        self.stats_store.reset()
+
+    def set_faults(self, **faults: Any) -> dict[str, Any]:
+        """Replace the fault configuration (camelCase or snake_case keyword names)."""
+        return self.faults.set(faults)
+
+    def get_faults(self) -> dict[str, Any]:
+        return self.faults.get()
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.store.records()
