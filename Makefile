@@ -37,6 +37,12 @@ crd: install
 lint: install
 	$(VENV)/bin/lint-imports
 
+## Benchmarks (issue #7): full size, results to BENCHMARKS.md; bench-smoke is the small run the suite also does.
+bench: install
+	$(PY) bench/run.py --write BENCHMARKS.md
+bench-smoke: install
+	$(PY) bench/run.py --smoke
+
 cluster-up: install
 	$(PY) -m goodmem_devcluster up
 cluster-down: install
