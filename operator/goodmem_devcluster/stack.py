@@ -68,10 +68,10 @@ class EmulatorProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+    def _admin(self, method: str, path: str, body: Any = None, *, api_key: str | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers={"x-api-key": self.admin_key, "content-type": "application/json"})
+                                     headers={"x-api-key": api_key or self.admin_key, "content-type": "application/json"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(req, timeout=10) as resp:
             raw = resp.read()
@@ -98,6 +98,10 @@ class EmulatorProcess:
     def admin_request(self, method: str, path: str, body: Any = None) -> Any:
         """A /v1 call with the admin key (to change entries behind the operator's back)."""
         return self._admin(method, path, body)
+
+    def owner_request(self, method: str, path: str, body: Any = None) -> Any:
+        """A /v1 call with the operator's own key (an entry made by hand by the same registry user)."""
+        return self._admin(method, path, body, api_key=self.api_key)
 
 
 class OperatorProcess:

@@ -15,6 +15,7 @@ class Config:
     namespaces: tuple[str, ...]  # empty: all namespaces
     cluster_name: str
     drift_interval: float
+    metrics_port: int
     default_deletion_policy: str
     registry_timeout: float
     registry_concurrency: int
@@ -48,6 +49,8 @@ def parse(argv: list[str] | None = None) -> Config:
                    help="name of this cluster in the registry entries' ownership labels (env GOODMEM_CLUSTER_NAME)")
     p.add_argument("--drift-interval", type=float, default=float(env("GOODMEM_DRIFT_INTERVAL", "600")),
                    help="seconds between drift checks of each LLM (env GOODMEM_DRIFT_INTERVAL, default 600)")
+    p.add_argument("--metrics-port", type=int, default=int(env("GOODMEM_METRICS_PORT", "0")),
+                   help="serve Prometheus metrics on this port, 0 = off (env GOODMEM_METRICS_PORT)")
     p.add_argument("--default-deletion-policy", choices=["Delete", "Orphan"],
                    default=env("GOODMEM_DEFAULT_DELETION_POLICY", "Delete"),
                    help="deletion policy for LLMs that set none (env GOODMEM_DEFAULT_DELETION_POLICY)")
@@ -76,6 +79,7 @@ def parse(argv: list[str] | None = None) -> Config:
         namespaces=namespaces,
         cluster_name=args.cluster_name,
         drift_interval=args.drift_interval,
+        metrics_port=args.metrics_port,
         default_deletion_policy=args.default_deletion_policy,
         registry_timeout=args.registry_timeout,
         registry_concurrency=args.registry_concurrency,

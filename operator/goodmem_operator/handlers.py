@@ -10,8 +10,10 @@ intervals and names come from configuration, not from import-time globals.
 from __future__ import annotations
 
 import asyncio
-import random
 import logging
+import random
+import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,10 @@ from goodmem_operator.secrets import SecretCache
 log = logging.getLogger("goodmem_operator.handlers")
 
 FINALIZER = "goodmem.ai/finalizer"
-ANNOTATION_PREFIX = "goodmem.ai"
+# kopf's own storages (progress, last-handled configuration) live under this prefix. It must differ
+# from goodmem.ai: kopf ignores every annotation under its storage prefix when it detects changes,
+# and goodmem.ai/paused and goodmem.ai/drift-interval must be seen.
+ANNOTATION_PREFIX = "kopf.goodmem.ai"
 
 
 @dataclass
@@ -35,7 +40,7 @@ class Runtime:
     secret_cache: SecretCache
     status_writer: Any  # async (namespace, name, status_patch) -> None, for paths outside kopf's own patch
     drift_interval: float = 600.0
-    metrics: Any = None
+    metrics: Any = None  # goodmem_operator.metrics.Metrics, or None
     _retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
 
@@ -58,16 +63,46 @@ def apply_outcome(outcome: Outcome, body: Any, patch: kopf.Patch) -> None:
     _post(body, outcome.events)
 
 
-def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) -> kopf.OperatorRegistry:
-    """All handlers, on a registry of their own.  `runtime_ref['rt']` is filled at startup."""
+DRIFT_INTERVAL_ANNOTATION = "goodmem.ai/drift-interval"
+
+
+def drift_interval_of(annotations: Any, default: float) -> float:
+    """The per-resource drift interval (annotation, seconds) or the operator's default."""
+    raw = (annotations or {}).get(DRIFT_INTERVAL_ANNOTATION)
+    try:
+        value = float(raw) if raw is not None else default
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def _jitter(uid: str) -> float:
+    """A stable factor in [0.9, 1.1) per resource, so drift checks of many LLMs spread out."""
+    return 0.9 + (zlib.crc32(uid.encode()) % 1000) / 5000
+
+
+async def run_reconcile(rt: Runtime, body: Any, trigger: str) -> Outcome:
+    """The reconcile plus its metrics; every path goes through here."""
+    obj = LLMObject.from_body(body)
+    started = time.monotonic()
+    outcome = await rt.reconciler.reconcile(obj, trigger=trigger)
+    if rt.metrics is not None:
+        rt.metrics.reconciled(obj.uid, trigger, outcome, time.monotonic() - started)
+    return outcome
+
+
+def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, recheck: float = 30.0) -> kopf.OperatorRegistry:
+    """All handlers, on a registry of their own.  `runtime_ref['rt']` is filled at startup.
+
+    Drift: a daemon per LLM reconciles when the LLM's interval (annotation
+    goodmem.ai/drift-interval, else `drift_interval`, times a stable per-resource jitter)
+    has passed since its last reconcile of any kind; a changed annotation is seen within
+    `recheck` seconds.
+    """
     registry = kopf.OperatorRegistry()
 
     def rt() -> Runtime:
         return runtime_ref["rt"]
-
-    def record(outcome: Outcome, trigger: str) -> None:
-        if rt().metrics is not None:
-            rt().metrics.reconciled(trigger, outcome)
 
     # -- indexes: who uses which Secret, and the latest LLM bodies for Secret-driven reconciles --
 
@@ -78,19 +113,7 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) ->
 
     @kopf.index(GROUP, VERSION, PLURAL, id="llm_bodies", registry=registry)
     def llm_bodies(namespace: str, name: str, body: Any, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-        meta = body.get("metadata") or {}
-        return {
-            (namespace, name): {
-                "apiVersion": body.get("apiVersion"),
-                "kind": body.get("kind"),
-                "metadata": {
-                    k: meta.get(k)
-                    for k in ("name", "namespace", "uid", "generation", "annotations", "resourceVersion", "deletionTimestamp")
-                },
-                "spec": dict(body.get("spec") or {}),
-                "status": dict(body.get("status") or {}),
-            }
-        }
+        return {(namespace, name): _snapshot(body)}
 
     # -- the LLM lifecycle ---------------------------------------------------------------------
 
@@ -98,23 +121,28 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) ->
     @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     async def reconcile_llm(body: Any, patch: kopf.Patch, reason: str, **_: Any) -> None:
-        outcome = await rt().reconciler.reconcile(LLMObject.from_body(body), trigger=str(reason))
+        outcome = await run_reconcile(rt(), body, str(reason))
         apply_outcome(outcome, body, patch)
-        record(outcome, str(reason))
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(_retry_message(outcome), delay=outcome.retry_after)
 
-    @kopf.timer(
-        GROUP, VERSION, PLURAL, id="drift", interval=drift_interval,
-        initial_delay=lambda **_: drift_interval * random.uniform(0.5, 1.0),  # jitter: not all at once
-        registry=registry,
-    )
-    async def observe_drift(body: Any, patch: kopf.Patch, **_: Any) -> None:
-        if body.get("metadata", {}).get("deletionTimestamp"):
-            return
-        outcome = await rt().reconciler.reconcile(LLMObject.from_body(body), trigger="drift")
-        apply_outcome(outcome, body, patch)
-        record(outcome, "drift")
+    @kopf.daemon(GROUP, VERSION, PLURAL, id="drift", cancellation_timeout=5.0, registry=registry)
+    async def observe_drift(stopped: kopf.DaemonStopped, body: Any, uid: str, **_: Any) -> None:
+        """One quiet loop per LLM: re-observe when its drift interval has passed since its last reconcile."""
+        # `body` is a live view in kopf daemons: annotation changes are seen on the next wake-up.
+        await stopped.wait(drift_interval_of(body.get("metadata", {}).get("annotations"), drift_interval)
+                           * random.uniform(0.5, 1.0))
+        while not stopped:
+            meta = body.get("metadata", {})
+            if meta.get("deletionTimestamp"):
+                return
+            due = drift_interval_of(meta.get("annotations"), drift_interval) * _jitter(uid)
+            last = rt().reconciler.last_observed.get(uid)
+            remaining = due - (time.monotonic() - last) if last is not None else 0.0
+            if remaining > 0:
+                await stopped.wait(min(remaining, recheck))
+                continue
+            await reconcile_and_write(rt(), _snapshot(body), "drift")
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="release", registry=registry)
     async def release_llm(body: Any, patch: kopf.Patch, **_: Any) -> None:
@@ -133,6 +161,8 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float) ->
                 },
             ]
             raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
+        if rt().metrics is not None:
+            rt().metrics.forget(obj.uid)
         _post(body, events)
 
     # -- Secrets: events only (no create/update handlers, so nothing is ever written to a Secret) --
@@ -162,6 +192,20 @@ async def _peek(cache: SecretCache, namespace: str, name: str) -> Any:
     return None if entry is None else entry.data
 
 
+def _snapshot(body: Any) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            k: meta.get(k)
+            for k in ("name", "namespace", "uid", "generation", "annotations", "resourceVersion", "deletionTimestamp")
+        },
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
 async def _reconcile_from_index(rt: Runtime, llm_bodies: kopf.Index, namespace: str, name: str, *, trigger: str) -> None:
     """Reconcile an LLM outside kopf's handler machinery (a Secret changed) and write its status."""
     bodies = list(llm_bodies.get((namespace, name), []))
@@ -170,16 +214,7 @@ async def _reconcile_from_index(rt: Runtime, llm_bodies: kopf.Index, namespace: 
     body = bodies[0]
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return
-    outcome = await rt.reconciler.reconcile(LLMObject.from_body(body), trigger=trigger)
-    if rt.metrics is not None:
-        rt.metrics.reconciled(trigger, outcome)
-    delta = outcome.status_patch(dict(body.get("status") or {}))
-    if delta:
-        try:
-            await rt.status_writer(namespace, name, delta)
-        except Exception as exc:  # noqa: BLE001 - status is best effort here; the next reconcile rewrites it
-            log.warning("%s/%s: could not write status: %s", namespace, name, type(exc).__name__)
-    _post(body, outcome.events)
+    outcome = await reconcile_and_write(rt, body, trigger)
     key = (namespace, name)
     pending = rt._retries.pop(key, None)
     if pending is not None and pending is not asyncio.current_task():
@@ -192,6 +227,20 @@ async def _reconcile_from_index(rt: Runtime, llm_bodies: kopf.Index, namespace: 
             await _reconcile_from_index(rt, llm_bodies, namespace, name, trigger=trigger)
 
         rt._retries[key] = asyncio.create_task(later())
+
+
+async def reconcile_and_write(rt: Runtime, body: dict[str, Any], trigger: str) -> Outcome:
+    """Reconcile outside a kopf change handler and write the status delta through /status."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    outcome = await run_reconcile(rt, body, trigger)
+    delta = outcome.status_patch(dict(body.get("status") or {}))
+    if delta:
+        try:
+            await rt.status_writer(namespace, name, delta)
+        except Exception as exc:  # noqa: BLE001 - status is best effort here; the next reconcile rewrites it
+            log.warning("%s/%s: could not write status: %s", namespace, name, type(exc).__name__)
+    _post(body, outcome.events)
+    return outcome
 
 
 def _retry_message(outcome: Outcome) -> str:

@@ -11,6 +11,7 @@ import kopf
 
 from goodmem_operator import config as config_mod
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
+from goodmem_operator.metrics import Metrics
 from goodmem_operator.handlers import ANNOTATION_PREFIX, FINALIZER, Runtime, build_registry
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
@@ -37,6 +38,9 @@ def fingerprint_key(api_key: str) -> bytes:
 
 def build_runtime(cfg: config_mod.Config) -> Runtime:
     core, custom = _kube_clients()
+    metrics = Metrics()
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_port)
 
     async def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
         await asyncio.to_thread(
@@ -49,6 +53,7 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
         timeout=cfg.registry_timeout,
         concurrency=cfg.registry_concurrency,
         rate=cfg.registry_rps,
+        observer=metrics.registry_request,
     )
     cache = SecretCache(fallback=KubeSecretReader(core))
     settings = ReconcileSettings(
@@ -61,6 +66,7 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
         secret_cache=cache,
         status_writer=write_status,
         drift_interval=cfg.drift_interval,
+        metrics=metrics,
     )
 
 

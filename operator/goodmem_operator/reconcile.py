@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -142,6 +143,7 @@ class Reconciler:
         self._locks: dict[str, asyncio.Lock] = {}
         self._attempts: dict[str, int] = {}
         self._applied: dict[str, str] = {}  # uid -> credentials fingerprint last sent (newer than status)
+        self.last_observed: dict[str, float] = {}  # uid -> monotonic time of the last reconcile (any result)
         self.observers: list[Callable[[str, Outcome], Awaitable[None] | None]] = []
 
     def lock(self, uid: str) -> asyncio.Lock:
@@ -151,12 +153,14 @@ class Reconciler:
         self._locks.pop(uid, None)
         self._attempts.pop(uid, None)
         self._applied.pop(uid, None)
+        self.last_observed.pop(uid, None)
 
     # -- reconcile ----------------------------------------------------------------------------
 
     async def reconcile(self, obj: LLMObject, *, trigger: str = "update") -> Outcome:
         async with self.lock(obj.uid):
             outcome = await self._reconcile(obj, trigger)
+            self.last_observed[obj.uid] = time.monotonic()
         if outcome.result in ("success", "noop", "permanent", "paused"):
             self._attempts.pop(obj.uid, None)
         return outcome
@@ -183,6 +187,9 @@ class Reconciler:
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
             return self._failed(obj, "InvalidSpec", f"spec is invalid: {detail}", permanent=True, inputs=None)
+
+        if spec.observe_only:
+            return await self._observe_only(obj, llm_id)
 
         try:
             credentials = await resolve_credentials(spec.credentials, obj.namespace, self.secrets)
@@ -215,14 +222,19 @@ class Reconciler:
                 except Conflict as exc:
                     observed = await self._get(llm_id)
                     if observed is None:  # another entry with the same identity
-                        existing = exc.existing_id or await self._find_duplicate(desired)
-                        name = f" ({existing})" if existing else ""
-                        return self._failed(
-                            obj, "AlreadyExists",
-                            f"another registry entry{name} has the same provider, endpoint, path, model and "
-                            f"credentials: {exc.registry_reason or exc}", permanent=True, inputs=inputs,
-                        )
-                    # Our own id: an earlier create went through but its answer was lost.
+                        existing = exc.existing_id if exc.existing_id != llm_id else None
+                        existing = existing or await self._find_duplicate(desired)
+                        if existing and spec.adoption_policy == "IfMatching":
+                            observed = await self._get(existing)
+                        if observed is None:
+                            name = f" ({existing})" if existing else ""
+                            return self._failed(
+                                obj, "AlreadyExists",
+                                f"another registry entry{name} has the same provider, endpoint, path, model and "
+                                f"credentials: {exc.registry_reason or exc}", permanent=True, inputs=inputs,
+                            )
+                        llm_id = str(existing)  # adoptionPolicy IfMatching: take over the identical entry
+                    # Else our own id: an earlier create went through but its answer was lost.
             owner = (observed.get("labels") or {}).get(OWNER_UID_LABEL)
             if owner and owner != obj.uid:
                 holder = (observed.get("labels") or {}).get(OWNER_LABEL, owner)
@@ -235,6 +247,8 @@ class Reconciler:
                     f"cannot change; the spec asks for {desired['providerType']}",
                     permanent=True, inputs=inputs,
                 )
+            if not wrote and OWNER_UID_LABEL not in (observed.get("labels") or {}):
+                events.append(Event("Normal", "Adopted", f"registry entry {llm_id} adopted by {obj.key}"))
             if not wrote:
                 update = diff(desired, observed)
                 last = self._applied.get(obj.uid) or prev.get("credentialsFingerprint")
@@ -272,6 +286,30 @@ class Reconciler:
         }
         return Outcome(status=status, events=events, result="success" if wrote else "noop")
 
+    async def _observe_only(self, obj: LLMObject, llm_id: str) -> Outcome:
+        """Mirror the entry into status; never write to the registry."""
+        prev = obj.status
+        try:
+            observed = await self._get(llm_id)
+        except RegistryError as exc:
+            return self._registry_failed(obj, exc, "", created=True)
+        if observed is None:
+            return self._failed(obj, "NotFound", f"registry entry {llm_id} not found (ObserveOnly never creates it)",
+                                permanent=False, inputs=None, delay=self.settings.secret_retry)
+        status = {
+            "llmId": llm_id,
+            "observedGeneration": obj.generation,
+            "conditions": [
+                cond.condition(cond.READY, True, "Observed", f"registry entry {llm_id} exists (ObserveOnly)",
+                               obj.generation, prev.get("conditions")),
+                cond.condition(cond.SYNCED, True, "ObserveOnly", "mirrored into status.observed; never written",
+                               obj.generation, prev.get("conditions")),
+            ],
+            "lastAttempt": None,
+            "observed": observed_values(observed, mirror=True),
+        }
+        return Outcome(status=status, result="noop")
+
     # -- deletion -----------------------------------------------------------------------------
 
     async def finalize(self, obj: LLMObject) -> list[Event]:
@@ -286,6 +324,8 @@ class Reconciler:
         policy = obj.spec.get("deletionPolicy") or self.settings.default_deletion_policy
         if obj.paused:
             return [Event("Warning", "Orphaned", f"deleted while paused: registry entry {llm_id} left untouched")]
+        if obj.spec.get("managementPolicy") == "ObserveOnly":
+            return [Event("Normal", "Released", f"ObserveOnly: registry entry {llm_id} left untouched")]
         try:
             observed = await self._get(llm_id)
             if observed is None:

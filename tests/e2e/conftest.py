@@ -63,16 +63,34 @@ def crds(control_plane: ControlPlane) -> None:
 @pytest.fixture(scope="session")
 def operator(control_plane: ControlPlane, emulator: EmulatorProcess, crds: None,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """The operator as a real process, at debug log level (so the leak scan covers debug logs)."""
+    """The operator as a real process, at debug log level (so the leak scan covers debug logs).
+
+    Drift checks default to an hour (so tests see no background calls); a test asks for fast
+    drift checks on its own LLMs with the goodmem.ai/drift-interval annotation.
+    """
     op = OperatorProcess(
         tmp_path_factory.mktemp("operator") / "operator.log",
         kubeconfig=control_plane.kubeconfig_path, base_url=emulator.base_url, api_key=emulator.api_key,
-        extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600"],
+        extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600",
+                    "--metrics-port", str(free_port())],
     ).start()
     try:
         yield op
     finally:
         op.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def metrics_port(op: OperatorProcess) -> int:
+    args = op.extra_args
+    return int(args[args.index("--metrics-port") + 1])
 
 
 class Kube:

@@ -71,8 +71,9 @@ def test_contract_constraints_are_in_the_schema() -> None:
 
 
 def test_provider_type_is_immutable_through_cel() -> None:
-    rules = [r["rule"] for r in _spec_schema()["x-kubernetes-validations"]]
-    assert "self.providerType == oldSelf.providerType" in rules
+    rules = {r["message"]: r["rule"] for r in _spec_schema()["x-kubernetes-validations"]}
+    rule = next(r for m, r in rules.items() if m.startswith("providerType is immutable"))
+    assert "self.providerType == oldSelf.providerType" in rule
 
 
 def test_printer_columns_and_subresource() -> None:

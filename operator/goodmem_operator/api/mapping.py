@@ -106,7 +106,11 @@ def desired_request(
     spec: LLMSpec, *, llm_id: str, marks: dict[str, str], credentials: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The create body for `spec` (camelCase), with our id, ownership marks and resolved credentials."""
-    body = spec.model_dump(by_alias=True, exclude_none=True, exclude={"credentials", "deletion_policy", "llm_id"})
+    body = spec.model_dump(
+        by_alias=True,
+        exclude_none=True,
+        exclude={"credentials", "deletion_policy", "adoption_policy", "management_policy", "llm_id"},
+    )
     body["llmId"] = llm_id
     body["labels"] = {**(spec.labels or {}), **marks}
     if credentials is not None:
@@ -173,11 +177,19 @@ def drifted_fields(update: dict[str, Any]) -> list[str]:
     return sorted("labels" if k == "replaceLabels" else k for k in update)
 
 
-def observed_values(observed: dict[str, Any]) -> dict[str, Any]:
+def observed_values(observed: dict[str, Any], *, mirror: bool = False) -> dict[str, Any]:
+    """status.observed: registry-side values for fields the spec may leave unset.
+    With `mirror` (ObserveOnly) the entry's identity and labels too."""
     caps = observed.get("capabilities")
+    identity = (
+        {k: observed.get(k) for k in ("displayName", "providerType", "endpointUrl", "modelIdentifier", "labels")}
+        if mirror
+        else {}
+    )
     return {
         k: v
         for k, v in {
+            **identity,
             "apiPath": observed.get("apiPath"),
             "supportedModalities": observed.get("supportedModalities"),
             "capabilities": {f: bool(caps.get(f)) for f in CAPABILITY_FLAGS} if isinstance(caps, dict) else None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "goodmem.ai"
@@ -71,6 +71,16 @@ class Modality(str, Enum):
 class DeletionPolicy(str, Enum):
     DELETE = "Delete"
     ORPHAN = "Orphan"
+
+
+class AdoptionPolicy(str, Enum):
+    NEVER = "Never"
+    IF_MATCHING = "IfMatching"
+
+
+class ManagementPolicy(str, Enum):
+    DEFAULT = "Default"
+    OBSERVE_ONLY = "ObserveOnly"
 
 
 class SecretKeySelector(_Model):
@@ -185,7 +195,19 @@ class LLMSpec(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.providerType == oldSelf.providerType",
+                    "(has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly') || (has(self.displayName)"
+                    " && has(self.providerType) && has(self.endpointUrl) && has(self.modelIdentifier))",
+                    "displayName, providerType, endpointUrl and modelIdentifier are required "
+                    "(unless managementPolicy is ObserveOnly)",
+                ),
+                cel(
+                    "!has(self.managementPolicy) || self.managementPolicy != 'ObserveOnly' || has(self.llmId)",
+                    "managementPolicy ObserveOnly needs llmId: the registry entry to observe",
+                    fieldPath=".llmId",
+                ),
+                cel(
+                    "has(self.providerType) == has(oldSelf.providerType)"
+                    " && (!has(self.providerType) || self.providerType == oldSelf.providerType)",
                     "providerType is immutable: the registry cannot change it after creation; create a new LLM instead",
                     fieldPath=".providerType",
                     reason="FieldValueForbidden",
@@ -206,16 +228,23 @@ class LLMSpec(_Model):
         }
     )
 
-    display_name: str = Field(min_length=1, max_length=255, description="User-facing name, 1 to 255 characters.")
+    display_name: str | None = Field(
+        default=None, min_length=1, max_length=255, description="User-facing name, 1 to 255 characters. Required."
+    )
     description: str | None = Field(default=None, max_length=4096, description="Free-text description.")
-    provider_type: ProviderType = Field(description="The provider's API flavour. Immutable.")
-    endpoint_url: str = Field(
-        min_length=1, max_length=2048, description="Base URL of the model API (OpenAI-compatible base, usually ending in /v1)."
+    provider_type: ProviderType | None = Field(default=None, description="The provider's API flavour. Required. Immutable.")
+    endpoint_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Base URL of the model API (OpenAI-compatible base, usually ending in /v1). Required.",
     )
     api_path: str | None = Field(
         default=None, min_length=1, max_length=1024, description="Path of the chat/completions call (registry default /chat/completions)."
     )
-    model_identifier: str = Field(min_length=1, max_length=1024, description="Model name at the provider, e.g. gpt-4o-mini.")
+    model_identifier: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Model name at the provider, e.g. gpt-4o-mini. Required."
+    )
     supported_modalities: list[Modality] | None = Field(
         default=None, min_length=1, max_length=4, description="Content modalities (registry default [TEXT])."
     )
@@ -263,8 +292,48 @@ class LLMSpec(_Model):
     )
     deletion_policy: DeletionPolicy | None = Field(
         default=None,
-        description="Delete (default) removes the registry entry with the resource; Orphan leaves it in place.",
+        description=(
+            "Delete (default, or the operator's --default-deletion-policy) removes the registry entry with the "
+            "resource; Orphan leaves it in place and removes the operator's ownership labels."
+        ),
     )
+    adoption_policy: AdoptionPolicy | None = Field(
+        default=None,
+        description=(
+            "What a create that hits an identical existing entry (409) does: Never (default) reports AlreadyExists; "
+            "IfMatching adopts that entry if no other resource owns it."
+        ),
+    )
+    management_policy: ManagementPolicy | None = Field(
+        default=None,
+        description=(
+            "Default: create, update and delete the entry. ObserveOnly: never write to the registry; mirror the "
+            "entry named by llmId into status.observed (the other fields are then optional)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _required_unless_observe_only(self) -> LLMSpec:
+        if self.management_policy != ManagementPolicy.OBSERVE_ONLY.value:
+            missing = [
+                alias
+                for alias, value in (
+                    ("displayName", self.display_name),
+                    ("providerType", self.provider_type),
+                    ("endpointUrl", self.endpoint_url),
+                    ("modelIdentifier", self.model_identifier),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} required (unless managementPolicy is ObserveOnly)")
+        elif self.llm_id is None:
+            raise ValueError("managementPolicy ObserveOnly needs llmId (the entry to observe)")
+        return self
+
+    @property
+    def observe_only(self) -> bool:
+        return self.management_policy == ManagementPolicy.OBSERVE_ONLY.value
 
 
 class Condition(_Model):
@@ -281,6 +350,11 @@ class Condition(_Model):
 class ObservedValues(_Model):
     """Values the registry holds for fields the spec leaves unset (inferred or defaulted)."""
 
+    display_name: str | None = Field(default=None, description="The registry's displayName.")
+    provider_type: str | None = Field(default=None, description="The registry's providerType.")
+    endpoint_url: str | None = Field(default=None, description="The registry's endpointUrl.")
+    model_identifier: str | None = Field(default=None, description="The registry's modelIdentifier.")
+    labels: dict[str, str] | None = Field(default=None, description="The registry's labels.")
     api_path: str | None = Field(default=None, description="The registry's apiPath.")
     supported_modalities: list[str] | None = Field(default=None, description="The registry's modalities.")
     capabilities: dict[str, bool] | None = Field(default=None, description="The registry's capability flags.")
