@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-unit test-integration test-e2e crd lint bench bench-smoke cluster-up cluster-down clean
+.PHONY: install demo reliability test test-unit test-integration test-e2e crd lint bench bench-smoke cluster-up cluster-down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: install
 	$(PY) bench/run.py --write BENCHMARKS.md
 bench-smoke: install
 	$(PY) bench/run.py --smoke
+
+## Reliability scenarios (issue #8) at full size; results to RELIABILITY.md (CI runs a reduced count in `make test`).
+reliability: install
+	GOODMEM_RELIABILITY_FULL=1 bash hack/run-tests -m reliability -p no:randomly -s
 
 cluster-up: install
 	$(PY) -m goodmem_devcluster up
