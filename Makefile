@@ -45,7 +45,7 @@ bench-smoke: install
 
 ## Reliability scenarios (issue #8) at full size; results to RELIABILITY.md (CI runs a reduced count in `make test`).
 reliability: install
-	GOODMEM_RELIABILITY_FULL=1 bash hack/run-tests -m reliability -p no:randomly -s
+	GOODMEM_RELIABILITY_FULL=1 bash hack/run-tests -m reliability -s
 
 cluster-up: install
 	$(PY) -m goodmem_devcluster up
