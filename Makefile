@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo reliability test test-unit test-integration test-e2e crd lint bench bench-smoke cluster-up cluster-down clean
+.PHONY: install demo reliability test test-unit test-integration test-e2e crd lint bench bench-smoke cluster-up cluster-down image clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ bench-smoke: install
 ## Reliability scenarios (issue #8) at full size; results to RELIABILITY.md (CI runs a reduced count in `make test`).
 reliability: install
 	GOODMEM_RELIABILITY_FULL=1 bash hack/run-tests -m reliability -s
+
+## The container image (Dockerfile). Builds only where a Docker engine answers; elsewhere says so and succeeds.
+IMAGE ?= goodmem-operator:0.1.0
+image:
+	@if docker info >/dev/null 2>&1; then \
+		DOCKER_BUILDKIT=1 docker build -t $(IMAGE) . ; \
+	else \
+		echo "make image: no Docker engine answers ('docker info' failed), so $(IMAGE) was NOT built."; \
+		echo "            Run 'make image' where Docker (with BuildKit) runs, or: docker build -t $(IMAGE) ."; \
+	fi
 
 cluster-up: install
 	$(PY) -m goodmem_devcluster up

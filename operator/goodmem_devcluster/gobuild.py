@@ -33,6 +33,9 @@ __all__ = [
     "build",
     "parse_gomod_version",
     "kube_ldflags",
+    "TOOLS",
+    "tool_path",
+    "build_tool",
 ]
 
 HEARTBEAT_SECONDS = 30.0
@@ -244,3 +247,53 @@ def _build_one(go: str, step: _Step, prefix: str, log) -> None:
         beat.join()
         tmp.unlink(missing_ok=True)
     log(f"{prefix} built {step.name} in {_fmt(time.monotonic() - start)}")
+
+
+# -- extra tools for the tests (not part of the control plane) -----------------------------------------
+
+@dataclass(frozen=True)
+class _Tool:
+    module_dir: str  # under hack/go
+    module: str  # the pinned module whose version names the cache directory
+    package: str
+    ldflags: str  # "{version}" is replaced
+
+
+#: Tools built on demand from their own module in hack/go, cached like the control plane's binaries:
+#: kstatus (tests/integration/test_kstatus.py) and helm (tests/e2e/test_deploy_helm.py).
+TOOLS: dict[str, _Tool] = {
+    "kstatus": _Tool("kstatus", "sigs.k8s.io/cli-utils", ".", "-s -w"),
+    "helm": _Tool("helm", "helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm",
+                  "-s -w -X helm.sh/helm/v3/internal/version.version={version}"),
+}
+
+
+def tool_path(name: str) -> Path:
+    """Where tool `name` lives in the cache: bin/<name>-<version>/<name>, the version from its go.mod."""
+    tool = TOOLS[name]
+    version = _version_from(tool.module_dir, tool.module)
+    return cache_dir() / "bin" / f"{name}-{version}" / name
+
+
+def build_tool(name: str, *, quiet: bool = False) -> Path:
+    """Build tool `name` unless it is cached; return its path.  GoUnavailable if it must be built without Go."""
+    path = tool_path(name)
+    if _is_executable(path):
+        return path
+    tool = TOOLS[name]
+    log = (lambda _msg: None) if quiet else _log
+    go = find_go()
+    lock_path = cache_dir() / "bin" / ".build.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is building into {lock_path.parent}; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_executable(path):
+            version = _version_from(tool.module_dir, tool.module)
+            step = _Step(f"{name} {version}", hack_dir() / tool.module_dir, tool.package,
+                         tool.ldflags.format(version=version), path)
+            _build_one(go, step, "[1/1]", log)
+    return path

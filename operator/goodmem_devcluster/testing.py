@@ -9,10 +9,13 @@ import contextlib
 import os
 from typing import Any, Iterator
 
-from .gobuild import GoUnavailable, binaries, build, find_go
+from pathlib import Path
+
+from .gobuild import GoUnavailable, binaries, build, build_tool, find_go, tool_path
 from .controlplane import ControlPlane
 
-__all__ = ["REQUIRE_ENV", "unavailable_reason", "require_control_plane", "build_visibly", "control_plane_session"]
+__all__ = ["REQUIRE_ENV", "unavailable_reason", "require_control_plane", "build_visibly", "control_plane_session",
+           "require_tool"]
 
 REQUIRE_ENV = "GOODMEM_REQUIRE_E2E"
 
@@ -70,3 +73,24 @@ def control_plane_session(pytestconfig: Any = None, **kwargs: Any) -> Iterator[C
         yield cp
     finally:
         cp.stop()
+
+
+def require_tool(name: str, pytestconfig: Any = None) -> Path:
+    """The cached tool `name` (gobuild.TOOLS: kstatus, helm), built visibly if missing.
+
+    Skips loudly when it must be built and there is no Go; fails instead under GOODMEM_REQUIRE_E2E=1.
+    """
+    import pytest
+
+    path = tool_path(name)
+    if path.is_file() and os.access(path, os.X_OK):
+        return path
+    try:
+        find_go()
+    except GoUnavailable as exc:
+        banner = "!" * 20
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{banner} {name} REQUIRED ({REQUIRE_ENV}=1) BUT IT CANNOT BE BUILT: {exc}", pytrace=False)
+        pytest.skip(f"{banner} {name.upper()} SKIPPED, NO GO TO BUILD IT (set {REQUIRE_ENV}=1 to make this fail): {exc}")
+    with _capture_disabled(pytestconfig):
+        return build_tool(name)

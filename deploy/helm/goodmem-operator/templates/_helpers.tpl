@@ -1,0 +1,42 @@
+{{- define "goodmem-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "goodmem-operator.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "goodmem-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "goodmem-operator.secretName" -}}
+{{- .Values.registry.apiKey.existingSecret | default (printf "%s-registry" (include "goodmem-operator.fullname" .)) -}}
+{{- end -}}
+
+{{/* Exactly what the operator uses; the same rules as deploy/overlays/cluster-wide/clusterrole.yaml
+     (tests/unit/test_deploy.py keeps them equal). */}}
+{{- define "goodmem-operator.rules" -}}
+- apiGroups: ["goodmem.ai"]
+  resources: ["llms"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["goodmem.ai"]
+  resources: ["llms/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}

@@ -1,0 +1,319 @@
+"""Least privilege, proven: deploy/ applied with `kubectl apply -k`, the operator run with ONLY its
+ServiceAccount's identity (a TokenRequest token), a full create/update/rotate/delete cycle, and the
+identity shown unable to do anything else.
+
+How the rules were found (README, Install: Permissions): kopf's sources (clients/, reactor/observation.py)
+and the operator's own Kubernetes calls (a Secret read, a status patch), then empirically: with each verb
+of each rule removed in turn, this cycle fails with a 403 in the operator's log (llms list/watch: nothing
+is served; llms patch: no finalizer; llms/status patch: no status; secrets get: the first read of a
+referenced Secret; secrets list/watch: the Secret watch, so no rotation; events create: no Events).
+No `get` on LLMs is needed. The operator turns kopf's cluster scanning off
+(settings.scanning.disabled), so no CRD or Namespace read is needed either: with scanning on, kopf
+lists and watches all CRDs, and with --namespace all Namespaces, and retries each 403 for about a
+minute before it goes on.
+
+This module runs its own control plane: the session's operator (tests/e2e/conftest.py) watches every
+namespace as admin and would reconcile these LLMs too, which would prove nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from goodmem_devcluster import ControlPlane
+from goodmem_devcluster._proc import free_ports
+from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
+from goodmem_devcluster.testing import control_plane_session
+
+from .conftest import ROOT, Kube, llm_manifest, secret_manifest
+
+pytestmark = pytest.mark.e2e
+
+SYSTEM_NS = "goodmem-system"
+SA = "goodmem-operator"
+SA_USER = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
+REF = {"apiKey": {"secretKeyRef": {"name": "key", "key": "api-key"}, "headerName": "Authorization", "prefix": "Bearer "}}
+#: The documented rules, as (apiGroup, resource, verb).
+GRANTED = {
+    ("goodmem.ai", "llms", "list"), ("goodmem.ai", "llms", "watch"), ("goodmem.ai", "llms", "patch"),
+    ("goodmem.ai", "llms/status", "patch"),
+    ("", "secrets", "get"), ("", "secrets", "list"), ("", "secrets", "watch"),
+    ("", "events", "create"),
+}
+#: 403s, "Forbidden", kopf's "Not enough permissions": any of them in the log means a missing right.
+#: (?<![,.\d]) keeps a timestamp's milliseconds ("01:57:37,403") from matching.
+DENIED = re.compile(r"(?i)forbidden|(?<![,.\d])403(?!\d)|not enough permissions")
+
+
+@pytest.fixture(scope="module")
+def cluster(pytestconfig: pytest.Config) -> Iterator[ControlPlane]:
+    with control_plane_session(pytestconfig) as cp:
+        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+        yield cp
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    emu = EmulatorProcess(tmp_path_factory.mktemp("rbac-emulator") / "emulator.log",
+                          api_key="rbac-operator-key", admin_key="rbac-admin-key").start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def _fresh_namespace(cp: ControlPlane) -> str:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cp.kubectl("create", "namespace", name)
+    return name
+
+
+def can_i(cp: ControlPlane, kubeconfig: Path, verb: str, resource: str, namespace: str | None) -> bool:
+    scope = ["-n", namespace] if namespace else ["--all-namespaces"]
+    res = cp.kubectl("auth", "can-i", verb, resource, *scope, kubeconfig=kubeconfig, check=False)
+    return res.stdout.strip() == "yes"
+
+
+def rules_in(cp: ControlPlane, kubeconfig: Path, namespace: str) -> set[tuple[str, str, str]]:
+    """Every (apiGroup, resource, verb) the identity holds in `namespace` (a SelfSubjectRulesReview),
+    less the self-review APIs every authenticated user has."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": namespace}}
+    res = cp.kubectl("create", "--validate=false", "-o", "json", "-f", "-", input=json.dumps(review), kubeconfig=kubeconfig)
+    out: set[tuple[str, str, str]] = set()
+    for rule in json.loads(res.stdout)["status"]["resourceRules"]:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                for verb in rule["verbs"]:
+                    out.add((group, resource, verb))
+    return {r for r in out if not r[1].startswith("selfsubject")}
+
+
+def wait_until(what: Any, timeout: float = 15.0, message: str = "") -> None:
+    """RBAC reaches the authorizer through an informer: poll, never assume."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if what():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s: {message}")
+
+
+def sa_writes(cp: ControlPlane, since: datetime) -> set[tuple[str, str, str]]:
+    """(verb, resource[/subresource], response code) of every write the operator's identity made since `since`
+    (the audit log records writes only)."""
+    out = set()
+    for ev in cp.audit_events():
+        if ev.get("stage") != "ResponseComplete" or ev.get("user", {}).get("username") != SA_USER:
+            continue
+        if datetime.fromisoformat(ev["requestReceivedTimestamp"]) < since:
+            continue
+        ref = ev.get("objectRef", {})
+        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        out.add((ev["verb"], resource, str(ev.get("responseStatus", {}).get("code"))))
+    return out
+
+
+def start_operator(kubeconfig: Path, registry: EmulatorProcess, log: Path, *args: str) -> OperatorProcess:
+    return OperatorProcess(log, kubeconfig=kubeconfig, base_url=registry.base_url, api_key=registry.api_key,
+                           extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600", *args]).start()
+
+
+def _healthy(port: int) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _puts(registry: EmulatorProcess, llm_id: str) -> list[dict[str, Any]]:
+    return [e for e in registry.stats()["log"] if e["method"] == "PUT" and llm_id in e["path"]]
+
+
+def test_cluster_wide_install_runs_a_full_cycle_with_only_its_identity(
+    cluster: ControlPlane, registry: EmulatorProcess, tmp_path: Path
+) -> None:
+    cp, kube = cluster, Kube(cluster)
+    cp.kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / "cluster-wide"))
+    kubeconfig = cp.kubeconfig_for_service_account(SYSTEM_NS, SA)
+    wait_until(lambda: can_i(cp, kubeconfig, "watch", "llms.goodmem.ai", None), message="the ClusterRoleBinding")
+    ns = _fresh_namespace(cp)
+    assert rules_in(cp, kubeconfig, ns) == GRANTED, "exactly the documented rules, nothing more"
+
+    started = datetime.now(timezone.utc)
+    [health_port] = free_ports(1)
+    op = start_operator(kubeconfig, registry, tmp_path / "operator.log",
+                        f"--liveness=http://127.0.0.1:{health_port}/healthz")  # the Deployment's probe, on a free port
+    try:
+        kube.wait_for(lambda: _healthy(health_port), 15, "the liveness endpoint")
+        # create, with credentials from a Secret
+        kube.apply(ns, secret_manifest("key", {"api-key": "first-value"}))
+        kube.apply(ns, llm_manifest("rbac", credentials=REF))
+        kube.wait_condition(ns, "rbac", "True", "Available")
+        obj = kube.get(ns, "llm", "rbac")
+        assert "goodmem.ai/finalizer" in obj["metadata"]["finalizers"]
+        llm_id = obj["status"]["llmId"]
+        record = registry.record(llm_id)
+        assert record is not None and record["labels"]["goodmem.ai/owner-uid"] == obj["metadata"]["uid"]
+        kube.wait_for(lambda: "Created" in [e["reason"] for e in kube.events(ns)], 10, "the Created Event")
+
+        # update: one PUT of the changed field
+        registry.reset_stats()
+        kube.run("-n", ns, "patch", "llm", "rbac", "--type", "merge", "-p", '{"spec":{"description":"least privilege"}}')
+        kube.wait_for(lambda: kube.get(ns, "llm", "rbac")["status"].get("observedGeneration") == 2, 30, "generation 2")
+        kube.wait_condition(ns, "rbac", "True", "Available")
+        puts = _puts(registry, llm_id)
+        assert [p["body"] for p in puts] == [{"description": "least privilege"}]
+
+        # rotate the Secret: one PUT of the credentials
+        fingerprint = registry.record(llm_id)["credentialsFingerprint"]
+        registry.reset_stats()
+        kube.apply(ns, secret_manifest("key", {"api-key": "second-value"}))
+        kube.wait_for(lambda: registry.record(llm_id)["credentialsFingerprint"] != fingerprint, 20, "rotation")
+        puts = _puts(registry, llm_id)
+        assert len(puts) == 1 and set(puts[0]["body"]) == {"credentials"}
+
+        # delete: the entry goes, the finalizer is released
+        kube.run("-n", ns, "delete", "llm", "rbac", "--wait=true", "--timeout=30s")
+        assert kube.get(ns, "llm", "rbac") is None
+        assert registry.record(llm_id) is None
+    finally:
+        op.stop()
+
+    log = op.log_text()
+    denied = [line for line in log.splitlines() if DENIED.search(line)]
+    assert not denied, "\n".join(denied[:10])
+    writes = sa_writes(cp, started)
+    assert {(verb, resource) for verb, resource, _ in writes} == {
+        ("patch", "llms"), ("patch", "llms/status"), ("create", "events")}, writes
+    assert {code for *_, code in writes} <= {"200", "201"}, writes
+
+
+def test_the_identity_cannot_write_secrets_nor_touch_anything_else(cluster: ControlPlane) -> None:
+    cp = cluster
+    cp.kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / "cluster-wide"))
+    kubeconfig = cp.kubeconfig_for_service_account(SYSTEM_NS, SA)
+    wait_until(lambda: can_i(cp, kubeconfig, "watch", "llms.goodmem.ai", None), message="the ClusterRoleBinding")
+    ns = _fresh_namespace(cp)
+    for verb in ("get", "list", "watch"):
+        assert can_i(cp, kubeconfig, verb, "secrets", ns), verb
+    for verb in ("create", "update", "patch", "delete", "deletecollection"):
+        assert not can_i(cp, kubeconfig, verb, "secrets", ns), f"{verb} secrets"
+    for verb, resource in [
+        ("get", "configmaps"), ("create", "configmaps"), ("get", "deployments.apps"), ("create", "deployments.apps"),
+        ("get", "pods"), ("create", "pods"), ("delete", "pods"), ("create", "serviceaccounts/token"),
+        ("create", "llms.goodmem.ai"), ("update", "llms.goodmem.ai"), ("delete", "llms.goodmem.ai"),
+        ("get", "llms.goodmem.ai"), ("delete", "events"), ("patch", "events"),
+        ("list", "namespaces"), ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ]:
+        assert not can_i(cp, kubeconfig, verb, resource, ns), f"{verb} {resource}"
+    # And for real, not only as a review: writing a Secret is refused by the API server.
+    res = cp.kubectl("-n", ns, "create", "secret", "generic", "stolen", "--from-literal=k=v", kubeconfig=kubeconfig, check=False)
+    assert res.returncode != 0 and "forbidden" in res.stderr.lower(), res.stderr
+    res = cp.kubectl("-n", ns, "create", "configmap", "nope", kubeconfig=kubeconfig, check=False)
+    assert res.returncode != 0 and "forbidden" in res.stderr.lower(), res.stderr
+
+
+def _single_namespace_overlay(tmp_path: Path, watched: str) -> Path:
+    """An overlay on top of deploy/overlays/single-namespace, as the README tells users to write one."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    deploy = os.path.relpath(ROOT / "deploy", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n- {deploy}/overlays/single-namespace\n"
+        "configMapGenerator:\n- name: goodmem-operator-config\n  behavior: merge\n"
+        f"  literals:\n  - GOODMEM_WATCH_NAMESPACES={watched}\n"
+        f"components:\n- {deploy}/components/watched-namespace\n"
+    )
+    return overlay
+
+
+def test_single_namespace_install_works_there_and_nowhere_else(
+    cluster: ControlPlane, registry: EmulatorProcess, tmp_path: Path
+) -> None:
+    cp, kube = cluster, Kube(cluster)
+    # Same ServiceAccount as the cluster-wide install: take the cluster-wide grant away first.
+    cp.kubectl("delete", "clusterrolebinding", SA, "--ignore-not-found")
+    cp.kubectl("delete", "clusterrole", SA, "--ignore-not-found")
+    kubeconfig = cp.kubeconfig_for_service_account(SYSTEM_NS, SA)
+    wait_until(lambda: not can_i(cp, kubeconfig, "watch", "llms.goodmem.ai", None), message="the grant to go")
+
+    watched, other = _fresh_namespace(cp), _fresh_namespace(cp)
+    overlay = _single_namespace_overlay(tmp_path, watched)
+    rendered = cp.kubectl("kustomize", str(overlay)).stdout
+    assert "kind: ClusterRole" not in rendered
+    cp.kubectl("apply", "-k", str(overlay))
+    wait_until(lambda: can_i(cp, kubeconfig, "watch", "llms.goodmem.ai", watched), message="the RoleBinding")
+    assert rules_in(cp, kubeconfig, watched) == GRANTED
+    assert rules_in(cp, kubeconfig, other) == set(), "no rights outside the watched namespace"
+    assert not can_i(cp, kubeconfig, "list", "llms.goodmem.ai", None)
+
+    op = start_operator(kubeconfig, registry, tmp_path / "operator.log", "--namespace", watched)
+    try:
+        kube.apply(watched, secret_manifest("key", {"api-key": "ns-value"}))
+        kube.apply(watched, llm_manifest("inside", credentials=REF))
+        kube.apply(other, llm_manifest("outside"))
+        kube.wait_condition(watched, "inside", "True", "Available")
+        llm_id = kube.get(watched, "llm", "inside")["status"]["llmId"]
+        kube.run("-n", watched, "delete", "llm", "inside", "--wait=true", "--timeout=30s")
+        assert registry.record(llm_id) is None
+        outside = kube.get(other, "llm", "outside")
+        assert not outside.get("status") and not outside["metadata"].get("finalizers"), "never touched"
+    finally:
+        op.stop()
+    denied = [line for line in op.log_text().splitlines() if DENIED.search(line)]
+    assert not denied, "\n".join(denied[:10])
+
+
+def test_readme_command_releases_finalizers_left_by_an_uninstalled_operator(
+    cluster: ControlPlane, registry: EmulatorProcess, tmp_path: Path
+) -> None:
+    """README, Uninstall: the operator is gone, its LLMs hang in Terminating; the documented command frees
+    them and leaves the registry entries as they are."""
+    cp, kube = cluster, Kube(cluster)
+    ns = _fresh_namespace(cp)
+    op = OperatorProcess(tmp_path / "operator.log", kubeconfig=cp.kubeconfig_path, base_url=registry.base_url,
+                         api_key=registry.api_key, extra_args=["--namespace", ns]).start()
+    try:
+        for name in ("left-1", "left-2"):
+            kube.apply(ns, llm_manifest(name))
+        for name in ("left-1", "left-2"):
+            kube.wait_condition(ns, name, "True", "Available")
+    finally:
+        op.stop()  # "uninstalled"
+    ids = [kube.get(ns, "llm", n)["status"]["llmId"] for n in ("left-1", "left-2")]
+    kube.run("-n", ns, "delete", "llm", "--all", "--wait=false")
+    time.sleep(1.0)
+    assert all(kube.get(ns, "llm", n)["metadata"].get("deletionTimestamp") for n in ("left-1", "left-2"))
+
+    readme = (ROOT / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if '"finalizers":null' in b]
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    kubectl = shim / "kubectl"
+    kubectl.write_text("#!/bin/sh\nexec " + shlex.join(cp.kubectl_command()) + ' "$@"\n')
+    kubectl.chmod(0o755)
+    res = subprocess.run(["bash", "-euo", "pipefail", "-c", block], capture_output=True, text=True, timeout=60,
+                         env=dict(cp.kubectl_env(), PATH=f"{shim}:{os.environ['PATH']}"))
+    assert res.returncode == 0, res.stderr
+    kube.wait_for(lambda: all(kube.get(ns, "llm", n) is None for n in ("left-1", "left-2")), 15, "LLMs gone")
+    for llm_id in ids:
+        record = registry.record(llm_id)
+        assert record is not None and "goodmem.ai/owner-uid" in record["labels"], "entries left as they were"

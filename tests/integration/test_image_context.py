@@ -1,0 +1,47 @@
+"""The Dockerfile's builder step on the real build context, without Docker.
+
+The context is what .dockerignore lets through (an allow-list: pyproject.toml, README.md, operator/);
+the project's wheel is built from a copy of it the way the builder stage does (`pip wheel`, with
+build isolation, dependencies left out here), and the wheel must carry the entry point the image's
+ENTRYPOINT names and no test dependency.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_wheel_from_the_docker_build_context(tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, context / name)
+    shutil.copytree(ROOT / "operator", context / "operator",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path / "wheels"), "."],
+        cwd=context, capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    [wheel] = (tmp_path / "wheels").glob("goodmem_operator-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
+        metadata = zf.read(f"{dist_info}/METADATA").decode()
+    assert "goodmem-operator = goodmem_operator.main:main" in entry_points
+    assert "goodmem_operator/main.py" in names and "goodmem_operator/py.typed" in names
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    runtime = [r for r in requires if "extra ==" not in r]
+    assert any(r.startswith("Requires-Dist: kopf") for r in runtime)
+    assert not any("pytest" in r or "goodmem==" in r for r in runtime), "test dependencies must stay in the extra"

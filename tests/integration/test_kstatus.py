@@ -1,0 +1,108 @@
+"""kstatus (what Flux and cli-utils use to wait for resources) on the statuses the operator really writes.
+
+The real kstatus is Go: hack/go/kstatus wraps sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute
+(v0.37.2), built and cached by goodmem_devcluster.gobuild.build_tool("kstatus"). What it does with an
+LLM, read from that version's source (status.go, generic.go):
+
+1. metadata.deletionTimestamp set -> Terminating.
+2. status.observedGeneration present and != metadata.generation -> InProgress (LatestGenerationNotObserved).
+3. a condition Reconciling=True -> InProgress; Stalled=True -> Failed (the only way to Failed).
+4. LLM is no built-in kind, so: Ready=True -> Current; Ready=False or Unknown -> InProgress,
+   with the Ready reason and message. kstatus never turns Ready=False into Failed.
+5. no Ready condition at all (no status yet) -> Current. An LLM the operator has not seen yet looks done.
+
+So permanent errors (InvalidSpec, AlreadyExists, Conflict, SecretNotAllowed) are InProgress for
+kstatus: a Flux Kustomization with health checks waits for them until its timeout. These tests assert
+what kstatus does today; the operator writes no Stalled condition.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from goodmem_devcluster.testing import require_tool
+
+from .statuses import real_statuses
+
+pytestmark = pytest.mark.integration
+
+EXPECTED = {
+    "fresh": "Current",  # (5): no status yet
+    "available": "Current",
+    "spec-edited": "InProgress",  # (2)
+    "creating": "InProgress",
+    "registry-unavailable": "InProgress",
+    "rate-limited": "InProgress",
+    "unauthorized": "InProgress",
+    "forbidden": "InProgress",
+    "invalid-spec": "InProgress",  # (4): permanent, but kstatus cannot tell
+    "invalid-spec-after-create": "InProgress",
+    "already-exists": "InProgress",
+    "conflict": "InProgress",
+    "observe-only": "Current",
+    "observe-only-missing": "InProgress",
+    "secret-not-found": "InProgress",
+    "secret-key-not-found": "InProgress",
+    "secret-not-allowed": "InProgress",
+    "paused-before-sync": "InProgress",  # Ready=Unknown
+    "paused-after-sync": "Current",  # Ready stays True while paused
+    "paused-and-edited": "InProgress",  # (2): a paused LLM never observes the new generation
+    "deleting": "Terminating",  # (1)
+}
+
+
+@pytest.fixture(scope="module")
+def kstatus(pytestconfig: pytest.Config) -> Path:
+    return require_tool("kstatus", pytestconfig)
+
+
+def compute(kstatus: Path, obj: dict[str, Any]) -> dict[str, Any]:
+    res = subprocess.run([str(kstatus)], input=json.dumps(obj), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+@pytest.fixture(scope="module")
+def statuses() -> dict[str, dict[str, Any]]:
+    return real_statuses()
+
+
+def test_every_scenario_has_an_expectation(statuses: dict[str, dict[str, Any]]) -> None:
+    assert set(statuses) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("scenario", sorted(EXPECTED))
+def test_kstatus_of_real_status(kstatus: Path, statuses: dict[str, dict[str, Any]], scenario: str) -> None:
+    obj = statuses[scenario]
+    result = compute(kstatus, obj)
+    assert result["status"] == EXPECTED[scenario], (scenario, result, obj.get("status"))
+    ready = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)
+    if result["status"] == "InProgress" and ready is not None and ready["status"] != "True" \
+            and obj["metadata"]["generation"] == obj["status"].get("observedGeneration", obj["metadata"]["generation"]):
+        # Flux shows this message: it is the operator's own Ready message, retry hint included.
+        assert result["message"] == ready["message"]
+        assert result["conditions"] == [{"type": "Reconciling", "status": "True", "reason": ready["reason"],
+                                         "message": ready["message"]}]
+
+
+def test_ready_and_observed_generation_decide_current(kstatus: Path, statuses: dict[str, dict[str, Any]]) -> None:
+    """Current exactly when Ready=True and observedGeneration == generation (the kstatus contract the README states)."""
+    for scenario, obj in statuses.items():
+        status = obj.get("status")
+        if not status or obj["metadata"].get("deletionTimestamp"):
+            continue
+        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+        current = ready.get("status") == "True" and status.get("observedGeneration") == obj["metadata"]["generation"]
+        assert (compute(kstatus, obj)["status"] == "Current") is current, scenario
+
+
+def test_only_stalled_makes_failed(kstatus: Path, statuses: dict[str, dict[str, Any]]) -> None:
+    """The Failed path exists (Stalled=True); the operator's permanent errors do not take it."""
+    obj = statuses["invalid-spec"]
+    obj["status"]["conditions"].append({"type": "Stalled", "status": "True", "reason": "InvalidSpec", "message": "m"})
+    assert compute(kstatus, obj)["status"] == "Failed"

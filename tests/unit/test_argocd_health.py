@@ -1,0 +1,155 @@
+"""The Argo CD health check (deploy/argocd/health.lua) on the statuses the operator really writes.
+
+The script runs in Lua 5.1 (lupa's lua51: the dialect of gopher-lua, which Argo CD embeds) with
+`obj` set as Argo CD sets it. The statuses come from the operator's Reconciler and release handler
+against the registry emulator (tests/integration/statuses.py), one per condition reason; those tests
+are marked integration (they run the emulator on loopback), the rest are pure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lupa import lua51  # the test extra
+
+ROOT = Path(__file__).resolve().parents[2]
+HEALTH_LUA = ROOT / "deploy" / "argocd" / "health.lua"
+ARGOCD_CM = ROOT / "deploy" / "argocd" / "argocd-cm.yaml"
+CM_KEY = "resource.customizations.health.goodmem.ai_LLM"
+
+
+def health(obj: dict[str, Any]) -> dict[str, str]:
+    """Run health.lua the way Argo CD does: a global `obj`, the chunk returns {status, message}."""
+    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute(HEALTH_LUA.read_text())
+    return dict(result.items())
+
+
+def _cond(ctype: str, status: str, reason: str, message: str = "m") -> dict[str, str]:
+    return {"type": ctype, "status": status, "reason": reason, "message": message}
+
+
+def _obj(status: dict[str, Any] | None, generation: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM",
+                           "metadata": {"name": "x", "namespace": "ns", "generation": generation}, "spec": {}}
+    if status is not None:
+        out["status"] = status
+    return out
+
+
+# -- the real statuses ---------------------------------------------------------------------------
+
+EXPECTED = {
+    "fresh": ("Progressing", "Waiting for the operator"),
+    "available": ("Healthy", "Available: registry entry"),
+    "spec-edited": ("Progressing", "Waiting for the operator to observe generation 2"),
+    "creating": ("Progressing", "Creating: "),
+    "registry-unavailable": ("Progressing", "RegistryUnavailable: "),
+    "rate-limited": ("Progressing", "Creating: "),
+    "unauthorized": ("Progressing", "Creating: "),
+    "forbidden": ("Progressing", "Creating: "),
+    "invalid-spec": ("Degraded", "InvalidSpec: "),
+    "invalid-spec-after-create": ("Degraded", "InvalidSpec: "),
+    "already-exists": ("Degraded", "AlreadyExists: another registry entry"),
+    "conflict": ("Degraded", "Conflict: registry entry"),
+    "observe-only": ("Healthy", "Observed: "),
+    "observe-only-missing": ("Progressing", "NotFound: "),
+    "secret-not-found": ("Progressing", "SecretNotFound: Secret ns1/key not found"),
+    "secret-key-not-found": ("Progressing", "SecretKeyNotFound: "),
+    "secret-not-allowed": ("Degraded", "SecretNotAllowed: "),
+    "paused-before-sync": ("Suspended", "ReconcilePaused: annotation goodmem.ai/paused=true"),
+    "paused-after-sync": ("Suspended", "ReconcilePaused: "),
+    "paused-and-edited": ("Suspended", "ReconcilePaused: "),
+    "deleting": ("Progressing", "Deleting: deleting registry entry"),
+}
+
+
+@pytest.fixture(scope="module")
+def statuses() -> dict[str, dict[str, Any]]:
+    from tests.integration.statuses import real_statuses
+
+    return real_statuses()
+
+
+@pytest.mark.integration
+def test_every_scenario_has_an_expectation(statuses: dict[str, dict[str, Any]]) -> None:
+    assert set(statuses) == set(EXPECTED)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("scenario", sorted(EXPECTED))
+def test_health_of_real_status(statuses: dict[str, dict[str, Any]], scenario: str) -> None:
+    obj = statuses[scenario]
+    status, message = EXPECTED[scenario]
+    hs = health(obj)
+    assert hs["status"] == status, (scenario, hs, obj.get("status"))
+    assert hs["message"].startswith(message), (scenario, hs)
+
+
+@pytest.mark.integration
+def test_real_statuses_cover_every_reason_the_docs_name(statuses: dict[str, dict[str, Any]]) -> None:
+    reasons = {c["reason"] for obj in statuses.values() for c in (obj.get("status") or {}).get("conditions", [])}
+    documented = {"Available", "Creating", "InvalidSpec", "AlreadyExists", "Conflict", "Unauthorized", "Forbidden",
+                  "RegistryUnavailable", "RateLimited", "SecretNotFound", "SecretKeyNotFound", "SecretNotAllowed",
+                  "ReconcilePaused", "Deleting", "Observed", "NotFound"}
+    assert documented <= reasons, documented - reasons
+
+
+@pytest.mark.integration
+def test_retry_and_permanent_messages_agree_with_the_mapping(statuses: dict[str, dict[str, Any]]) -> None:
+    """Degraded exactly when the operator says it will not retry: the message is the contract."""
+    for scenario, obj in statuses.items():
+        ready = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)
+        if ready is None or ready["status"] != "False":
+            continue
+        expect = "Degraded" if "not retried" in ready["message"] else "Progressing"
+        if obj["metadata"]["generation"] == obj["status"].get("observedGeneration"):
+            assert health(obj)["status"] == expect, scenario
+
+
+# -- edges no reconcile produces -----------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_status_without_conditions_waits_for_the_operator() -> None:
+    assert health(_obj({"llmId": "x"})) == {"status": "Progressing", "message": "Waiting for the operator"}
+
+
+@pytest.mark.unit
+def test_observed_generation_missing_is_progressing() -> None:
+    hs = health(_obj({"conditions": [_cond("Ready", "True", "Available")]}))
+    assert hs["status"] == "Progressing"
+
+
+@pytest.mark.unit
+def test_not_retried_message_degrades_whatever_the_reason() -> None:
+    msg = "registry said no (not retried until the spec or a referenced Secret changes)"
+    hs = health(_obj({"observedGeneration": 1, "conditions": [_cond("Ready", "False", "SomethingNew", msg)]}))
+    assert hs == {"status": "Degraded", "message": f"SomethingNew: {msg}"}
+
+
+@pytest.mark.unit
+def test_ready_unknown_is_progressing() -> None:
+    hs = health(_obj({"observedGeneration": 1, "conditions": [_cond("Ready", "Unknown", "Whatever", "")]}))
+    assert hs == {"status": "Progressing", "message": "Whatever"}
+
+
+@pytest.mark.unit
+def test_argocd_cm_carries_health_lua_verbatim() -> None:
+    data = yaml.safe_load(ARGOCD_CM.read_text())["data"]
+    assert set(data) == {CM_KEY}
+    assert data[CM_KEY] == HEALTH_LUA.read_text(), "deploy/argocd/argocd-cm.yaml is out of date with health.lua"
+
+
+@pytest.mark.unit
+def test_health_lua_is_lua51() -> None:
+    """No syntax beyond Lua 5.1 (gopher-lua): goto, integer division, bit operators, <const>."""
+    text = HEALTH_LUA.read_text()
+    code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+    for token in ("goto ", "//", "<const>", "<close>", " & ", " | ", "<<", ">>"):
+        assert token not in code, token
+    lua51.LuaRuntime().compile(text)
