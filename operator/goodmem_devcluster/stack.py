@@ -122,6 +122,7 @@ class OperatorProcess:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), GOODMEM_BASE_URL=self.base_url,
                    GOODMEM_API_KEY=self.api_key, **self.extra_env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        offset = log.tell()  # a restart appends to the same log: look for readiness after this point only
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "goodmem_operator.main", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -131,7 +132,7 @@ class OperatorProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}; see {self.log_path}")
-            if "Initial authentication has finished" in self.log_text():
+            if b"Initial authentication has finished" in self._log_bytes(offset):
                 time.sleep(0.5)  # let the watches open
                 return self
             time.sleep(0.1)
@@ -149,6 +150,14 @@ class OperatorProcess:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    def _log_bytes(self, offset: int = 0) -> bytes:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except FileNotFoundError:
+            return b""
 
     def log_text(self) -> str:
         try:

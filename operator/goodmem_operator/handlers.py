@@ -10,6 +10,9 @@ intervals and names come from configuration, not from import-time globals.
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
+import json
 import logging
 import random
 import time
@@ -30,6 +33,64 @@ FINALIZER = "goodmem.ai/finalizer"
 # from goodmem.ai: kopf ignores every annotation under its storage prefix when it detects changes,
 # and goodmem.ai/paused and goodmem.ai/drift-interval must be seen.
 ANNOTATION_PREFIX = "kopf.goodmem.ai"
+DIGEST_PREFIX = "sha256:"
+
+
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base kept as a digest of the last-handled essence, not as a copy of it.
+
+    kopf remembers the last-handled essence (spec, labels, annotations) to tell a real change from
+    a status-only event. Its default storage writes the whole essence as JSON into an annotation,
+    and all annotations of an object share a 256 KiB limit: a large spec (a big clientConfig, counted
+    twice under client-side `kubectl apply`, which keeps its own copy) then makes every patch kopf
+    sends fail, status and finalizer removal included, so the resource can never be deleted
+    (nolar/kopf#1087). Our handlers never read kopf's `old`/`new`/`diff` (the reconcile is
+    level-triggered), so a SHA-256 of the essence is all kopf needs: `fetch` returns the current
+    essence when the digest matches (no change) and the same essence plus one marker key when it
+    does not (a change, so kopf calls the update handler). A JSON value written by kopf's own
+    annotation storage is still read as before, so upgrading needs no migration; the next store
+    replaces it with the digest.
+    """
+
+    CHANGED = f"{ANNOTATION_PREFIX}/changed-since-last-handled"
+
+    def _comparable(self, essence: Any) -> dict[str, Any]:
+        """The essence without kopf's own annotations (progress, markers) and empty stanzas."""
+        data = copy.deepcopy(dict(essence))
+        meta = data.get("metadata")
+        if isinstance(meta, dict):
+            annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                           if not k.startswith(f"{self.prefix}/")}
+            if annotations:
+                meta["annotations"] = annotations
+            else:
+                meta.pop("annotations", None)
+            if not meta:
+                data.pop("metadata")
+        return data
+
+    def _digest(self, essence: Any) -> str:
+        canonical = json.dumps(self._comparable(essence), sort_keys=True, separators=(",", ":"), default=str)
+        return DIGEST_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def fetch(self, *, body: Any) -> Any:
+        for full_key in self.make_keys(self.key, body=body):
+            stored = body.metadata.annotations.get(full_key)
+            if stored is None:
+                continue
+            if not stored.startswith(DIGEST_PREFIX):
+                return json.loads(stored)  # written by kopf's AnnotationsDiffBaseStorage (before this storage)
+            current = self.build(body=body)  # what kopf compares it with (no extra fields in our handlers)
+            if self._digest(current) == stored.strip():
+                return current
+            return {**current, self.CHANGED: True}  # type: ignore[typeddict-unknown-key]
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        digest = self._digest(essence)
+        for full_key in self.make_keys(self.key, body=body):
+            patch.metadata.annotations[full_key] = digest
+        self._store_marker(prefix=self.prefix, patch=patch, body=body)
 
 
 @dataclass
@@ -132,17 +193,26 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
         # `body` is a live view in kopf daemons: annotation changes are seen on the next wake-up.
         await stopped.wait(drift_interval_of(body.get("metadata", {}).get("annotations"), drift_interval)
                            * random.uniform(0.5, 1.0))
+        retry_in: float | None = None
         while not stopped:
             meta = body.get("metadata", {})
             if meta.get("deletionTimestamp"):
                 return
-            due = drift_interval_of(meta.get("annotations"), drift_interval) * _jitter(uid)
-            last = rt().reconciler.last_observed.get(uid)
-            remaining = due - (time.monotonic() - last) if last is not None else 0.0
-            if remaining > 0:
-                await stopped.wait(min(remaining, recheck))
-                continue
-            await reconcile_and_write(rt(), _snapshot(body), "drift")
+            if retry_in is None:
+                due = drift_interval_of(meta.get("annotations"), drift_interval) * _jitter(uid)
+                last = rt().reconciler.last_observed.get(uid)
+                remaining = due - (time.monotonic() - last) if last is not None else 0.0
+                if remaining > 0:
+                    await stopped.wait(min(remaining, recheck))
+                    continue
+            retry_in = await reconcile_and_write(rt(), _snapshot(body), "drift")
+            if retry_in is not None:
+                # A failed drift check is retried on its backoff, not a whole interval later,
+                # unless another reconcile comes in between (its path then owns the retry).
+                stamp = rt().reconciler.last_observed.get(uid)
+                await stopped.wait(retry_in)
+                if rt().reconciler.last_observed.get(uid) != stamp:
+                    retry_in = None
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="release", registry=registry)
     async def release_llm(body: Any, patch: kopf.Patch, **_: Any) -> None:
@@ -173,11 +243,15 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
     ) -> None:
         users = sorted(set(llms_by_secret.get((namespace, name), [])))
         cache = rt().secret_cache
-        before = await _peek(cache, namespace, name) if users else None
+        before = await _peek(cache, namespace, name) if users else _UNKNOWN
         kind = event.get("type")
         cache.observe(namespace, name, body, deleted=kind == "DELETED", referenced=bool(users))
-        if not users or kind is None:  # unrelated, or the initial listing (resume handlers cover those)
+        if not users:
             return
+        if kind is None:  # TEMP: old behaviour
+            return  # a listing, and nothing known of this Secret yet: the resume handlers cover its users
+        # A listing (kind None) also comes after kopf restarts a watch (410 Gone, say after an API server
+        # restart): a Secret that changed while the watch was away shows up only there.
         after = await _peek(cache, namespace, name)
         if kind != "DELETED" and before == after:
             return
@@ -187,9 +261,12 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
     return registry
 
 
+_UNKNOWN = object()  # not in the cache at all (unlike data None: known not to exist)
+
+
 async def _peek(cache: SecretCache, namespace: str, name: str) -> Any:
     entry = cache._entries.get((namespace, name))  # noqa: SLF001 - same layer, read-only look
-    return None if entry is None else entry.data
+    return _UNKNOWN if entry is None else entry.data
 
 
 def _snapshot(body: Any) -> dict[str, Any]:
@@ -214,33 +291,54 @@ async def _reconcile_from_index(rt: Runtime, llm_bodies: kopf.Index, namespace: 
     body = bodies[0]
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return
-    outcome = await reconcile_and_write(rt, body, trigger)
+    retry_in = await reconcile_and_write(rt, body, trigger)
     key = (namespace, name)
     pending = rt._retries.pop(key, None)
     if pending is not None and pending is not asyncio.current_task():
         pending.cancel()
-    if outcome.retry_after is not None:
+    if retry_in is not None:
+        uid = (body.get("metadata") or {}).get("uid", "")
+        stamp = rt.reconciler.last_observed.get(uid)
 
         async def later() -> None:
-            await asyncio.sleep(outcome.retry_after or 0)
+            await asyncio.sleep(retry_in)
             rt._retries.pop(key, None)
+            if rt.reconciler.last_observed.get(uid) != stamp:
+                return  # reconciled since (or deleted): that path owns any retry
             await _reconcile_from_index(rt, llm_bodies, namespace, name, trigger=trigger)
 
         rt._retries[key] = asyncio.create_task(later())
 
 
-async def reconcile_and_write(rt: Runtime, body: dict[str, Any], trigger: str) -> Outcome:
-    """Reconcile outside a kopf change handler and write the status delta through /status."""
+# Outside kopf's handlers nothing retries for us: a reconcile whose status could not be written, or
+# that failed unexpectedly (say, a Secret read while the API server is away), is tried again after this.
+SIDE_PATH_RETRY = 10.0
+
+
+async def reconcile_and_write(rt: Runtime, body: dict[str, Any], trigger: str) -> float | None:
+    """Reconcile outside a kopf change handler (drift, Secret), write the status delta through /status
+    and post the Events.  Returns when to try again (seconds), or None when nothing needs retrying:
+    the outcome's backoff for a retryable failure, SIDE_PATH_RETRY when the status write or the
+    reconcile itself failed."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    outcome = await run_reconcile(rt, body, trigger)
+    try:
+        outcome = await run_reconcile(rt, body, trigger)
+    except Exception as exc:  # noqa: BLE001 - kopf is not there to retry this path; never lose the change
+        log.warning("%s/%s: %s reconcile failed: %s; retrying in %gs", namespace, name, trigger,
+                    type(exc).__name__, SIDE_PATH_RETRY)
+        return SIDE_PATH_RETRY
+    written = True
     delta = outcome.status_patch(dict(body.get("status") or {}))
     if delta:
         try:
             await rt.status_writer(namespace, name, delta)
-        except Exception as exc:  # noqa: BLE001 - status is best effort here; the next reconcile rewrites it
+        except Exception as exc:  # noqa: BLE001 - retried below; the next reconcile rewrites it
             log.warning("%s/%s: could not write status: %s", namespace, name, type(exc).__name__)
+            written = False
     _post(body, outcome.events)
-    return outcome
+    if outcome.retry_after is not None:
+        return outcome.retry_after
+    return None if written else SIDE_PATH_RETRY
 
 
 def _retry_message(outcome: Outcome) -> str:

@@ -12,7 +12,7 @@ import kopf
 from goodmem_operator import config as config_mod
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.metrics import Metrics
-from goodmem_operator.handlers import ANNOTATION_PREFIX, FINALIZER, Runtime, build_registry
+from goodmem_operator.handlers import ANNOTATION_PREFIX, FINALIZER, DigestDiffBaseStorage, Runtime, build_registry
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
 from goodmem_operator.secrets import KubeSecretReader, SecretCache
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        # A digest, not a copy of the spec: a large spec must not overflow the annotations (kopf#1087).
+        settings.persistence.diffbase_storage = DigestDiffBaseStorage(
             prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
         )
         settings.posting.loggers = False  # our own Events only, never log lines (they could carry anything)
@@ -112,7 +113,13 @@ def main(argv: list[str] | None = None) -> None:
 
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[cfg.log_format]
     kopf.configure(verbose=cfg.verbose, debug=cfg.debug, log_format=log_format)
+    settings = kopf.OperatorSettings()
+    # One known CRD, installed before the operator; namespaces named exactly. Without this kopf lists and
+    # watches every CRD (and, with --namespace, every Namespace): cluster-scoped reads deploy/ does not
+    # grant. Set before the run (not in the startup handler): the resource observer starts with the run.
+    settings.scanning.disabled = True
     kopf.run(
+        settings=settings,
         registry=registry,
         standalone=True,
         clusterwide=not cfg.namespaces,

@@ -288,4 +288,8 @@ class RegistryClient:
             return RateLimited(message, retry_after=_retry_after(response.headers.get("retry-after")), **kw)
         if status >= 500:
             return ServerError(message, **kw)
+        if status != 408:
+            # Any other 4xx (413 payload too large, 422, ...) says the request itself is wrong:
+            # sending it again cannot help, so it is permanent like a 400.
+            return BadRequest(message, **kw)
         return RegistryError(message, **kw)

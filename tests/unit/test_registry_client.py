@@ -15,6 +15,7 @@ from goodmem_operator.registry import (
     NotFound,
     RateLimited,
     RegistryClient,
+    RegistryError,
     ServerError,
     Unauthorized,
     Unreachable,
@@ -32,13 +33,15 @@ def client(handler, **kw) -> RegistryClient:
 @pytest.mark.parametrize(
     ("status", "error"),
     [(400, BadRequest), (401, Unauthorized), (403, Forbidden), (404, NotFound), (409, Conflict), (429, RateLimited),
-     (500, ServerError), (503, ServerError)],
+     (500, ServerError), (503, ServerError), (413, BadRequest), (422, BadRequest), (408, RegistryError)],
 )
 async def test_status_maps_to_typed_error(status: int, error: type) -> None:
     async with client(lambda req: httpx.Response(status, json={"error": "X"}, headers={"retry-after": "3"})) as c:
         with pytest.raises(error) as info:
             await c.get_llm("00000000-0000-4000-8000-000000000000")
     assert info.value.status == status
+    # 408 and 5xx are worth retrying; any other 4xx but 401/403/429 is permanent (a 413 stays a 413).
+    assert info.value.retryable == (status in (401, 403, 408, 429) or status >= 500)
     if status == 429:
         assert info.value.retry_after == 3.0
 

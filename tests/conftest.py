@@ -1,0 +1,160 @@
+"""Fixtures shared by the end-to-end and reliability tiers: a real kube-apiserver + etcd
+(goodmem_devcluster), the registry emulator and the operator as processes, one of each per session.
+
+They live here (not in tests/e2e/conftest.py) so that tests/e2e and tests/reliability share the same
+session objects: a fixture re-exported into a second conftest would be a second fixture, and a second
+control plane. Fixtures are lazy: the unit and integration tiers never start any of this.
+
+Skips loudly when no control plane can be built (no Go, nothing cached);
+GOODMEM_REQUIRE_E2E=1 turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from goodmem_devcluster import ControlPlane
+from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
+from goodmem_devcluster.testing import control_plane_session
+
+
+@pytest.fixture(scope="session")
+def control_plane(pytestconfig: pytest.Config):
+    """A started ControlPlane shared by the session; stopped (and its state removed) at the end."""
+    with control_plane_session(pytestconfig) as cp:
+        yield cp
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> str:
+    """A fresh namespace per test. Never wait for namespace deletion: without a
+    controller manager a deleted namespace stays Terminating forever."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    control_plane.kubectl("create", "namespace", name)
+    return name
+
+
+# --- the operator stack: registry emulator + CRD + operator process, shared by the session ---------------
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTINEL = "SENTINEL-e2e-7c1d9a3b5f"  # planted as an API key; must never show anywhere but the registry
+
+
+@pytest.fixture(scope="session")
+def emulator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    emu = EmulatorProcess(tmp_path_factory.mktemp("emulator") / "emulator.log",
+                          api_key="e2e-operator-key", admin_key="e2e-admin-key").start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("apply", "-f", str(ROOT / "crds"))
+    control_plane.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: ControlPlane, emulator: EmulatorProcess, crds: None,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator as a real process, at debug log level (so the leak scan covers debug logs).
+
+    Drift checks default to an hour (so tests see no background calls); a test asks for fast
+    drift checks on its own LLMs with the goodmem.ai/drift-interval annotation.
+    """
+    op = OperatorProcess(
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        kubeconfig=control_plane.kubeconfig_path, base_url=emulator.base_url, api_key=emulator.api_key,
+        extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600",
+                    "--metrics-port", str(free_port())],
+    ).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def metrics_port(op: OperatorProcess) -> int:
+    args = op.extra_args
+    return int(args[args.index("--metrics-port") + 1])
+
+
+class Kube:
+    """kubectl with JSON parsing and polling, bound to the session's control plane."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+        return self.cp.kubectl(*args, input=input, check=check)
+
+    def apply(self, namespace: str, manifest: str, check: bool = True) -> Any:
+        return self.run("-n", namespace, "apply", "-f", "-", input=manifest, check=check)
+
+    def get(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        res = self.run("-n", namespace, "get", kind, name, "-o", "json", check=False)
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
+    def wait_for(self, what: Callable[[], Any], timeout: float = 30.0, message: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = what()
+            if last:
+                return last
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {message or what}; last: {last!r}")
+
+    def condition(self, namespace: str, name: str, ctype: str = "Ready") -> dict[str, Any] | None:
+        obj = self.get(namespace, "llm", name) or {}
+        return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == ctype), None)
+
+    def wait_condition(self, namespace: str, name: str, status: str = "True", reason: str | None = None,
+                       ctype: str = "Ready", timeout: float = 30.0) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            c = self.condition(namespace, name, ctype)
+            if c and c["status"] == status and (reason is None or c["reason"] == reason):
+                return c
+            return None
+
+        return self.wait_for(check, timeout, f"{namespace}/{name} {ctype}={status} {reason or ''}")
+
+    def events(self, namespace: str) -> list[dict[str, Any]]:
+        return json.loads(self.run("-n", namespace, "get", "events", "-o", "json").stdout)["items"]
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Kube:
+    return Kube(control_plane)
+
+
+def llm_manifest(name: str, **spec: Any) -> str:
+    body = {
+        "displayName": f"LLM {name}",
+        "providerType": "OPENAI",
+        "endpointUrl": f"https://{name}.models.example.test/v1",
+        "modelIdentifier": f"model-{name}",
+    }
+    body.update(spec)
+    return json.dumps({"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM", "metadata": {"name": name}, "spec": body})
+
+
+def secret_manifest(name: str, data: dict[str, str]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})

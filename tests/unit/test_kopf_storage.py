@@ -1,0 +1,99 @@
+"""The diff-base storage: a digest in one small annotation, driven the way kopf's processing drives it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import kopf
+import pytest
+from kopf._cogs.structs import diffs  # kopf's own diff, as processing.py computes it
+
+from goodmem_operator.handlers import ANNOTATION_PREFIX, DigestDiffBaseStorage
+
+pytestmark = pytest.mark.unit
+
+KEY = f"{ANNOTATION_PREFIX}/last-handled-configuration"
+
+
+def _storages() -> tuple[DigestDiffBaseStorage, kopf.AnnotationsProgressStorage]:
+    return (DigestDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration"),
+            kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX))
+
+
+def _body(spec: dict[str, Any], annotations: dict[str, str] | None = None, status: dict[str, Any] | None = None) -> dict:
+    return {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM",
+            "metadata": {"name": "x", "namespace": "ns", "uid": "u", "resourceVersion": "1",
+                         "annotations": dict(annotations or {})},
+            "spec": spec, "status": status or {}}
+
+
+def _cause(raw: dict) -> tuple[Any, Any, Any]:
+    """old, new, diff exactly as kopf's processing computes them."""
+    diffbase, progress = _storages()
+    body = kopf.Body(raw)
+    old = diffbase.fetch(body=body)
+    new = diffbase.build(body=body)
+    old = progress.clear(essence=old) if old is not None else None
+    new = progress.clear(essence=new) if new is not None else None
+    return old, new, diffs.diff(old, new)
+
+
+def _handled(raw: dict) -> dict:
+    """The object after kopf stored the diff base for it (store() into a patch, patch applied)."""
+    diffbase, progress = _storages()
+    _old, new, _diff = _cause(raw)
+    patch = kopf.Patch()
+    diffbase.store(body=kopf.Body(raw), patch=patch, essence=new)
+    out = copy.deepcopy(raw)
+    out["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+    return out
+
+
+def test_stores_a_short_digest_whatever_the_spec_size() -> None:
+    huge = {"displayName": "x", "clientConfig": {f"k{i}": "v" * 10_000 for i in range(40)}}
+    handled = _handled(_body(huge))
+    value = handled["metadata"]["annotations"][KEY]
+    assert value.startswith("sha256:") and len(value) < 80
+    assert len(json.dumps(handled["metadata"]["annotations"])) < 300
+
+
+def test_new_object_has_no_diff_base() -> None:
+    old, _new, _diff = _cause(_body({"displayName": "x"}))
+    assert old is None  # kopf: a creation
+
+
+def test_unchanged_object_has_an_empty_diff_despite_status_and_progress_annotations() -> None:
+    handled = _handled(_body({"displayName": "x"}, annotations={"team": "a"}))
+    handled["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    handled["metadata"]["annotations"][f"{ANNOTATION_PREFIX}/reconcile"] = json.dumps({"retries": 1})
+    handled["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
+    old, new, diff = _cause(handled)
+    assert old == new and not diff
+
+
+@pytest.mark.parametrize("change", [
+    lambda o: o["spec"].update(displayName="y"),
+    lambda o: o["spec"].update(clientConfig={"a": 1}),
+    lambda o: o["metadata"]["annotations"].update({"goodmem.ai/paused": "true"}),
+    lambda o: o["metadata"].update(labels={"env": "prod"}),
+])
+def test_a_change_of_spec_labels_or_annotations_is_a_diff(change: Any) -> None:
+    handled = _handled(_body({"displayName": "x", "clientConfig": {"a": 0}}))
+    change(handled)
+    old, new, diff = _cause(handled)
+    assert old is not None and diff  # kopf: an update
+
+
+def test_reads_a_diff_base_written_by_kopfs_own_annotation_storage() -> None:
+    raw = _body({"displayName": "x"})
+    legacy = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    patch = kopf.Patch()
+    legacy.store(body=kopf.Body(raw), patch=patch, essence=legacy.build(body=kopf.Body(raw)))
+    raw["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+    assert raw["metadata"]["annotations"][KEY].startswith("{")
+    _old, _new, diff = _cause(raw)
+    assert not diff  # no spurious update after upgrading the operator
+    raw["spec"]["displayName"] = "y"
+    assert _cause(raw)[2]
