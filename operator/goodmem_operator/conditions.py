@@ -7,6 +7,7 @@ from typing import Any
 
 READY = "Ready"
 SYNCED = "Synced"
+STALLED = "Stalled"  # only while a permanent error waits for a spec or Secret change
 
 
 def now() -> str:

@@ -422,9 +422,13 @@ class Reconciler:
         ready_reason = "Creating" if creating else reason
         ready = cond.condition(cond.READY, False, ready_reason, text, obj.generation, prev.get("conditions"))
         synced = cond.condition(cond.SYNCED, False, reason, text, obj.generation, prev.get("conditions"))
+        conditions = [ready, synced]
+        if permanent:
+            # kstatus (Flux, kpt, cli-utils) reports Failed only for Stalled=True: say that this will not heal alone.
+            conditions.append(cond.condition(cond.STALLED, True, reason, text, obj.generation, prev.get("conditions")))
         status: dict[str, Any] = {
             "observedGeneration": obj.generation,
-            "conditions": [ready, synced],
+            "conditions": conditions,
             "lastAttempt": inputs if permanent else None,
         }
         events = []

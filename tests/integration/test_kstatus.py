@@ -11,9 +11,9 @@ LLM, read from that version's source (status.go, generic.go):
    with the Ready reason and message. kstatus never turns Ready=False into Failed.
 5. no Ready condition at all (no status yet) -> Current. An LLM the operator has not seen yet looks done.
 
-So permanent errors (InvalidSpec, AlreadyExists, Conflict, SecretNotAllowed) are InProgress for
-kstatus: a Flux Kustomization with health checks waits for them until its timeout. These tests assert
-what kstatus does today; the operator writes no Stalled condition.
+So the operator adds Stalled=True (same reason and message) to every permanent error (InvalidSpec,
+AlreadyExists, Conflict, SecretNotAllowed): kstatus then says Failed, and a Flux Kustomization with
+health checks fails fast instead of waiting for its timeout. Retryable errors stay InProgress.
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ EXPECTED = {
     "rate-limited": "InProgress",
     "unauthorized": "InProgress",
     "forbidden": "InProgress",
-    "invalid-spec": "InProgress",  # (4): permanent, but kstatus cannot tell
-    "invalid-spec-after-create": "InProgress",
-    "already-exists": "InProgress",
-    "conflict": "InProgress",
+    "invalid-spec": "Failed",  # Stalled=True: permanent until the spec or Secret changes
+    "invalid-spec-after-create": "Failed",  # Stalled=True: permanent until the spec or Secret changes
+    "already-exists": "Failed",  # Stalled=True: permanent until the spec or Secret changes
+    "conflict": "Failed",  # Stalled=True: permanent until the spec or Secret changes
     "observe-only": "Current",
     "observe-only-missing": "InProgress",
     "secret-not-found": "InProgress",
     "secret-key-not-found": "InProgress",
-    "secret-not-allowed": "InProgress",
+    "secret-not-allowed": "Failed",  # Stalled=True: permanent until the spec or Secret changes
     "paused-before-sync": "InProgress",  # Ready=Unknown
     "paused-after-sync": "Current",  # Ready stays True while paused
     "paused-and-edited": "InProgress",  # (2): a paused LLM never observes the new generation
@@ -102,7 +102,9 @@ def test_ready_and_observed_generation_decide_current(kstatus: Path, statuses: d
 
 
 def test_only_stalled_makes_failed(kstatus: Path, statuses: dict[str, dict[str, Any]]) -> None:
-    """The Failed path exists (Stalled=True); the operator's permanent errors do not take it."""
+    """Failed comes from Stalled=True alone: without it the same permanent error would be InProgress."""
     obj = statuses["invalid-spec"]
-    obj["status"]["conditions"].append({"type": "Stalled", "status": "True", "reason": "InvalidSpec", "message": "m"})
+    assert any(c["type"] == "Stalled" and c["status"] == "True" for c in obj["status"]["conditions"])
     assert compute(kstatus, obj)["status"] == "Failed"
+    obj["status"]["conditions"] = [c for c in obj["status"]["conditions"] if c["type"] != "Stalled"]
+    assert compute(kstatus, obj)["status"] == "InProgress"
