@@ -73,6 +73,10 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         canonical = json.dumps(self._comparable(essence), sort_keys=True, separators=(",", ":"), default=str)
         return DIGEST_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
 
+    def digest_of(self, body: Any) -> str:
+        """The digest of `body`'s essence (what changes it: spec, labels, annotations but kopf's own)."""
+        return self._digest(self.build(body=body))
+
     def fetch(self, *, body: Any) -> Any:
         for full_key in self.make_keys(self.key, body=body):
             stored = body.metadata.annotations.get(full_key)
@@ -91,6 +95,38 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         for full_key in self.make_keys(self.key, body=body):
             patch.metadata.annotations[full_key] = digest
         self._store_marker(prefix=self.prefix, patch=patch, body=body)
+
+
+class ChangeAwareProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's per-handler progress, except that a retry delay ends when the resource changes.
+
+    kopf does not call a handler that raised TemporaryError(delay=...) again before the delay is over,
+    even if the spec changes meanwhile (and while a creation keeps failing, kopf stores no diff base, so
+    every later change is still that same creation): a fix to a spec waiting out a 5-minute backoff (a
+    missing Secret, a registry outage) would wait those 5 minutes. This storage records with each handler
+    state the digest of the essence it was written for, and drops the delay when the resource's essence
+    differs: a changed spec is tried at once, once per change; retrying the same spec keeps its backoff.
+    """
+
+    FIELD = "essence"  # an extra key in kopf's record; kopf ignores keys it does not know
+
+    def __init__(self, *, prefix: str, diffbase: DigestDiffBaseStorage) -> None:
+        super().__init__(prefix=prefix)
+        self.diffbase = diffbase
+
+    def store(self, *, key: Any, record: Any, body: Any, patch: Any) -> None:
+        super().store(key=key, record={**record, self.FIELD: self.diffbase.digest_of(body)}, body=body, patch=patch)
+
+    def fetch(self, *, key: Any, body: Any) -> Any:
+        record = super().fetch(key=key, body=body)
+        if not record:
+            return record
+        # kopf must get back exactly its own record: it re-stores (and re-patches) a record that differs from
+        # what it would write, and a patch that changes nothing brings no event to wake it after a delay.
+        essence = record.pop(self.FIELD, None)
+        if record.get("delayed") and essence not in (None, self.diffbase.digest_of(body)):
+            record["delayed"] = None
+        return record
 
 
 @dataclass
@@ -248,7 +284,7 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
         cache.observe(namespace, name, body, deleted=kind == "DELETED", referenced=bool(users))
         if not users:
             return
-        if kind is None:  # TEMP: old behaviour
+        if kind is None and before is _UNKNOWN:
             return  # a listing, and nothing known of this Secret yet: the resume handlers cover its users
         # A listing (kind None) also comes after kopf restarts a watch (410 Gone, say after an API server
         # restart): a Secret that changed while the watch was away shows up only there.

@@ -12,7 +12,14 @@ import kopf
 from goodmem_operator import config as config_mod
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.metrics import Metrics
-from goodmem_operator.handlers import ANNOTATION_PREFIX, FINALIZER, DigestDiffBaseStorage, Runtime, build_registry
+from goodmem_operator.handlers import (
+    ANNOTATION_PREFIX,
+    FINALIZER,
+    ChangeAwareProgressStorage,
+    DigestDiffBaseStorage,
+    Runtime,
+    build_registry,
+)
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
 from goodmem_operator.secrets import KubeSecretReader, SecretCache
@@ -78,17 +85,22 @@ def main(argv: list[str] | None = None) -> None:
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
         # A digest, not a copy of the spec: a large spec must not overflow the annotations (kopf#1087).
-        settings.persistence.diffbase_storage = DigestDiffBaseStorage(
-            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-        )
+        diffbase = DigestDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+        settings.persistence.diffbase_storage = diffbase
+        # A changed spec ends a retry delay at once (kopf alone would wait it out).
+        settings.persistence.progress_storage = ChangeAwareProgressStorage(prefix=ANNOTATION_PREFIX, diffbase=diffbase)
         settings.posting.loggers = False  # our own Events only, never log lines (they could carry anything)
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 30
         settings.watching.inactivity_timeout = 600
         settings.networking.request_timeout = 60
+        # The API server's errors (and its absence) are retried on this backoff; the watches reconnect on it
+        # after an API server restart. kopf's default (1, 1, 2, 3, 5, 8, 13, 21) leaves up to 21 s between
+        # attempts, so a restart could go unnoticed for that long: cap the gap at 5 s (about a minute in
+        # all before a request gives up, as before; a watch then starts over).
+        settings.networking.error_backoffs = (1, 1, 2, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5)
         settings.execution.max_workers = 8
         runtime_ref["rt"] = build_runtime(cfg)
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url,

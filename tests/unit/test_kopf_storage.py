@@ -1,4 +1,5 @@
-"""The diff-base storage: a digest in one small annotation, driven the way kopf's processing drives it."""
+"""kopf storages: the diff base as a digest in one small annotation (driven the way kopf's processing drives
+it), and handler progress whose retry delay ends when the resource changes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import kopf
 import pytest
 from kopf._cogs.structs import diffs  # kopf's own diff, as processing.py computes it
 
-from goodmem_operator.handlers import ANNOTATION_PREFIX, DigestDiffBaseStorage
+from goodmem_operator.handlers import ANNOTATION_PREFIX, ChangeAwareProgressStorage, DigestDiffBaseStorage
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +98,64 @@ def test_reads_a_diff_base_written_by_kopfs_own_annotation_storage() -> None:
     assert not diff  # no spurious update after upgrading the operator
     raw["spec"]["displayName"] = "y"
     assert _cause(raw)[2]
+
+
+class _Handler:
+    id = "reconcile"
+
+
+def _progress() -> ChangeAwareProgressStorage:
+    diffbase, _ = _storages()
+    return ChangeAwareProgressStorage(prefix=ANNOTATION_PREFIX, diffbase=diffbase)
+
+
+def _with_record(raw: dict, record: dict) -> dict:
+    patch = kopf.Patch()
+    _progress().store(key="reconcile", record=record, body=kopf.Body(raw), patch=patch)
+    out = copy.deepcopy(raw)
+    out["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+    return out
+
+
+DELAYED = {"started": "2026-01-01T00:00:00.000000+00:00", "delayed": "2999-01-01T00:00:00.000000+00:00",
+           "purpose": "create", "retries": 3, "success": False, "failure": False, "message": "RateLimited: ..."}
+
+
+def test_a_retry_delay_holds_while_the_resource_is_unchanged() -> None:
+    raw = _with_record(_body({"displayName": "x"}), DELAYED)
+    raw["status"] = {"conditions": [{"type": "Ready", "status": "False"}]}  # status is not a change
+    record = _progress().fetch(key="reconcile", body=kopf.Body(raw))
+    assert record == DELAYED  # exactly kopf's own record: anything else would be re-stored on every event
+
+
+async def test_kopf_does_not_restore_an_unchanged_delayed_record() -> None:
+    """kopf re-patches a record that differs from what it would store; a patch that changes nothing brings no
+    watch event, and kopf, which skipped its sleep because it patched, would never wake up for the retry."""
+    from kopf._core.actions import progression  # kopf's own state machine, as processing.py uses it
+
+    raw = _with_record(_body({"displayName": "x"}), DELAYED)
+    state = progression.State.from_storage(body=kopf.Body(raw), storage=_progress(), handlers=[_Handler()])
+    patch = kopf.Patch()
+    state.store(body=kopf.Body(raw), patch=patch, storage=_progress())
+    assert not patch
+
+
+@pytest.mark.parametrize("change", [
+    lambda o: o["spec"].update(displayName="fixed"),
+    lambda o: o["metadata"]["annotations"].update({"goodmem.ai/paused": "true"}),
+])
+def test_a_changed_resource_ends_the_retry_delay(change: Any) -> None:
+    raw = _with_record(_body({"displayName": "x"}), DELAYED)
+    change(raw)
+    record = _progress().fetch(key="reconcile", body=kopf.Body(raw))
+    assert record["delayed"] is None and record["retries"] == 3 and record["purpose"] == "create"
+
+
+def test_a_record_written_by_kopfs_own_storage_keeps_its_delay() -> None:
+    raw = _body({"displayName": "x"})
+    patch = kopf.Patch()
+    kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX).store(key="reconcile", record=DELAYED,
+                                                                   body=kopf.Body(raw), patch=patch)
+    raw["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+    raw["spec"]["displayName"] = "y"
+    assert _progress().fetch(key="reconcile", body=kopf.Body(raw))["delayed"] == DELAYED["delayed"]

@@ -276,7 +276,12 @@ class LLMSpec(_Model):
     )
     client_config: dict[str, Any] | None = Field(
         default=None,
-        description="Provider-specific client configuration, stored as given (replaced whole on change).",
+        description=(
+            "Provider-specific client configuration, stored as given (replaced whole on change). A large one: "
+            "client-side kubectl apply keeps a copy of the whole object in an annotation (all annotations share "
+            "256 KiB), so use kubectl apply --server-side or kubectl create; a request the registry refuses as "
+            "too large (413) gives Ready=False, InvalidSpec."
+        ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "maxProperties": 64},
     )
     owner_id: str | None = Field(
