@@ -190,7 +190,9 @@ def render(r: dict[str, Any]) -> str:
     rps_bound = n * reqs_per_create / sizes["registry_rps"]
     w(f"The floor makes {n:,} `POST /v1/llms` and nothing else: {floor_rate:,.0f} creates/s. The operator reaches "
       f"{op_rate:,.0f} LLMs/s from `kubectl`-side create to `Ready`. Each create costs it "
-      f"{reqs_per_create:.0f} registry requests (a `GET` that answers 404, then the `POST`), and its client-side rate limit "
+      f"{reqs_per_create:.0f} registry requests"
+      f"{' (a `GET` that answers 404, then the `POST`)' if last['create']['registry'].get('GET') else ''}, and its "
+      "client-side rate limit "
       f"(`--registry-rps {sizes['registry_rps']:g}`) alone puts a lower bound of {rps_bound:.0f} s on {n:,} creates. "
       "CPU columns are seconds of CPU over the convergence window; 'other processes' is what the rest of the machine "
       "used in the same window.")
@@ -271,7 +273,7 @@ def render(r: dict[str, Any]) -> str:
     w(_scale_plan(r))
     analysis = Path(__file__).with_name("ANALYSIS.md")
     if analysis.exists() and sizes.get("targets"):
-        w(analysis.read_text().rstrip() + "\n")
+        w(analysis.read_text().rstrip() + "\n")  # hand-written (bench/ANALYSIS.md), dated inside
     w("## Method")
     w("")
     w("- Creates, patches and deletes are sent by the harness with the Kubernetes Python client from 8 threads; readiness "
@@ -329,6 +331,7 @@ def _scale_plan(r: dict[str, Any]) -> str:
     op_rate = sizes["convergence"] / conv["converge_median_s"]
     check_ms = _check_ms(steady)
     rps = sizes["registry_rps"]
+    per = max(1.0, sum(_reqs(last["create"]["registry"]).values()) / last["n"])
     drift_rps_100k = 100_000 / 600
     lines += [
         f"What the figures imply for **100,000 LLMs** in one cluster:",
@@ -338,8 +341,9 @@ def _scale_plan(r: dict[str, Any]) -> str:
         f"(a straight-line estimate; {_secrets_cost(mem)})." if len(growth) >= 2 else "- **Memory**: (not enough "
         "growth points).",
         f"- **Initial convergence**: {op_rate:,.0f} LLMs/s here, so about {100_000 / op_rate / 60:.0f} min for 100,000 "
-        f"in one process. Each create costs 2 registry requests and the default `--registry-rps {rps:g}` caps it at "
-        f"{rps / 2:.0f} creates/s ({100_000 / (rps / 2) / 60:.0f} min) whatever the CPU.",
+        f"in one process. Each create costs {per:.0f} registry request{'s' if per != 1 else ''} and the default "
+        f"`--registry-rps {rps:g}` caps it at {rps / per:.0f} creates/s ({100_000 / (rps / per) / 60:.0f} min) "
+        "whatever the CPU.",
         f"- **Drift**: one `GET` per LLM per `--drift-interval`. With the default 600 s, 100,000 LLMs need "
         f"{drift_rps_100k:.0f} GET/s, above the default rate limit of {rps:g}/s, and about "
         f"{drift_rps_100k * check_ms / 1000:.1f} cores of operator CPU at the {check_ms:.1f} ms per check measured "

@@ -291,8 +291,10 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
         after = await _peek(cache, namespace, name)
         if kind != "DELETED" and before == after:
             return
-        for llm_name in users:
-            await _reconcile_from_index(rt(), llm_bodies, namespace, llm_name, trigger="secret")
+        # All users at once: the registry client's limiter bounds concurrency and rate (bench/ANALYSIS.md #4).
+        await asyncio.gather(*(
+            _reconcile_from_index(rt(), llm_bodies, namespace, llm_name, trigger="secret") for llm_name in users
+        ))
 
     return registry
 
