@@ -167,7 +167,12 @@ def source_state() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "operator" / "goodmem_operator").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "operator_sha256": digest.hexdigest()[:16],
             "dirty": [line[3:] for line in git("status", "--porcelain", "--", "operator", "pyproject.toml").splitlines()]}
 
 
@@ -889,6 +894,7 @@ class Bench:
                     pass
             self.stack.stop()
         self.results["load_end"] = loadavg()
+        self.results["source_end"] = source_state()  # operator processes start all through the run: same code?
         self.results["wall_s"] = round(time.monotonic() - started, 1)
         self.results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         return self.results

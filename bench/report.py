@@ -103,6 +103,11 @@ def render(r: dict[str, Any]) -> str:
         w(f"Operator sources: commit `{src.get('commit')}`" + (
             f" with uncommitted changes in {', '.join(f'`{d}`' for d in dirty)} (the working tree was measured)."
             if dirty else ", no uncommitted changes."))
+        end = r.get("source_end") or {}
+        if end.get("operator_sha256") and end["operator_sha256"] != src.get("operator_sha256"):
+            w(f"**The operator's sources changed during the run** (commit `{end.get('commit')}` at the end): operator "
+              "processes started after the change ran the new code, so the phases do not all measure the same "
+              "operator. Run again.")
         w("")
     w(f"Operator settings: defaults (`--registry-concurrency {sizes['registry_concurrency']}`, "
       f"`--registry-rps {sizes['registry_rps']:g}`, `--drift-interval 600`), except `--drift-interval "
