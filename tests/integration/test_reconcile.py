@@ -26,7 +26,8 @@ async def test_create_then_noop(emulator: Emulator, reconciler: Reconciler) -> N
     [record] = emulator.records()
     assert record["llmId"] == derived_llm_id(obj.uid)
     assert record["labels"]["team"] == "a" and record["labels"][OWNER_UID_LABEL] == obj.uid
-    assert writes(emulator) == {"POST /v1/llms": 1}
+    requests = {k: v for k, v in emulator.stats()["requests"].items() if v}
+    assert requests == {"POST /v1/llms": 1}, "a brand-new resource creates at once: one request, no GET first"
 
     emulator.reset_stats()
     obj = after(obj, out)
@@ -58,9 +59,25 @@ async def test_lost_create_response_is_not_duplicated(emulator: Emulator, reconc
     assert first.result == "error" and first.retry_after is not None
     assert len(emulator.records()) == 1  # committed, answer lost
     emulator.clear_faults()
+    assert "llmId" not in after(obj, first).status, "the lost answer left no id in status"
+    emulator.reset_stats()
     second = await reconciler.reconcile(after(obj, first))
     assert second.result in ("success", "noop")
     assert len(emulator.records()) == 1, "the retry must find its own entry, not create a second"
+    # The retry creates first (status has no id); the registry's 409 for our own id sends it to a GET.
+    assert [(e["method"], e["status"]) for e in emulator.stats()["log"]] == [("POST", 409), ("GET", 200)]
+    assert second.status["llmId"] == derived_llm_id(obj.uid)
+    assert not any(e.reason == "Created" for e in second.events)
+
+
+async def test_known_entry_is_observed_before_any_write(emulator: Emulator, reconciler: Reconciler, admin: RegistryClient) -> None:
+    # With an id in status (or spec.llmId), the reconcile GETs first: a vanished entry is recreated, never blindly posted.
+    obj = make_llm()
+    obj = after(obj, await reconciler.reconcile(obj, trigger="create"))
+    emulator.reset_stats()
+    out = await reconciler.reconcile(with_spec(obj, displayName="Renamed"), trigger="update")
+    assert out.result == "success"
+    assert [e["method"] for e in emulator.stats()["log"]] == ["GET", "PUT"]
 
 
 async def test_vanished_entry_is_recreated_with_same_id(emulator: Emulator, reconciler: Reconciler, admin: RegistryClient) -> None:
