@@ -23,8 +23,9 @@ from typing import Any
 import kopf
 
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
+from goodmem_operator.llm_index import LLMIndex, snapshot
 from goodmem_operator.reconcile import Event, LLMObject, Outcome, Reconciler, RetryLater
-from goodmem_operator.secrets import SecretCache
+from goodmem_operator.secrets import UNKNOWN, SecretCache
 
 log = logging.getLogger("goodmem_operator.handlers")
 
@@ -34,6 +35,7 @@ FINALIZER = "goodmem.ai/finalizer"
 # and goodmem.ai/paused and goodmem.ai/drift-interval must be seen.
 ANNOTATION_PREFIX = "kopf.goodmem.ai"
 DIGEST_PREFIX = "sha256:"
+INDEX_HANDLER = "llm-index"  # its success lines are dropped from kopf's log (main.QuietIndexLog)
 
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -138,14 +140,8 @@ class Runtime:
     status_writer: Any  # async (namespace, name, status_patch) -> None, for paths outside kopf's own patch
     drift_interval: float = 600.0
     metrics: Any = None  # goodmem_operator.metrics.Metrics, or None
+    index: LLMIndex = field(default_factory=LLMIndex)
     _retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
-
-
-def _secret_key(spec: Any, namespace: str) -> tuple[str, str] | None:
-    ref = (((spec or {}).get("credentials") or {}).get("apiKey") or {}).get("secretKeyRef") or {}
-    if not ref.get("name"):
-        return None
-    return (ref.get("namespace") or namespace, ref["name"])
 
 
 def _post(body: Any, events: list[Event]) -> None:
@@ -201,16 +197,14 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
     def rt() -> Runtime:
         return runtime_ref["rt"]
 
-    # -- indexes: who uses which Secret, and the latest LLM bodies for Secret-driven reconciles --
+    # -- who uses which Secret, and the latest LLM bodies for Secret-driven reconciles ------------
+    # Our own maps, not @kopf.index: kopf's index readiness gate makes startup quadratic (llm_index.py).
 
-    @kopf.index(GROUP, VERSION, PLURAL, id="llms_by_secret", registry=registry)
-    def llms_by_secret(namespace: str, name: str, spec: Any, **_: Any) -> dict[tuple[str, str], str] | None:
-        key = _secret_key(spec, namespace)
-        return {key: name} if key and key[0] == namespace else None
-
-    @kopf.index(GROUP, VERSION, PLURAL, id="llm_bodies", registry=registry)
-    def llm_bodies(namespace: str, name: str, body: Any, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(namespace, name): _snapshot(body)}
+    @kopf.on.event(GROUP, VERSION, PLURAL, id=INDEX_HANDLER, registry=registry)
+    async def index_llm(event: Any, body: Any, **_: Any) -> None:
+        released = rt().index.observe(body, deleted=event.get("type") == "DELETED")
+        if released is not None:
+            rt().secret_cache.forget(*released)  # no LLM uses it any more: keep no copy
 
     # -- the LLM lifecycle ---------------------------------------------------------------------
 
@@ -241,7 +235,7 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
                 if remaining > 0:
                     await stopped.wait(min(remaining, recheck))
                     continue
-            retry_in = await reconcile_and_write(rt(), _snapshot(body), "drift")
+            retry_in = await reconcile_and_write(rt(), snapshot(body), "drift")
             if retry_in is not None:
                 # A failed drift check is retried on its backoff, not a whole interval later,
                 # unless another reconcile comes in between (its path then owns the retry).
@@ -273,60 +267,39 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
 
     # -- Secrets: events only (no create/update handlers, so nothing is ever written to a Secret) --
 
-    @kopf.on.event("", "v1", "secrets", id="secret-changed", registry=registry)
-    async def secret_changed(
-        event: Any, namespace: str, name: str, body: Any, llms_by_secret: kopf.Index, llm_bodies: kopf.Index, **_: Any
-    ) -> None:
-        users = sorted(set(llms_by_secret.get((namespace, name), [])))
+    def watched(namespace: str, name: str, **_: Any) -> bool:
+        """A Secret some LLM uses, or one still cached: every other Secret event is dropped before a handler
+        runs (no log line, no cache entry, no work for the thousands of Secrets no LLM uses)."""
+        return rt().index.referenced(namespace, name) or (namespace, name) in rt().secret_cache
+
+    @kopf.on.event("", "v1", "secrets", id="secret-changed", when=watched, registry=registry)
+    async def secret_changed(event: Any, namespace: str, name: str, body: Any, **_: Any) -> None:
+        users = rt().index.users(namespace, name)
         cache = rt().secret_cache
-        before = await _peek(cache, namespace, name) if users else _UNKNOWN
+        before = cache.peek(namespace, name)
         kind = event.get("type")
         cache.observe(namespace, name, body, deleted=kind == "DELETED", referenced=bool(users))
         if not users:
             return
-        if kind is None and before is _UNKNOWN:
+        if kind is None and before is UNKNOWN:
             return  # a listing, and nothing known of this Secret yet: the resume handlers cover its users
         # A listing (kind None) also comes after kopf restarts a watch (410 Gone, say after an API server
         # restart): a Secret that changed while the watch was away shows up only there.
-        after = await _peek(cache, namespace, name)
-        if kind != "DELETED" and before == after:
+        if kind != "DELETED" and before == cache.peek(namespace, name):
             return
         # All users at once: the registry client's limiter bounds concurrency and rate (bench/ANALYSIS.md #4).
         await asyncio.gather(*(
-            _reconcile_from_index(rt(), llm_bodies, namespace, llm_name, trigger="secret") for llm_name in users
+            _reconcile_from_index(rt(), namespace, llm_name, trigger="secret") for llm_name in users
         ))
 
     return registry
 
 
-_UNKNOWN = object()  # not in the cache at all (unlike data None: known not to exist)
-
-
-async def _peek(cache: SecretCache, namespace: str, name: str) -> Any:
-    entry = cache._entries.get((namespace, name))  # noqa: SLF001 - same layer, read-only look
-    return _UNKNOWN if entry is None else entry.data
-
-
-def _snapshot(body: Any) -> dict[str, Any]:
-    meta = body.get("metadata") or {}
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {
-            k: meta.get(k)
-            for k in ("name", "namespace", "uid", "generation", "annotations", "resourceVersion", "deletionTimestamp")
-        },
-        "spec": dict(body.get("spec") or {}),
-        "status": dict(body.get("status") or {}),
-    }
-
-
-async def _reconcile_from_index(rt: Runtime, llm_bodies: kopf.Index, namespace: str, name: str, *, trigger: str) -> None:
+async def _reconcile_from_index(rt: Runtime, namespace: str, name: str, *, trigger: str) -> None:
     """Reconcile an LLM outside kopf's handler machinery (a Secret changed) and write its status."""
-    bodies = list(llm_bodies.get((namespace, name), []))
-    if not bodies:
+    body = rt.index.body(namespace, name)
+    if body is None:
         return
-    body = bodies[0]
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return
     retry_in = await reconcile_and_write(rt, body, trigger)
@@ -343,7 +316,7 @@ async def _reconcile_from_index(rt: Runtime, llm_bodies: kopf.Index, namespace: 
             rt._retries.pop(key, None)
             if rt.reconciler.last_observed.get(uid) != stamp:
                 return  # reconciled since (or deleted): that path owns any retry
-            await _reconcile_from_index(rt, llm_bodies, namespace, name, trigger=trigger)
+            await _reconcile_from_index(rt, namespace, name, trigger=trigger)
 
         rt._retries[key] = asyncio.create_task(later())
 

@@ -86,6 +86,9 @@ def decode_secret_data(body: Any) -> dict[str, str]:
     return out
 
 
+UNKNOWN: Any = object()  # `SecretCache.peek` of a Secret it holds nothing about (unlike data None: known not to exist)
+
+
 @dataclass
 class _Entry:
     data: dict[str, str] | None  # None: known not to exist
@@ -114,6 +117,14 @@ class SecretCache:
             self._entries[key] = _Entry(None)
         else:
             self._entries[key] = _Entry(decode_secret_data(body))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def peek(self, namespace: str, name: str) -> Any:
+        """The cached data (None: known not to exist), or UNKNOWN when nothing is cached; never reads."""
+        entry = self._entries.get((namespace, name))
+        return UNKNOWN if entry is None else entry.data
 
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)

@@ -58,11 +58,38 @@ def test_unrelated_secret_churn_makes_no_registry_call(
     kube.wait_condition(namespace, "churn")
     time.sleep(0.5)
     emulator.reset_stats()
+    log_start = len(operator.log_text())
     for i in range(20):
         kube.apply(namespace, secret_manifest(f"noise-{i % 4}", {"x": str(i)}))
     kube.run("-n", namespace, "label", "secret", "key", "touched=yes")  # a change that is not the key's value
     time.sleep(2.0)
     assert sum(emulator.stats()["requests"].values()) == 0
+    # Secrets no LLM uses are filtered out before the handler runs: of the 21 Secret events above, only the
+    # used Secret's label change reaches it (the operator logs at debug level: one line per invocation).
+    invoked = operator.log_text()[log_start:].count("Handler 'secret-changed' is invoked.")
+    assert invoked == 1, f"the Secret handler ran {invoked} times for 20 unrelated events and 1 related one"
+
+
+def test_switching_secrets_moves_the_rotation(
+    kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess
+) -> None:
+    kube.apply(namespace, secret_manifest("old-key", {"api-key": "old-1"}))
+    kube.apply(namespace, secret_manifest("new-key", {"api-key": "new-1"}))
+    kube.apply(namespace, llm_manifest("mover", credentials={"apiKey": {"secretKeyRef": {"name": "old-key", "key": "api-key"}}}))
+    kube.wait_condition(namespace, "mover")
+    llm_id = kube.get(namespace, "llm", "mover")["status"]["llmId"]
+    first = _fp(emulator, llm_id)
+    kube.apply(namespace, llm_manifest("mover", credentials={"apiKey": {"secretKeyRef": {"name": "new-key", "key": "api-key"}}}))
+    kube.wait_for(lambda: _fp(emulator, llm_id) != first, 20, "credentials from the new Secret")
+    moved = _fp(emulator, llm_id)
+    time.sleep(1.0)
+    emulator.reset_stats()
+    kube.apply(namespace, secret_manifest("old-key", {"api-key": "old-2"}))  # no longer used by anyone
+    time.sleep(2.0)
+    assert sum(emulator.stats()["requests"].values()) == 0, "a Secret the LLM stopped using no longer reaches it"
+    kube.apply(namespace, secret_manifest("new-key", {"api-key": "new-2"}))
+    kube.wait_for(lambda: _fp(emulator, llm_id) != moved, 20, "rotation of the Secret now in use")
+    assert [e["method"] for e in emulator.stats()["log"]].count("PUT") == 1
 
 
 def test_llm_before_its_secret_heals_by_itself(
