@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kopf._core.reactor.inventory import ResourceMemories  # kopf.run(memories=...) takes one; not re-exported
 
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.llm_index import LLMIndex, snapshot
@@ -142,6 +143,38 @@ class Runtime:
     metrics: Any = None  # goodmem_operator.metrics.Metrics, or None
     index: LLMIndex = field(default_factory=LLMIndex)
     _retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+
+
+def secret_in_use(rt: Runtime, namespace: str, name: str) -> bool:
+    """Whether the operator has any business with this Secret: some LLM uses it, or it is still cached."""
+    return rt.index.referenced(namespace, name) or (namespace, name) in rt.secret_cache
+
+
+class LeanMemories(ResourceMemories):
+    """kopf's per-object memories, minus the ones for Secrets the operator has no business with.
+
+    kopf keeps a `ResourceMemory` (memo, error throttler, indexing and daemon state: about 1.6 KB) for
+    every object it has seen on a watch, until the object is deleted, whether or not a handler matches
+    it: with 10,000 unrelated Secrets that was 16 MB of a fresh operator's RSS (BENCHMARKS.md). Such a
+    Secret's memory is made ephemeral (kopf's own mode for objects that may never exist): created for
+    the event and dropped after it. A Secret that comes into use gets a kept memory from its next event.
+    """
+
+    def __init__(self, runtime_ref: dict[str, Runtime]) -> None:
+        super().__init__()
+        self._runtime_ref = runtime_ref
+
+    def _keep(self, raw_body: Any) -> bool:
+        rt = self._runtime_ref.get("rt")
+        if rt is None or raw_body.get("kind") != "Secret" or raw_body.get("apiVersion", "v1") != "v1":
+            return True
+        meta = raw_body.get("metadata") or {}
+        return secret_in_use(rt, meta.get("namespace", ""), meta.get("name", ""))
+
+    async def recall(self, raw_body: Any, *, memobase: Any = None, noticed_by_listing: bool = False,
+                     ephemeral: bool = False) -> Any:
+        return await super().recall(raw_body, memobase=memobase, noticed_by_listing=noticed_by_listing,
+                                    ephemeral=ephemeral or not self._keep(raw_body))
 
 
 def _post(body: Any, events: list[Event]) -> None:
@@ -270,7 +303,7 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
     def watched(namespace: str, name: str, **_: Any) -> bool:
         """A Secret some LLM uses, or one still cached: every other Secret event is dropped before a handler
         runs (no log line, no cache entry, no work for the thousands of Secrets no LLM uses)."""
-        return rt().index.referenced(namespace, name) or (namespace, name) in rt().secret_cache
+        return secret_in_use(rt(), namespace, name)
 
     @kopf.on.event("", "v1", "secrets", id="secret-changed", when=watched, registry=registry)
     async def secret_changed(event: Any, namespace: str, name: str, body: Any, **_: Any) -> None:

@@ -16,6 +16,7 @@ from goodmem_operator.handlers import (
     ANNOTATION_PREFIX,
     FINALIZER,
     INDEX_HANDLER,
+    LeanMemories,
     ChangeAwareProgressStorage,
     DigestDiffBaseStorage,
     Runtime,
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=not cfg.namespaces,
         namespaces=list(cfg.namespaces),
         liveness_endpoint=cfg.liveness,
+        memories=LeanMemories(runtime_ref),  # no per-object memory for Secrets no LLM uses
     )
 
 

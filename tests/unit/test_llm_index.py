@@ -89,3 +89,27 @@ def test_quiet_index_log_drops_only_the_index_success_line() -> None:
     assert not f.filter(record("Handler 'llm-index' succeeded."))
     assert f.filter(record("Handler 'reconcile' succeeded."))
     assert f.filter(record("Handler 'llm-index' failed with an exception and will try again in 60 seconds: x"))
+
+
+async def test_kopf_keeps_no_memory_for_secrets_no_llm_uses() -> None:
+    from goodmem_operator.handlers import LeanMemories, Runtime
+    from goodmem_operator.secrets import SecretCache
+
+    runtime_ref: dict[str, Runtime] = {}
+    memories = LeanMemories(runtime_ref)
+
+    def secret(name: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ns", "uid": f"s-{name}"}}
+
+    async def kept(raw: dict[str, Any]) -> bool:  # kept: the same memory comes back on the next event
+        return await memories.recall(raw) is await memories.recall(raw)
+
+    assert await kept(secret("early")), "before startup nothing is known: kopf's default"
+    rt = Runtime(reconciler=None, secret_cache=SecretCache(), status_writer=None)  # type: ignore[arg-type]
+    runtime_ref["rt"] = rt
+    rt.index.observe(body("a", "used"), deleted=False)
+    assert await kept(secret("used"))
+    assert not await kept(secret("unrelated"))
+    assert await kept(body("a", "used")), "LLMs always keep their memory"
+    rt.secret_cache.observe("ns", "cached", {"data": {}}, deleted=False, referenced=True)
+    assert await kept(secret("cached")), "still cached: its next event must reach the handler to drop it"
