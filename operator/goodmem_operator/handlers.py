@@ -39,8 +39,11 @@ DIGEST_PREFIX = "sha256:"
 INDEX_HANDLER = "llm-index"  # its success lines are dropped from kopf's log (main.QuietIndexLog)
 
 
+KOPF_STATUS = "kopf"  # status.kopf: kopf's diff-base digest and handler progress (declared in the CRD)
+
+
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff base kept as a digest of the last-handled essence, not as a copy of it.
+    """kopf's diff base kept as a digest of the last-handled essence, in `status.kopf.lastHandled`.
 
     kopf remembers the last-handled essence (spec, labels, annotations) to tell a real change from
     a status-only event. Its default storage writes the whole essence as JSON into an annotation,
@@ -50,12 +53,16 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     (nolar/kopf#1087). Our handlers never read kopf's `old`/`new`/`diff` (the reconcile is
     level-triggered), so a SHA-256 of the essence is all kopf needs: `fetch` returns the current
     essence when the digest matches (no change) and the same essence plus one marker key when it
-    does not (a change, so kopf calls the update handler). A JSON value written by kopf's own
-    annotation storage is still read as before, so upgrading needs no migration; the next store
-    replaces it with the digest.
+    does not (a change, so kopf calls the update handler).
+
+    The digest lives in the status, not in an annotation: kopf then writes it in the same `/status`
+    patch as our conditions, so handling a change costs one API write fewer (bench/ANALYSIS.md #3)
+    and kopf never writes the object's metadata apart from its finalizer. An annotation written by
+    an older operator (a digest, or kopf's own JSON) is still read, and removed on the next store.
     """
 
     CHANGED = f"{ANNOTATION_PREFIX}/changed-since-last-handled"
+    FIELD = ("status", KOPF_STATUS, "lastHandled")
 
     def _comparable(self, essence: Any) -> dict[str, Any]:
         """The essence without kopf's own annotations (progress, markers) and empty stanzas."""
@@ -80,28 +87,38 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         """The digest of `body`'s essence (what changes it: spec, labels, annotations but kopf's own)."""
         return self._digest(self.build(body=body))
 
-    def fetch(self, *, body: Any) -> Any:
-        for full_key in self.make_keys(self.key, body=body):
-            stored = body.metadata.annotations.get(full_key)
-            if stored is None:
-                continue
-            if not stored.startswith(DIGEST_PREFIX):
-                return json.loads(stored)  # written by kopf's AnnotationsDiffBaseStorage (before this storage)
-            current = self.build(body=body)  # what kopf compares it with (no extra fields in our handlers)
-            if self._digest(current) == stored.strip():
-                return current
-            return {**current, self.CHANGED: True}  # type: ignore[typeddict-unknown-key]
+    def _stored(self, body: Any) -> str | None:
+        status = body.get("status") or {}
+        value = (status.get(KOPF_STATUS) or {}).get(self.FIELD[-1]) if isinstance(status, dict) else None
+        if isinstance(value, str):
+            return value
+        for full_key in self.make_keys(self.key, body=body):  # written by an older operator
+            legacy = body.metadata.annotations.get(full_key)
+            if legacy is not None:
+                return legacy
         return None
 
+    def fetch(self, *, body: Any) -> Any:
+        stored = self._stored(body)
+        if stored is None:
+            return None
+        if not stored.startswith(DIGEST_PREFIX):
+            return json.loads(stored)  # written by kopf's AnnotationsDiffBaseStorage (before this storage)
+        current = self.build(body=body)  # what kopf compares it with (no extra fields in our handlers)
+        if self._digest(current) == stored.strip():
+            return current
+        return {**current, self.CHANGED: True}  # type: ignore[typeddict-unknown-key]
+
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
-        digest = self._digest(essence)
+        patch.status.setdefault(KOPF_STATUS, {})[self.FIELD[-1]] = self._digest(essence)
         for full_key in self.make_keys(self.key, body=body):
-            patch.metadata.annotations[full_key] = digest
-        self._store_marker(prefix=self.prefix, patch=patch, body=body)
+            if full_key in body.metadata.annotations:
+                patch.metadata.annotations[full_key] = None  # moved to the status
 
 
-class ChangeAwareProgressStorage(kopf.AnnotationsProgressStorage):
-    """kopf's per-handler progress, except that a retry delay ends when the resource changes.
+class ChangeAwareProgressStorage(kopf.StatusProgressStorage):
+    """kopf's per-handler progress (in `status.kopf.progress`), except that a retry delay ends when the
+    resource changes.
 
     kopf does not call a handler that raised TemporaryError(delay=...) again before the delay is over,
     even if the spec changes meanwhile (and while a creation keeps failing, kopf stores no diff base, so
@@ -113,8 +130,8 @@ class ChangeAwareProgressStorage(kopf.AnnotationsProgressStorage):
 
     FIELD = "essence"  # an extra key in kopf's record; kopf ignores keys it does not know
 
-    def __init__(self, *, prefix: str, diffbase: DigestDiffBaseStorage) -> None:
-        super().__init__(prefix=prefix)
+    def __init__(self, *, diffbase: DigestDiffBaseStorage) -> None:
+        super().__init__(name=KOPF_STATUS, field="status.{name}.progress", touch_field="status.{name}.dummy")
         self.diffbase = diffbase
 
     def store(self, *, key: Any, record: Any, body: Any, patch: Any) -> None:
@@ -126,6 +143,7 @@ class ChangeAwareProgressStorage(kopf.AnnotationsProgressStorage):
             return record
         # kopf must get back exactly its own record: it re-stores (and re-patches) a record that differs from
         # what it would write, and a patch that changes nothing brings no event to wake it after a delay.
+        record = dict(record)
         essence = record.pop(self.FIELD, None)
         if record.get("delayed") and essence not in (None, self.diffbase.digest_of(body)):
             record["delayed"] = None

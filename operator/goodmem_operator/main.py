@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         diffbase = DigestDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
         settings.persistence.diffbase_storage = diffbase
         # A changed spec ends a retry delay at once (kopf alone would wait it out).
-        settings.persistence.progress_storage = ChangeAwareProgressStorage(prefix=ANNOTATION_PREFIX, diffbase=diffbase)
+        settings.persistence.progress_storage = ChangeAwareProgressStorage(diffbase=diffbase)
         settings.posting.loggers = False  # our own Events only, never log lines (they could carry anything)
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,36 @@ def test_status_goes_through_the_status_subresource(
         if '"subresource":"status"' in line and f'"namespace":"{namespace}"' in line and '"name":"sub"' in line
     ]
     assert any(e["verb"] == "patch" and e["objectRef"]["resource"] == "llms" for e in status_writes)
+
+
+def test_kopf_writes_metadata_only_for_its_finalizer(
+    kube: Kube, namespace: str, operator: OperatorProcess, control_plane: ControlPlane
+) -> None:
+    """kopf's bookkeeping (the diff-base digest, handler progress) lives in status.kopf and goes out in the same
+    /status patch as the conditions: per create one metadata patch (the finalizer), per update none."""
+    kube.apply(namespace, llm_manifest("lean"))
+    kube.wait_condition(namespace, "lean")
+    body = kube.get(namespace, "llm", "lean")
+    assert not [k for k in (body["metadata"].get("annotations") or {}) if k.startswith("kopf.goodmem.ai/")]
+    assert body["status"]["kopf"]["lastHandled"].startswith("sha256:")
+    assert "goodmem.ai/finalizer" in body["metadata"]["finalizers"]
+    kube.apply(namespace, llm_manifest("lean", displayName="Lean, renamed"))
+    kube.wait_for(lambda: kube.get(namespace, "llm", "lean")["status"].get("observedGeneration") == 2, 20, "update")
+    time.sleep(1.0)
+
+    def operator_writes() -> list[tuple[str, str]]:
+        out = []
+        for line in Path(control_plane.audit_log_path).read_text().splitlines():
+            if '"resource":"llms"' not in line or f'"namespace":"{namespace}"' not in line or '"name":"lean"' not in line:
+                continue
+            event = json.loads(line)
+            if event["stage"] == "ResponseComplete" and event["userAgent"].startswith("kopf/") and event["verb"] != "get":
+                out.append((event["verb"], event["objectRef"].get("subresource", "")))
+        return out
+
+    writes = operator_writes()
+    assert writes.count(("patch", "")) == 1, writes  # the finalizer, nothing else on the object itself
+    assert writes.count(("patch", "status")) == 2, writes  # one per handled change: create, update
 
 
 def test_describe_shows_why_not_ready(kube: Kube, namespace: str, operator: OperatorProcess) -> None:

@@ -1,5 +1,5 @@
-"""kopf storages: the diff base as a digest in one small annotation (driven the way kopf's processing drives
-it), and handler progress whose retry delay ends when the resource changes."""
+"""kopf storages: the diff base as a digest in the status (driven the way kopf's processing drives it), and
+handler progress, also in the status, whose retry delay ends when the resource changes."""
 
 from __future__ import annotations
 
@@ -18,9 +18,25 @@ pytestmark = pytest.mark.unit
 KEY = f"{ANNOTATION_PREFIX}/last-handled-configuration"
 
 
-def _storages() -> tuple[DigestDiffBaseStorage, kopf.AnnotationsProgressStorage]:
-    return (DigestDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration"),
-            kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX))
+def _storages() -> tuple[DigestDiffBaseStorage, ChangeAwareProgressStorage]:
+    diffbase = DigestDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    return diffbase, ChangeAwareProgressStorage(diffbase=diffbase)
+
+
+def _apply(raw: dict, patch: Any) -> dict:
+    """A JSON merge patch (RFC 7386, what kopf sends) applied to a copy of `raw`."""
+    def merge(target: Any, change: Any) -> Any:
+        if not isinstance(change, dict):
+            return copy.deepcopy(change)
+        out = dict(target) if isinstance(target, dict) else {}
+        for key, value in change.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = merge(out.get(key), value)
+        return out
+
+    return merge(copy.deepcopy(raw), json.loads(json.dumps(dict(patch))))
 
 
 def _body(spec: dict[str, Any], annotations: dict[str, str] | None = None, status: dict[str, Any] | None = None) -> dict:
@@ -47,17 +63,31 @@ def _handled(raw: dict) -> dict:
     _old, new, _diff = _cause(raw)
     patch = kopf.Patch()
     diffbase.store(body=kopf.Body(raw), patch=patch, essence=new)
-    out = copy.deepcopy(raw)
-    out["metadata"]["annotations"].update(patch["metadata"]["annotations"])
-    return out
+    return _apply(raw, patch)
 
 
-def test_stores_a_short_digest_whatever_the_spec_size() -> None:
+def test_stores_a_short_digest_in_the_status_whatever_the_spec_size() -> None:
     huge = {"displayName": "x", "clientConfig": {f"k{i}": "v" * 10_000 for i in range(40)}}
-    handled = _handled(_body(huge))
-    value = handled["metadata"]["annotations"][KEY]
+    diffbase, _ = _storages()
+    patch = kopf.Patch()
+    diffbase.store(body=kopf.Body(_body(huge)), patch=patch, essence=diffbase.build(body=kopf.Body(_body(huge))))
+    # Only the status: kopf sends it with our conditions in one /status patch, and never touches metadata.
+    assert set(patch) == {"status"} and len(json.dumps(dict(patch))) < 150
+    value = _apply(_body(huge), patch)["status"]["kopf"]["lastHandled"]
     assert value.startswith("sha256:") and len(value) < 80
-    assert len(json.dumps(handled["metadata"]["annotations"])) < 300
+
+
+def test_an_annotation_from_an_older_operator_is_read_then_moved_to_the_status() -> None:
+    raw = _body({"displayName": "x"})
+    diffbase, _ = _storages()
+    raw["metadata"]["annotations"][KEY] = diffbase.digest_of(kopf.Body(raw))  # what the previous release stored
+    old, new, diff = _cause(raw)
+    assert old == new and not diff, "no spurious update after upgrading the operator"
+    patch = kopf.Patch()
+    diffbase.store(body=kopf.Body(raw), patch=patch, essence=new)
+    moved = _apply(raw, patch)
+    assert KEY not in moved["metadata"]["annotations"] and moved["status"]["kopf"]["lastHandled"] == raw["metadata"]["annotations"][KEY]
+    assert not _cause(moved)[2]
 
 
 def test_new_object_has_no_diff_base() -> None:
@@ -67,8 +97,9 @@ def test_new_object_has_no_diff_base() -> None:
 
 def test_unchanged_object_has_an_empty_diff_despite_status_and_progress_annotations() -> None:
     handled = _handled(_body({"displayName": "x"}, annotations={"team": "a"}))
-    handled["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
-    handled["metadata"]["annotations"][f"{ANNOTATION_PREFIX}/reconcile"] = json.dumps({"retries": 1})
+    handled["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    handled["status"]["kopf"]["progress"] = {"reconcile": {"retries": 1}}
+    handled["metadata"]["annotations"][f"{ANNOTATION_PREFIX}/reconcile"] = json.dumps({"retries": 1})  # an older release's
     handled["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
     old, new, diff = _cause(handled)
     assert old == new and not diff
@@ -105,16 +136,14 @@ class _Handler:
 
 
 def _progress() -> ChangeAwareProgressStorage:
-    diffbase, _ = _storages()
-    return ChangeAwareProgressStorage(prefix=ANNOTATION_PREFIX, diffbase=diffbase)
+    return _storages()[1]
 
 
 def _with_record(raw: dict, record: dict) -> dict:
     patch = kopf.Patch()
     _progress().store(key="reconcile", record=record, body=kopf.Body(raw), patch=patch)
-    out = copy.deepcopy(raw)
-    out["metadata"]["annotations"].update(patch["metadata"]["annotations"])
-    return out
+    assert set(patch) == {"status"}
+    return _apply(raw, patch)
 
 
 DELAYED = {"started": "2026-01-01T00:00:00.000000+00:00", "delayed": "2999-01-01T00:00:00.000000+00:00",
@@ -123,7 +152,7 @@ DELAYED = {"started": "2026-01-01T00:00:00.000000+00:00", "delayed": "2999-01-01
 
 def test_a_retry_delay_holds_while_the_resource_is_unchanged() -> None:
     raw = _with_record(_body({"displayName": "x"}), DELAYED)
-    raw["status"] = {"conditions": [{"type": "Ready", "status": "False"}]}  # status is not a change
+    raw["status"]["conditions"] = [{"type": "Ready", "status": "False"}]  # status is not a change
     record = _progress().fetch(key="reconcile", body=kopf.Body(raw))
     assert record == DELAYED  # exactly kopf's own record: anything else would be re-stored on every event
 
@@ -154,8 +183,7 @@ def test_a_changed_resource_ends_the_retry_delay(change: Any) -> None:
 def test_a_record_written_by_kopfs_own_storage_keeps_its_delay() -> None:
     raw = _body({"displayName": "x"})
     patch = kopf.Patch()
-    kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX).store(key="reconcile", record=DELAYED,
-                                                                   body=kopf.Body(raw), patch=patch)
-    raw["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+    kopf.StatusProgressStorage(name="kopf").store(key="reconcile", record=DELAYED, body=kopf.Body(raw), patch=patch)
+    raw = _apply(raw, patch)
     raw["spec"]["displayName"] = "y"
     assert _progress().fetch(key="reconcile", body=kopf.Body(raw))["delayed"] == DELAYED["delayed"]

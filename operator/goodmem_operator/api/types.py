@@ -383,3 +383,8 @@ class LLMStatus(_Model):
     )
     observed: ObservedValues | None = Field(default=None, description="Registry-side values for fields the spec leaves unset.")
     last_synced_time: str | None = Field(default=None, description="When the registry entry last matched the spec.")
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description="kopf's bookkeeping: a digest of the last-handled spec, labels and annotations, and handler progress.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
