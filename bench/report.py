@@ -195,7 +195,7 @@ def render(r: dict[str, Any]) -> str:
     rps_bound = n * reqs_per_create / sizes["registry_rps"]
     w(f"The floor makes {n:,} `POST /v1/llms` and nothing else: {floor_rate:,.0f} creates/s. The operator reaches "
       f"{op_rate:,.0f} LLMs/s from `kubectl`-side create to `Ready`. Each create costs it "
-      f"{reqs_per_create:.0f} registry requests"
+      f"{reqs_per_create:.0f} registry request{'s' if round(reqs_per_create) != 1 else ''}"
       f"{' (a `GET` that answers 404, then the `POST`)' if last['create']['registry'].get('GET') else ''}, and its "
       "client-side rate limit "
       f"(`--registry-rps {sizes['registry_rps']:g}`) alone puts a lower bound of {rps_bound:.0f} s on {n:,} creates. "

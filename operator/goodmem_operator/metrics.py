@@ -55,12 +55,15 @@ class Metrics:
         self._set_ready(uid, None)
 
     def _set_ready(self, uid: str, state: str | None) -> None:
+        """Move one LLM between the gauge's Ready states: O(1), not a recount of every LLM."""
         before = self._ready.pop(uid, None)
         if state is not None:
             self._ready[uid] = state
         if before != state:
-            for s in ("True", "False", "Unknown"):
-                self.llms.labels(s).set(sum(1 for v in self._ready.values() if v == s))
+            if before is not None:
+                self.llms.labels(before).dec()
+            if state is not None:
+                self.llms.labels(state).inc()
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
