@@ -166,6 +166,23 @@ def test_update_into_a_duplicate_identity_is_rejected(store: LLMStore) -> None:
     assert update(store, other["llmId"], {"endpointUrl": "https://api.openai.com/v1/"}, BOB)
 
 
+def test_an_identity_is_free_again_once_its_entry_moves_away_or_is_deleted(store: LLMStore) -> None:
+    first = create(store, modelIdentifier="m1")
+    update(store, first["llmId"], {"modelIdentifier": "m2"})  # m1 is free now, m2 is taken
+    again = create(store, modelIdentifier="m1")
+    with pytest.raises(AlreadyExists) as info:
+        create(store, modelIdentifier="m2")
+    assert info.value.existing_llm_id == first["llmId"]
+    # Credentials are part of the identity: a different key is a different entry; changing it moves the identity.
+    keyed = create(store, modelIdentifier="m2", credentials=api_key_credentials("other-key"))
+    update(store, keyed["llmId"], {"credentials": api_key_credentials("third-key")})
+    create(store, modelIdentifier="m2", credentials=api_key_credentials("other-key"))
+    store.delete(ALICE, again["llmId"])
+    assert create(store, modelIdentifier="m1")["llmId"] != again["llmId"]
+    store.clear()
+    create(store, modelIdentifier="m2")  # nothing stored, nothing to collide with
+
+
 def test_merge_labels_beyond_twenty_is_invalid(store: LLMStore) -> None:
     llm = create(store, labels={f"k{i}": "v" for i in range(15)})
     with pytest.raises(ValidationError) as info:
