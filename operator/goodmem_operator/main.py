@@ -79,6 +79,15 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
     )
 
 
+def event_loop() -> asyncio.AbstractEventLoop | None:
+    """uvloop when it is installed (a dependency except on Windows), as `kopf run` would pick it; else None (asyncio's)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop()
+
+
 class QuietIndexLog(logging.Filter):
     """Drops kopf's `Handler 'llm-index' succeeded.` line: it would come with every LLM event and says nothing."""
 
@@ -113,10 +122,11 @@ def main(argv: list[str] | None = None) -> None:
         # all before a request gives up, as before; a watch then starts over).
         settings.networking.error_backoffs = (1, 1, 2, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5)
         settings.execution.max_workers = 8
-        # A per-object worker waits this long for the object's next event before it exits (kopf: 5 s). Each
-        # Secret of the cluster gets a worker when it is listed; 0.5 s lets 10,000 of them go at once instead of
-        # piling up (bench/ANALYSIS.md #2). Batching (batch_window) is unchanged.
-        settings.batching.idle_timeout = 0.5
+        # A per-object worker waits this long for the object's next event before it exits (kopf: 5 s). Every
+        # Secret of the cluster gets a worker when it is listed, though the `when=` filter drops it at once: 0.1 s
+        # lets 10,000 of them go before they pile up, so unrelated Secrets leave RSS flat (bench/ANALYSIS.md #2).
+        # A worker waiting for its own patch to come back stays for that regardless (kopf's consistency wait).
+        settings.queueing.idle_timeout = 0.1
         # The initial listings come in pages, not as one response of every Secret of the cluster.
         settings.watching.chunk_size = 500
         runtime_ref["rt"] = build_runtime(cfg)
@@ -149,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     # grant. Set before the run (not in the startup handler): the resource observer starts with the run.
     settings.scanning.disabled = True
     kopf.run(
+        loop=event_loop(),
         settings=settings,
         registry=registry,
         standalone=True,
