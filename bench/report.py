@@ -192,7 +192,8 @@ def render(r: dict[str, Any]) -> str:
     floor_rate = n / conv["floor_median_s"]
     op_rate = n / conv["converge_median_s"]
     reqs_per_create = sum(_reqs(last["create"]["registry"]).values()) / last["n"]
-    rps_bound = n * reqs_per_create / sizes["registry_rps"]
+    # The limiter is a token bucket holding one second's worth of requests: the first `rps` go at once.
+    rps_bound = max(0.0, n * reqs_per_create - sizes["registry_rps"]) / sizes["registry_rps"]
     w(f"The floor makes {n:,} `POST /v1/llms` and nothing else: {floor_rate:,.0f} creates/s. The operator reaches "
       f"{op_rate:,.0f} LLMs/s from `kubectl`-side create to `Ready`. Each create costs it "
       f"{reqs_per_create:.0f} registry request{'s' if round(reqs_per_create) != 1 else ''}"
@@ -201,6 +202,11 @@ def render(r: dict[str, Any]) -> str:
       f"(`--registry-rps {sizes['registry_rps']:g}`) alone puts a lower bound of {rps_bound:.0f} s on {n:,} creates. "
       "CPU columns are seconds of CPU over the convergence window; 'other processes' is what the rest of the machine "
       "used in the same window.")
+    apply_median = statistics.median(run["apply_s"] for run in runs)
+    w("")
+    w(f"The harness's own {n:,} creates through the API server (column 2, before any write of the operator's) took "
+      f"{_s(apply_median, 1)} (median), {apply_median / conv['floor_median_s']:.1f}× the floor; "
+      "bench/ANALYSIS.md #6 explains what bounds the ratio.")
     w("")
     w(f"Spec update of all {update['n']:,} (one field): {_s(update['converge_s'], 1)} until every one is `Ready` for "
       f"generation 2; registry {_counts(_reqs(update['registry']))}; API-server writes by the operator "
@@ -223,8 +229,8 @@ def render(r: dict[str, Any]) -> str:
     w("")
     w("API-server writes by the operator's user over the whole run (audit log): "
       f"{_counts(calls['api_writes_total'])}. Per create: {_counts(calls['api_writes_per_create_breakdown'])} "
-      "(`patch llms` = kopf's finalizer, then its last-handled-configuration annotation; `patch llms/status` = our "
-      "conditions; `create events` = the `Created` Event).")
+      "(`patch llms` = kopf's finalizer; `patch llms/status` = our conditions together with kopf's diff-base digest "
+      "in `status.kopf`; `create events` = the `Created` Event).")
     w("")
 
     w("## 3. Steady state")
