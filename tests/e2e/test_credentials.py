@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import pytest
 
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
 
-from .conftest import SENTINEL, Kube, llm_manifest, secret_manifest
+from .conftest import SENTINEL, Kube, llm_manifest, metrics_port, secret_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -156,13 +157,17 @@ def test_sentinel_never_leaks(
     llm = kube.get(namespace, "llm", "leak")
     events = kube.events(namespace)
     record = emulator.record(llm["status"]["llmId"])
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    metrics = opener.open(f"http://127.0.0.1:{metrics_port(operator)}/metrics", timeout=5).read().decode()
     places = {
         "operator log (debug)": operator.log_text(),
         "LLM object and status": json.dumps(llm),
         "events": json.dumps(events),
         "registry labels": json.dumps(record["labels"]),
         "emulator record view": json.dumps(record),
+        "metrics": metrics,
     }
     assert "[DEBUG   ]" in places["operator log (debug)"], "the scan must cover debug-level logs"
+    assert 'verb="update"' in metrics, "the scan must cover the metrics of the failed and retried updates"
     leaks = [where for where, text in places.items() if SENTINEL in text]
     assert leaks == [], f"sentinel found in: {leaks}"
