@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,6 +95,12 @@ def free_port() -> int:
 def metrics_port(op: OperatorProcess) -> int:
     args = op.extra_args
     return int(args[args.index("--metrics-port") + 1])
+
+
+def scrape_metrics(op: OperatorProcess) -> str:
+    """The operator's Prometheus exposition text (no proxy: it is on loopback)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return opener.open(f"http://127.0.0.1:{metrics_port(op)}/metrics", timeout=5).read().decode()
 
 
 class Kube:

@@ -165,9 +165,8 @@ class LLMStore:
         self._records: dict[str, dict[str, Any]] = {}
         # Duplicate detection by lookup, not by scanning every record (which made each create O(n) and a
         # benchmark's 1,000 creates quadratic). Identities are unique among stored records: create and update
-        # refuse a second one.
-        self._identity: dict[str, tuple[str, ...]] = {}  # llmId -> identity_of(record)
-        self._by_identity: dict[tuple[str, ...], str] = {}  # identity -> llmId
+        # refuse a second one, so one llmId per identity.
+        self._by_identity: dict[tuple[str, ...], str] = {}
 
     # -- helpers ---------------------------------------------------------
 
@@ -176,15 +175,15 @@ class LLMStore:
         return None if llm_id == exclude_id else llm_id
 
     def _store(self, llm_id: str, record: dict[str, Any], key: tuple[str, ...]) -> None:
-        self._drop_identity(llm_id)
+        """Store (or replace) a record under its identity `key`."""
+        self._drop(llm_id)
         self._records[llm_id] = record
-        self._identity[llm_id] = key
         self._by_identity[key] = llm_id
 
-    def _drop_identity(self, llm_id: str) -> None:
-        old = self._identity.pop(llm_id, None)
-        if old is not None and self._by_identity.get(old) == llm_id:
-            del self._by_identity[old]
+    def _drop(self, llm_id: str) -> None:
+        old = self._records.pop(llm_id, None)
+        if old is not None:
+            del self._by_identity[identity_of(old)]
 
     def _fetch(self, principal: Principal, llm_id: str) -> dict[str, Any]:
         rec = self._records.get(llm_id)
@@ -288,8 +287,7 @@ class LLMStore:
     def delete(self, principal: Principal, llm_id: str) -> None:
         with self._lock:
             self._fetch(principal, llm_id)
-            del self._records[llm_id]
-            self._drop_identity(llm_id)
+            self._drop(llm_id)
 
     # -- test access -----------------------------------------------------
 
@@ -302,7 +300,6 @@ class LLMStore:
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
-            self._identity.clear()
             self._by_identity.clear()
 
     def __len__(self) -> int:

@@ -8,5 +8,6 @@ from tests.conftest import (  # noqa: F401 - re-exports
     free_port,
     llm_manifest,
     metrics_port,
+    scrape_metrics,
     secret_manifest,
 )

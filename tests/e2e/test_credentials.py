@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import pytest
 
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
 
-from .conftest import SENTINEL, Kube, llm_manifest, metrics_port, secret_manifest
+from .conftest import SENTINEL, Kube, llm_manifest, scrape_metrics, secret_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -157,8 +156,7 @@ def test_sentinel_never_leaks(
     llm = kube.get(namespace, "llm", "leak")
     events = kube.events(namespace)
     record = emulator.record(llm["status"]["llmId"])
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    metrics = opener.open(f"http://127.0.0.1:{metrics_port(operator)}/metrics", timeout=5).read().decode()
+    metrics = scrape_metrics(operator)
     places = {
         "operator log (debug)": operator.log_text(),
         "LLM object and status": json.dumps(llm),

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import pytest
 
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
 
-from .conftest import Kube, llm_manifest, metrics_port
+from .conftest import Kube, llm_manifest, scrape_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -166,8 +165,7 @@ def test_operator_killed_mid_create_converges(kube: Kube, namespace: str, operat
 def test_metrics_are_scraped(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
     kube.apply(namespace, llm_manifest("metered"))
     kube.wait_condition(namespace, "metered")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    text = opener.open(f"http://127.0.0.1:{metrics_port(operator)}/metrics", timeout=5).read().decode()
+    text = scrape_metrics(operator)
     for name in ("goodmem_operator_reconcile_total", "goodmem_operator_reconcile_duration_seconds_bucket",
                  "goodmem_operator_registry_requests_total", "goodmem_operator_registry_request_duration_seconds_bucket",
                  "goodmem_operator_drift_corrections_total", "goodmem_operator_llms"):
