@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from goodmem_operator.trust import parse_owner_id_grants
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Config:
     verbose: bool
     debug: bool
     liveness: str | None
+    owner_id_grants: dict[str, frozenset[str]] = field(default_factory=dict)  # --allow-owner-id
 
     def __repr__(self) -> str:  # never print the key
         return f"Config(base_url={self.base_url!r}, namespaces={self.namespaces!r}, cluster_name={self.cluster_name!r})"
@@ -64,7 +67,15 @@ def parse(argv: list[str] | None = None) -> Config:
     p.add_argument("--debug", action="store_true", default=env("GOODMEM_DEBUG") == "1")
     p.add_argument("--liveness", default=env("GOODMEM_LIVENESS"),
                    help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz (env GOODMEM_LIVENESS)")
+    p.add_argument("--allow-owner-id", action="append", default=None, metavar="NAMESPACE=OWNER_ID[|OWNER_ID...]",
+                   help="let LLMs of NAMESPACE set spec.ownerId to these registry principals (OWNER_ID '*': any; "
+                        "NAMESPACE '*': every namespace); repeatable (env GOODMEM_ALLOW_OWNER_ID, comma separated). "
+                        "Without it spec.ownerId is refused (OwnerIdNotAllowed)")
     args = p.parse_args(argv)
+    try:
+        owner_id_grants = parse_owner_id_grants(args.allow_owner_id or _env_list("GOODMEM_ALLOW_OWNER_ID"))
+    except ValueError as exc:
+        p.error(f"--allow-owner-id: {exc}")
 
     if args.api_key_file:
         api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
@@ -88,4 +99,5 @@ def parse(argv: list[str] | None = None) -> Config:
         verbose=args.verbose,
         debug=args.debug,
         liveness=args.liveness,
+        owner_id_grants=owner_id_grants,
     )

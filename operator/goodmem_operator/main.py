@@ -69,6 +69,7 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
         cluster_name=cfg.cluster_name,
         fingerprint_key=fingerprint_key(cfg.api_key),
         default_deletion_policy=cfg.default_deletion_policy,
+        owner_id_grants=cfg.owner_id_grants,
     )
     return Runtime(
         reconciler=Reconciler(registry, cache, settings),

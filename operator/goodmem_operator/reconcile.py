@@ -17,7 +17,6 @@ import json
 import logging
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ from pydantic import ValidationError
 from goodmem_operator import conditions as cond
 from goodmem_operator.api.mapping import (
     OWNER_LABEL,
-    OWNER_UID_LABEL,
+    canonical_url,
     credentials_fingerprint,
     desired_request,
     diff,
@@ -38,16 +37,25 @@ from goodmem_operator.api.mapping import (
 from goodmem_operator.api.types import RESERVED_LABEL_PREFIX, LLMSpec
 from goodmem_operator.registry import Conflict, NotFound, RateLimited, RegistryClient, RegistryError
 from goodmem_operator.secrets import CredentialError, SecretReader, resolve_credentials
+from goodmem_operator.trust import (
+    Access,
+    Relation,
+    derived_llm_id,
+    grant_label,
+    granted,
+    may_adopt,
+    may_observe,
+    not_granted_message,
+    owner_id_allowed,
+    relation,
+)
 
 log = logging.getLogger("goodmem_operator.reconcile")
 
 PAUSED_ANNOTATION = "goodmem.ai/paused"
-# Namespace for ids derived from a resource's UID: the same resource always maps to the same entry.
-LLM_ID_NAMESPACE = uuid.UUID("6f1c3a4e-2b7d-5e8f-9a0b-1c2d3e4f5a6b")
-
-
-def derived_llm_id(uid: str) -> str:
-    return str(uuid.uuid5(LLM_ID_NAMESPACE, uid))
+# status.credentialsFingerprint of an adopted entry whose stored credentials this LLM never supplied.
+INHERITED = "inherited"
+__all__ = ["derived_llm_id"]  # re-exported: tests and tools compute an LLM's entry id from here
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,8 @@ class ReconcileSettings:
     backoff_cap: float = 300.0
     auth_backoff: float = 120.0
     secret_retry: float = 300.0  # safety net only: Secret events re-arm the reconcile at once
+    # namespace ("*": any) -> registry principals ("*": any) an LLM there may name in spec.ownerId (--allow-owner-id)
+    owner_id_grants: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class RetryLater(Exception):
@@ -190,6 +200,14 @@ class Reconciler:
 
         if spec.observe_only:
             return await self._observe_only(obj, llm_id)
+        if spec.owner_id and not owner_id_allowed(self.settings.owner_id_grants, obj.namespace, spec.owner_id):
+            return self._failed(
+                obj, "OwnerIdNotAllowed",
+                f"spec.ownerId {spec.owner_id}: the operator does not let namespace {obj.namespace} create registry "
+                f"entries for another principal (an operator admin can allow it with --allow-owner-id "
+                f"{obj.namespace}={spec.owner_id}); nothing was sent to the registry",
+                permanent=True, inputs=None,
+            )
 
         try:
             credentials = await resolve_credentials(spec.credentials, obj.namespace, self.secrets)
@@ -224,35 +242,29 @@ class Reconciler:
                     verb = "Recreated" if prev.get("llmId") else "Created"
                     events.append(Event("Normal", verb, f"registry entry {llm_id} {verb.lower()}"))
                 except Conflict as exc:
-                    observed = await self._get(llm_id)
+                    observed = await self._get(llm_id)  # our own id: an earlier create went through, its answer lost
                     if observed is None:  # another entry with the same identity
-                        existing = exc.existing_id if exc.existing_id != llm_id else None
-                        existing = existing or await self._find_duplicate(desired)
-                        if existing and spec.adoption_policy == "IfMatching":
-                            observed = await self._get(existing)
-                        if observed is None:
-                            name = f" ({existing})" if existing else ""
-                            return self._failed(
-                                obj, "AlreadyExists",
-                                f"another registry entry{name} has the same provider, endpoint, path, model and "
-                                f"credentials: {exc.registry_reason or exc}", permanent=True, inputs=inputs,
-                            )
-                        llm_id = str(existing)  # adoptionPolicy IfMatching: take over the identical entry
-                    # Else our own id: an earlier create went through but its answer was lost.
-            owner = (observed.get("labels") or {}).get(OWNER_UID_LABEL)
-            if owner and owner != obj.uid:
-                holder = (observed.get("labels") or {}).get(OWNER_LABEL, owner)
-                return self._failed(obj, "Conflict", f"registry entry {llm_id} is managed by {holder}; not taking it over",
-                                    permanent=True, inputs=inputs)
-            if observed.get("providerType") and observed["providerType"] != desired["providerType"]:
-                return self._failed(
-                    obj, "InvalidSpec",
-                    f"registry entry {llm_id} has providerType {observed['providerType']}, which the registry "
-                    f"cannot change; the spec asks for {desired['providerType']}",
-                    permanent=True, inputs=inputs,
-                )
-            if not wrote and OWNER_UID_LABEL not in (observed.get("labels") or {}):
+                        match = await self._duplicate(obj, spec, desired, exc, inputs)
+                        if isinstance(match, Outcome):
+                            return match
+                        observed, llm_id = match, str(match["llmId"])
+            refusal = self._refuse_takeover(obj, spec, observed, llm_id, desired, inputs)
+            if refusal is not None:
+                return refusal
+            adopted = not wrote and relation(observed.get("labels"), **self._who(obj, llm_id)) is not Relation.OURS
+            if adopted:
                 events.append(Event("Normal", "Adopted", f"registry entry {llm_id} adopted by {obj.key}"))
+            # Stored credentials this LLM did not supply stay "inherited" until its spec supplies its own.
+            if credentials is None and not wrote and (adopted or prev.get("credentialsFingerprint") == INHERITED):
+                fingerprint = INHERITED
+                moving = sorted(k for k in ("endpointUrl", "apiPath") if k in diff(desired, observed))
+                if moving:
+                    return self._failed(
+                        obj, "CredentialsNotSupplied",
+                        f"registry entry {llm_id} keeps credentials that this LLM did not supply; changing its "
+                        f"{' and '.join(moving)} would send them somewhere new. Set spec.credentials (they replace "
+                        f"the stored ones) or keep the entry's {' and '.join(moving)}", permanent=True, inputs=inputs,
+                    )
             if not wrote:
                 update = diff(desired, observed)
                 last = self._applied.get(obj.uid) or prev.get("credentialsFingerprint")
@@ -291,7 +303,7 @@ class Reconciler:
         return Outcome(status=status, events=events, result="success" if wrote else "noop")
 
     async def _observe_only(self, obj: LLMObject, llm_id: str) -> Outcome:
-        """Mirror the entry into status; never write to the registry."""
+        """Mirror the entry into status, if this namespace may see it; never write to the registry."""
         prev = obj.status
         try:
             observed = await self._get(llm_id)
@@ -300,6 +312,10 @@ class Reconciler:
         if observed is None:
             return self._failed(obj, "NotFound", f"registry entry {llm_id} not found (ObserveOnly never creates it)",
                                 permanent=False, inputs=None, delay=self.settings.secret_retry)
+        labels = observed.get("labels")
+        rel = relation(labels, **self._who(obj, llm_id))
+        if not may_observe(rel, granted(labels, cluster=self.settings.cluster_name, namespace=obj.namespace)):
+            return self._not_granted(obj, llm_id, rel, Access.OBSERVE, labels)
         status = {
             "llmId": llm_id,
             "observedGeneration": obj.generation,
@@ -310,9 +326,100 @@ class Reconciler:
                                obj.generation, prev.get("conditions")),
             ],
             "lastAttempt": None,
-            "observed": observed_values(observed, mirror=True),
+            # Never another owner's marks or principal: only what this namespace may know of the entry.
+            "observed": observed_values(observed, mirror=True,
+                                        owner_visible=rel in (Relation.OURS, Relation.SAME_NAMESPACE)),
         }
         return Outcome(status=status, result="noop")
+
+    # -- the tenant boundary (trust.py holds the rules) -----------------------------------------
+
+    def _who(self, obj: LLMObject, llm_id: str) -> dict[str, str]:
+        return {"cluster": self.settings.cluster_name, "namespace": obj.namespace, "uid": obj.uid, "llm_id": llm_id}
+
+    def _not_granted(self, obj: LLMObject, llm_id: str, rel: Relation, access: Access,
+                     labels: dict[str, str] | None, inputs: str | None = None) -> Outcome:
+        """Refuse to observe or adopt an entry. An entry owned by another LLM is a Conflict that only a spec change
+        ends; an unowned one may be granted later by whoever holds the registry key, so it is re-checked slowly."""
+        holder = (labels or {}).get(OWNER_LABEL, "")
+        message = not_granted_message(llm_id, rel, access, cluster=self.settings.cluster_name,
+                                      namespace=obj.namespace, holder=holder)
+        if rel is Relation.UNOWNED:
+            return self._failed(obj, "NotGranted", message, permanent=False, inputs=None,
+                                delay=self.settings.secret_retry)
+        return self._failed(obj, "Conflict", message, permanent=True, inputs=inputs)
+
+    def _refuse_takeover(self, obj: LLMObject, spec: LLMSpec, observed: dict[str, Any], llm_id: str,
+                         desired: dict[str, Any], inputs: str) -> Outcome | None:
+        """Why this LLM may not manage the entry it found, or None when it may."""
+        labels = observed.get("labels")
+        rel = relation(labels, **self._who(obj, llm_id))
+        grant = granted(labels, cluster=self.settings.cluster_name, namespace=obj.namespace)
+        if not may_adopt(rel, grant):
+            return self._not_granted(obj, llm_id, rel, Access.ADOPT, labels, inputs)
+        if spec.owner_id and observed.get("ownerId") and observed["ownerId"].lower() != spec.owner_id.lower():
+            return self._failed(
+                obj, "OwnerMismatch",
+                f"registry entry {llm_id} belongs to another principal than spec.ownerId {spec.owner_id}; "
+                f"not taking it over", permanent=True, inputs=inputs,
+            )
+        if observed.get("providerType") and observed["providerType"] != desired["providerType"]:
+            return self._failed(
+                obj, "InvalidSpec",
+                f"registry entry {llm_id} has providerType {observed['providerType']}, which the registry "
+                f"cannot change; the spec asks for {desired['providerType']}",
+                permanent=True, inputs=inputs,
+            )
+        return None
+
+    async def _duplicate(self, obj: LLMObject, spec: LLMSpec, desired: dict[str, Any], exc: Conflict,
+                         inputs: str) -> dict[str, Any] | Outcome:
+        """After a 409 on identity: the one existing entry to adopt (adoptionPolicy IfMatching), or the refusal.
+
+        The registry refuses a create when an entry of the same owner has the same provider, endpoint, path,
+        model and credentials. Credentials are not returned, so among the entries that agree on the rest the
+        conflicting one is known only when the registry names it or exactly one entry agrees; with several,
+        nothing is adopted. Only an entry this namespace may adopt (its own, or unowned with a grant) is taken.
+        """
+        listed = await self.registry.list_llms(provider_type=desired["providerType"], owner_id=spec.owner_id)
+        candidates = [e for e in listed if self._same_identity(e, desired, spec.owner_id)]
+        named = exc.existing_id if exc.existing_id and exc.existing_id != desired["llmId"] else None
+        if named:  # the registry said which entry (not promised by the docs): that one, and only it, conflicts
+            candidates = [e for e in candidates if e["llmId"] == named]
+            if not candidates:
+                found = await self._get(named)
+                candidates = [found] if found is not None else []
+        # Name only the entries this namespace may see: an id of another tenant's entry is not its business.
+        visible: list[str] = []
+        relations: list[Relation] = []
+        for entry in candidates:
+            labels = entry.get("labels")
+            rel = relation(labels, **self._who(obj, str(entry.get("llmId"))))
+            relations.append(rel)
+            if may_observe(rel, granted(labels, cluster=self.settings.cluster_name, namespace=obj.namespace)):
+                visible.append(str(entry.get("llmId")))
+        hidden = len(candidates) - len(visible)
+        names = ", ".join(visible + ([f"{hidden} not visible to namespace {obj.namespace}"] if hidden else []))
+        detail = f" ({names})" if names else ""
+        if spec.adoption_policy != "IfMatching" or not candidates or relations[0] is Relation.OTHER_OWNER:
+            return self._failed(
+                obj, "AlreadyExists",
+                f"another registry entry{detail} has the same provider, endpoint, path, model and credentials: "
+                f"{exc.registry_reason or exc}", permanent=True, inputs=inputs,
+            )
+        return candidates[0]  # the refusal checks (owner, grant) follow in _refuse_takeover
+
+    @staticmethod
+    def _same_identity(entry: dict[str, Any], desired: dict[str, Any], owner_id: str | None) -> bool:
+        default_path = "/chat/completions"
+        return (
+            canonical_url(str(entry.get("endpointUrl", ""))) == canonical_url(desired["endpointUrl"])
+            and entry.get("modelIdentifier") == desired["modelIdentifier"]
+            and entry.get("apiPath", default_path) == desired.get("apiPath", default_path)
+            and entry.get("providerType", desired["providerType"]) == desired["providerType"]
+            and (not owner_id or str(entry.get("ownerId", "")).lower() == owner_id.lower())
+            and isinstance(entry.get("llmId"), str)
+        )
 
     # -- deletion -----------------------------------------------------------------------------
 
@@ -335,15 +442,17 @@ class Reconciler:
             if observed is None:
                 return [Event("Normal", "Deleted", f"registry entry {llm_id} already gone")]
             labels = observed.get("labels") or {}
-            owner = labels.get(OWNER_UID_LABEL)
-            ours = owner == obj.uid or (owner is None and not obj.spec.get("llmId"))
-            if not ours:
+            if relation(labels, **self._who(obj, llm_id)) is not Relation.OURS:
                 return [Event("Normal", "Released", f"registry entry {llm_id} is not managed by this resource; left in place")]
             if policy == "Orphan":
+                # The ownership marks go; a grant stays so that this namespace (and only it) can adopt it back.
+                grant = grant_label(self.settings.cluster_name, obj.namespace)
                 kept = {k: v for k, v in labels.items() if not k.startswith(RESERVED_LABEL_PREFIX)}
+                kept[grant] = Access.ADOPT.value
                 if kept != labels:
                     await self.registry.update_llm(llm_id, {"replaceLabels": kept})
-                return [Event("Normal", "Orphaned", f"registry entry {llm_id} left in place (deletionPolicy Orphan)")]
+                return [Event("Normal", "Orphaned", f"registry entry {llm_id} left in place (deletionPolicy Orphan); "
+                                                    f"namespace {obj.namespace} may adopt it back ({grant}=adopt)")]
             try:
                 await self.registry.delete_llm(llm_id)
             except NotFound:
@@ -362,22 +471,6 @@ class Reconciler:
             return await self.registry.get_llm(llm_id)
         except NotFound:
             return None
-
-    async def _find_duplicate(self, desired: dict[str, Any]) -> str | None:
-        from goodmem_operator.api.mapping import canonical_url
-
-        try:
-            candidates = await self.registry.list_llms(provider_type=desired["providerType"])
-        except RegistryError:
-            return None
-        for entry in candidates:
-            if (
-                canonical_url(entry.get("endpointUrl", "")) == canonical_url(desired["endpointUrl"])
-                and entry.get("modelIdentifier") == desired["modelIdentifier"]
-                and entry.get("apiPath", "/chat/completions") == desired.get("apiPath", "/chat/completions")
-            ):
-                return str(entry.get("llmId"))
-        return None
 
     def _inputs_fingerprint(self, desired: dict[str, Any], credentials_fp: str) -> str:
         safe = {k: v for k, v in desired.items() if k != "credentials"}

@@ -34,11 +34,15 @@ def test_orphan_leaves_the_entry_without_ownership(kube: Kube, namespace: str, o
     llm_id = kube.get(namespace, "llm", "orphan")["status"]["llmId"]
     kube.run("-n", namespace, "delete", "llm", "orphan", "--wait=true", "--timeout=30s")
     record = emulator.record(llm_id)
-    assert record is not None and record["labels"] == {"team": "x"}
+    assert record is not None and record["labels"] == {"team": "x", f"goodmem.ai/grant.default.{namespace}": "adopt"}, \
+        "ownership marks gone; a grant lets this namespace (only) adopt it back"
 
 
 def test_adopt_existing_entry(kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess) -> None:
-    created = emulator.owner_request("POST", "/v1/llms", {**HAND_MADE, "endpointUrl": f"http://{namespace}.test/v1"})
+    # Made with the registry key outside Kubernetes, with a grant that lets this namespace adopt it.
+    grant = {f"goodmem.ai/grant.default.{namespace}": "adopt"}
+    created = emulator.owner_request("POST", "/v1/llms", {**HAND_MADE, "endpointUrl": f"http://{namespace}.test/v1",
+                                                          "labels": {**HAND_MADE["labels"], **grant}})
     llm_id = created["llm"]["llmId"]
     emulator.reset_stats()
     kube.apply(namespace, llm_manifest("adopt", **{**HAND_MADE, "endpointUrl": f"http://{namespace}.test/v1",

@@ -8,6 +8,7 @@ from goodmem_emulator import Emulator
 from goodmem_operator.api.mapping import OWNER_LABEL, OWNER_UID_LABEL
 from goodmem_operator.reconcile import Reconciler
 from goodmem_operator.registry import RegistryClient
+from goodmem_operator.trust import grant_label
 
 from .conftest import after, make_llm, writes
 
@@ -21,8 +22,11 @@ SPEC = {
 }
 
 
-async def _existing(registry: RegistryClient, **over: object) -> str:
-    created = await registry.create_llm({**SPEC, "labels": {"origin": "hand-made"}, **over})
+GRANT = {grant_label("it", "ns1"): "adopt"}  # what the registry key holder writes to let namespace ns1 adopt
+
+
+async def _existing(registry: RegistryClient, *, labels: dict[str, str] | None = None, **over: object) -> str:
+    created = await registry.create_llm({**SPEC, "labels": {"origin": "hand-made", **GRANT, **(labels or {})}, **over})
     return str(created["llmId"])
 
 
@@ -32,7 +36,8 @@ async def test_orphan_leaves_entry_and_removes_ownership(emulator: Emulator, rec
     events = await reconciler.finalize(obj)
     assert [e.reason for e in events] == ["Orphaned"]
     [record] = emulator.records()
-    assert record["labels"] == {"team": "a"}, "no ownership marks left behind"
+    assert record["labels"] == {"team": "a", grant_label("it", "ns1"): "adopt"}, \
+        "no ownership marks left behind; a grant for the namespace it came from"
 
 
 async def test_operator_wide_default_deletion_policy(emulator: Emulator, registry: RegistryClient, secrets) -> None:
@@ -56,6 +61,7 @@ async def test_adopt_existing_entry_by_llm_id(emulator: Emulator, reconciler: Re
     [record] = emulator.records()
     assert record["description"] == "now managed" and record["labels"][OWNER_UID_LABEL] == obj.uid
     assert "origin" not in record["labels"], "labels now follow the spec"
+    assert grant_label("it", "ns1") not in record["labels"], "the grant is used up by the adoption"
 
 
 async def test_duplicate_never_adopted_by_default(emulator: Emulator, reconciler: Reconciler, registry: RegistryClient) -> None:
@@ -99,7 +105,7 @@ async def test_observe_only_mirrors_and_never_writes(emulator: Emulator, reconci
     obj = obj.__class__(**{**obj.__dict__, "spec": {"managementPolicy": "ObserveOnly", "llmId": llm_id}})
     out = await reconciler.reconcile(obj)
     assert out.status["observed"]["displayName"] == "Shared"
-    assert out.status["observed"]["labels"] == {"origin": "hand-made"}
+    assert out.status["observed"]["labels"] == {"origin": "hand-made"}, "never the operator's own marks or grants"
     ready = next(c for c in out.status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready["reason"] == "Observed"
     await reconciler.finalize(after(obj, out))

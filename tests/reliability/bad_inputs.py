@@ -123,8 +123,8 @@ REFUSED: list[tuple[str, dict[str, Any], tuple[str, str, str, int]]] = [
     ("secret-other-namespace", {"credentials": {"apiKey": {"secretKeyRef": {"name": "llm-key", "key": "api-key",
                                                                              "namespace": "kube-system"}}}},
      ("SecretNotAllowed", "SecretNotAllowed", "another namespace", 0)),
-    ("ownerId-without-admin-key", {"ownerId": "0b0e6f1c-3a4e-4b7d-9e8f-1c2d3e4f5a6b"},
-     ("Creating", "Forbidden", "registry answered 403", 1)),
+    ("ownerId-not-allowed", {"ownerId": "0b0e6f1c-3a4e-4b7d-9e8f-1c2d3e4f5a6b"},
+     ("OwnerIdNotAllowed", "OwnerIdNotAllowed", "--allow-owner-id", 0)),
     ("observeOnly-unknown-entry", {"managementPolicy": "ObserveOnly", "llmId": "0b0e6f1c-3a4e-4b7d-9e8f-000000000000"},
      ("NotFound", "NotFound", "not found (ObserveOnly never creates it)", 0)),
 ]

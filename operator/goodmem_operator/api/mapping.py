@@ -177,15 +177,17 @@ def drifted_fields(update: dict[str, Any]) -> list[str]:
     return sorted("labels" if k == "replaceLabels" else k for k in update)
 
 
-def observed_values(observed: dict[str, Any], *, mirror: bool = False) -> dict[str, Any]:
+def observed_values(observed: dict[str, Any], *, mirror: bool = False, owner_visible: bool = True) -> dict[str, Any]:
     """status.observed: registry-side values for fields the spec may leave unset.
-    With `mirror` (ObserveOnly) the entry's identity and labels too."""
+    With `mirror` (ObserveOnly) the entry's identity and labels too, never the operator's own marks
+    (ownership, grants); `owner_visible` False leaves out the owner principal (another tenant's entry)."""
     caps = observed.get("capabilities")
-    identity = (
-        {k: observed.get(k) for k in ("displayName", "providerType", "endpointUrl", "modelIdentifier", "labels")}
-        if mirror
-        else {}
-    )
+    identity: dict[str, Any] = {}
+    if mirror:
+        identity = {k: observed.get(k) for k in ("displayName", "providerType", "endpointUrl", "modelIdentifier")}
+        labels = observed.get("labels")
+        if isinstance(labels, dict):
+            identity["labels"] = {k: v for k, v in labels.items() if not k.startswith(RESERVED_LABEL_PREFIX)}
     return {
         k: v
         for k, v in {
@@ -194,7 +196,7 @@ def observed_values(observed: dict[str, Any], *, mirror: bool = False) -> dict[s
             "supportedModalities": observed.get("supportedModalities"),
             "capabilities": {f: bool(caps.get(f)) for f in CAPABILITY_FLAGS} if isinstance(caps, dict) else None,
             "maxContextLength": observed.get("maxContextLength"),
-            "ownerId": observed.get("ownerId"),
+            "ownerId": observed.get("ownerId") if owner_visible else None,
         }.items()
         if v is not None
     }

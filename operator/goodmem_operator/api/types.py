@@ -285,14 +285,21 @@ class LLMSpec(_Model):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "maxProperties": 64},
     )
     owner_id: str | None = Field(
-        default=None, pattern=UUID_PATTERN, description="Owner principal UUID (needs an admin registry key). Immutable."
+        default=None,
+        pattern=UUID_PATTERN,
+        description=(
+            "Owner principal UUID. Needs an admin registry key, and the operator must allow this namespace that "
+            "principal (--allow-owner-id); otherwise Ready=False, OwnerIdNotAllowed. Immutable."
+        ),
     )
     llm_id: str | None = Field(
         default=None,
         pattern=UUID_PATTERN,
         description=(
             "Registry id to use. Unset: derived from the resource's UID, so retries never duplicate. "
-            "Set: adopts that entry if it exists, else creates it with this id. Immutable."
+            "Set: creates the entry with this id if none exists; an existing entry is adopted only if it grants "
+            "this namespace adoption (entry label goodmem.ai/grant.<cluster>.<namespace>=adopt, which deletionPolicy "
+            "Orphan leaves for the namespace the entry came from). Immutable."
         ),
     )
     deletion_policy: DeletionPolicy | None = Field(
@@ -306,14 +313,16 @@ class LLMSpec(_Model):
         default=None,
         description=(
             "What a create that hits an identical existing entry (409) does: Never (default) reports AlreadyExists; "
-            "IfMatching adopts that entry if no other resource owns it."
+            "IfMatching adopts that entry when exactly one entry of the same owner matches and it grants this "
+            "namespace adoption; several candidates give AmbiguousMatch and adopt nothing."
         ),
     )
     management_policy: ManagementPolicy | None = Field(
         default=None,
         description=(
             "Default: create, update and delete the entry. ObserveOnly: never write to the registry; mirror the "
-            "entry named by llmId into status.observed (the other fields are then optional)."
+            "entry named by llmId into status.observed (the other fields are then optional), if the entry belongs "
+            "to this namespace or grants it observe or adopt."
         ),
     )
 
