@@ -401,13 +401,22 @@ class Reconciler:
         hidden = len(candidates) - len(visible)
         names = ", ".join(visible + ([f"{hidden} not visible to namespace {obj.namespace}"] if hidden else []))
         detail = f" ({names})" if names else ""
-        if spec.adoption_policy != "IfMatching" or not candidates or relations[0] is Relation.OTHER_OWNER:
+        same = f"another registry entry{detail} has the same provider, endpoint, path, model and credentials"
+        if spec.adoption_policy != "IfMatching" or not candidates or relations[0] in (Relation.OTHER_OWNER,
+                                                                                       Relation.SAME_NAMESPACE):
+            return self._failed(obj, "AlreadyExists", f"{same}: {exc.registry_reason or exc}", permanent=True,
+                                inputs=inputs)
+        entry = candidates[0]
+        if not may_adopt(relations[0], granted(entry.get("labels"), cluster=self.settings.cluster_name,
+                                               namespace=obj.namespace)):
             return self._failed(
-                obj, "AlreadyExists",
-                f"another registry entry{detail} has the same provider, endpoint, path, model and credentials: "
-                f"{exc.registry_reason or exc}", permanent=True, inputs=inputs,
+                obj, "NotGranted",
+                f"adoptionPolicy IfMatching: {same}, and it grants namespace {obj.namespace} no adopt access; whoever "
+                f"holds the registry key may allow it with the entry label "
+                f"{grant_label(self.settings.cluster_name, obj.namespace)}=adopt",
+                permanent=False, inputs=None, delay=self.settings.secret_retry,
             )
-        return candidates[0]  # the refusal checks (owner, grant) follow in _refuse_takeover
+        return entry  # the owner and providerType checks follow in _refuse_takeover
 
     @staticmethod
     def _same_identity(entry: dict[str, Any], desired: dict[str, Any], owner_id: str | None) -> bool:

@@ -110,7 +110,10 @@ def test_pause_and_resume(kube: Kube, namespace: str, operator: OperatorProcess,
 
 
 def test_observe_only(kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess) -> None:
-    created = emulator.owner_request("POST", "/v1/llms", {**HAND_MADE, "endpointUrl": f"http://obs-{namespace}.test/v1"})
+    # Made outside Kubernetes with the registry key, granting this namespace observation only.
+    grant = {f"goodmem.ai/grant.default.{namespace}": "observe"}
+    created = emulator.owner_request("POST", "/v1/llms", {**HAND_MADE, "endpointUrl": f"http://obs-{namespace}.test/v1",
+                                                          "labels": {**HAND_MADE["labels"], **grant}})
     llm_id = created["llm"]["llmId"]
     emulator.reset_stats()
     manifest = {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM", "metadata": {"name": "watcher"},
@@ -118,7 +121,8 @@ def test_observe_only(kube: Kube, namespace: str, operator: OperatorProcess, emu
     kube.apply(namespace, json.dumps(manifest))
     kube.wait_condition(namespace, "watcher", "True", "Observed")
     observed = kube.get(namespace, "llm", "watcher")["status"]["observed"]
-    assert observed["displayName"] == "Hand-made" and observed["labels"] == {"origin": "console"}
+    assert observed["displayName"] == "Hand-made" and observed["labels"] == {"origin": "console"}, "no grant mirrored"
+    assert "ownerId" not in observed, "the entry's principal is not this namespace's business"
     kube.run("-n", namespace, "delete", "llm", "watcher", "--wait=true", "--timeout=30s")
     assert [e for e in emulator.stats()["log"] if e["method"] != "GET"] == []
     assert emulator.record(llm_id) is not None
