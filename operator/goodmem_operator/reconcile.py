@@ -248,7 +248,8 @@ class Reconciler:
                         if isinstance(match, Outcome):
                             return match
                         observed, llm_id = match, str(match["llmId"])
-            refusal = self._refuse_takeover(obj, spec, observed, llm_id, desired, inputs)
+            # What we just created is ours, whatever the registry echoes of its labels.
+            refusal = None if wrote else self._refuse_takeover(obj, spec, observed, llm_id, desired, inputs)
             if refusal is not None:
                 return refusal
             adopted = not wrote and relation(observed.get("labels"), **self._who(obj, llm_id)) is not Relation.OURS
