@@ -112,8 +112,8 @@ async def resolve_credentials(
         if not secret.opted_in:
             raise SecretNotLabelled(
                 f"Secret {namespace}/{ref.name} is not labelled {CREDENTIALS_SELECTOR}, so the operator does not "
-                f"use it as credentials; to allow it: {label_command(namespace, ref.name)} "
-                f"(the LLM is reconciled as soon as the label is set)"
+                f"use it as credentials; to allow it, run: {label_command(namespace, ref.name)}; the LLM heals as "
+                f"soon as the label is set"
             )
         if ref.key not in secret.data:
             raise SecretKeyNotFound(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
