@@ -260,6 +260,10 @@ def floor_body(namespace: str, name: str) -> dict[str, Any]:
     }
 
 
+#: A Secret the operator may use as LLM credentials carries this label (README: Secrets opt in).
+CREDENTIALS_LABELS = {"goodmem.ai/credentials": "true"}
+
+
 def secret_body(name: str, data: dict[str, str], labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels or {}},
             "type": "Opaque", "stringData": data}
@@ -1037,7 +1041,7 @@ class Bench:
         assert stack.emu is not None
         ns = self._namespace("rot")
         names = [f"rot-{i:04d}" for i in range(s.rotation)]
-        self.kube.create_secrets(ns, [secret_body("shared", {"api-key": "rotation-0"})])
+        self.kube.create_secrets(ns, [secret_body("shared", {"api-key": "rotation-0"}, CREDENTIALS_LABELS)])
         stack.start_operator("rotation+latency")  # the latency phase uses it too, once it is idle again
         watch = LLMWatch(self.kube, ns)
         rounds: list[dict[str, Any]] = []
@@ -1187,6 +1191,8 @@ class Bench:
         made = 0
         for ns in namespaces:
             count = min(per_ns, s.unrelated_secrets - made)
+            # Not labelled goodmem.ai/credentials=true, like a cluster's other Secrets: the operator's Secret watch
+            # selects them away server-side. (Before that selector, every one of them reached the operator.)
             bodies = [secret_body(f"noise-{i:05d}", {"token": uuid.uuid4().hex, "user": f"svc-{i}"},
                                   {"app": "unrelated"}) for i in range(count)]
             self.kube.create_secrets(ns, bodies)

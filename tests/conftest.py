@@ -163,5 +163,13 @@ def llm_manifest(name: str, **spec: Any) -> str:
     return json.dumps({"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM", "metadata": {"name": name}, "spec": body})
 
 
-def secret_manifest(name: str, data: dict[str, str]) -> str:
-    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
+#: The label a Secret needs before the operator uses it as LLM credentials (README: Secrets opt in).
+CREDENTIALS_LABELS = {"goodmem.ai/credentials": "true"}
+
+
+def secret_manifest(name: str, data: dict[str, str], *, labelled: bool = True) -> str:
+    """A Secret manifest; labelled as LLM credentials unless `labelled=False`."""
+    meta: dict[str, Any] = {"name": name}
+    if labelled:
+        meta["labels"] = dict(CREDENTIALS_LABELS)
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": data})

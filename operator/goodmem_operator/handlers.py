@@ -26,7 +26,7 @@ from kopf._core.reactor.inventory import ResourceMemories  # kopf.run(memories=.
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.llm_index import LLMIndex, snapshot
 from goodmem_operator.reconcile import Event, LLMObject, Outcome, Reconciler, RetryLater
-from goodmem_operator.secrets import UNKNOWN, SecretCache
+from goodmem_operator.secrets import CREDENTIALS_SELECTOR, UNKNOWN, SecretCache
 
 log = logging.getLogger("goodmem_operator.handlers")
 
@@ -161,6 +161,17 @@ class Runtime:
     metrics: Any = None  # goodmem_operator.metrics.Metrics, or None
     index: LLMIndex = field(default_factory=LLMIndex)
     _retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+
+
+def select_credential_secrets(settings: kopf.OperatorSettings) -> None:
+    """Watch only Secrets labelled goodmem.ai/credentials=true: the API server filters the Secret watch (and its
+    listings), so a Secret that has not opted in never reaches the operator, not even its metadata.
+
+    Under a label selector the API server sends ADDED when a Secret gains the label and DELETED (with the
+    last labelled content) when it loses it, so both transitions reach `secret_changed`. Set before
+    `kopf.run`: the watches start with the run.
+    """
+    settings.watching.label_selectors["", "v1", "secrets"] = CREDENTIALS_SELECTOR
 
 
 def secret_in_use(rt: Runtime, namespace: str, name: str) -> bool:
@@ -320,11 +331,15 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
 
     def watched(namespace: str, name: str, **_: Any) -> bool:
         """A Secret some LLM uses, or one still cached: every other Secret event is dropped before a handler
-        runs (no log line, no cache entry, no work for the thousands of Secrets no LLM uses)."""
+        runs (no log line, no cache entry, no work for the labelled Secrets no LLM uses). Secrets without
+        the credentials label are not even sent: the watch selects by label (`select_credential_secrets`)."""
         return secret_in_use(rt(), namespace, name)
 
     @kopf.on.event("", "v1", "secrets", id="secret-changed", when=watched, registry=registry)
     async def secret_changed(event: Any, namespace: str, name: str, body: Any, **_: Any) -> None:
+        # Gaining the credentials label comes as ADDED, losing it as DELETED (the watch selects by label);
+        # an unlabelled body (should the selector be off) is kept as "not labelled", without its data.
+        # Either way the users are reconciled: they take up the Secret, or show SecretNotLabelled.
         users = rt().index.users(namespace, name)
         cache = rt().secret_cache
         before = cache.peek(namespace, name)

@@ -21,6 +21,7 @@ from goodmem_operator.handlers import (
     DigestDiffBaseStorage,
     Runtime,
     build_registry,
+    select_credential_secrets,
 )
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     # watches every CRD (and, with --namespace, every Namespace): cluster-scoped reads deploy/ does not
     # grant. Set before the run (not in the startup handler): the resource observer starts with the run.
     settings.scanning.disabled = True
+    select_credential_secrets(settings)  # Secrets without goodmem.ai/credentials=true never reach the operator
     kopf.run(
         loop=event_loop(),
         settings=settings,

@@ -1,20 +1,30 @@
 """Credentials from Kubernetes Secrets.
 
 `resolve_credentials` turns the spec's credentials into the registry's
-payload, reading a Secret only when `secretKeyRef` asks for it.  Values live
-only in memory, only for Secrets some LLM references (`SecretCache`), and are
-never put into an exception message.
+payload, reading a Secret only when `secretKeyRef` asks for it.  A Secret is
+used only when it opts in with the label `goodmem.ai/credentials: "true"`
+(CREDENTIALS_LABEL): whoever may create an LLM must not make the operator send
+any Secret of the namespace to the registry (a confused deputy).  Values live
+only in memory, only for labelled Secrets some LLM references (`SecretCache`),
+and are never put into an exception message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from goodmem_operator.api.mapping import registry_credentials
 from goodmem_operator.api.types import Credentials
+
+CREDENTIALS_LABEL = "goodmem.ai/credentials"
+CREDENTIALS_LABEL_VALUE = "true"
+#: The label selector of the Secret watch and of every Secret read: unlabelled Secrets never reach the operator.
+CREDENTIALS_SELECTOR = f"{CREDENTIALS_LABEL}={CREDENTIALS_LABEL_VALUE}"
 
 
 class CredentialError(Exception):
@@ -32,14 +42,46 @@ class SecretKeyNotFound(CredentialError):
     reason = "SecretKeyNotFound"
 
 
+class SecretNotLabelled(CredentialError):
+    """The Secret exists but has not opted in as credentials.  Heals when it is labelled (a Secret event)."""
+
+    reason = "SecretNotLabelled"
+
+
 class SecretNotAllowed(CredentialError):
     reason = "SecretNotAllowed"
     permanent = True
 
 
+def opted_in(labels: Mapping[str, str] | None) -> bool:
+    """Whether a Secret with these labels may be used as LLM credentials."""
+    return (labels or {}).get(CREDENTIALS_LABEL) == CREDENTIALS_LABEL_VALUE
+
+
+def label_command(namespace: str, name: str) -> str:
+    """The exact command that lets a Secret be used as credentials."""
+    return f"kubectl label secret -n {namespace} {name} {CREDENTIALS_SELECTOR}"
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret as credential resolution sees it: its labels, and its decoded data when it is labelled.
+
+    A reader may leave `data` empty for a Secret that has not opted in (the Kubernetes reader never
+    receives it); nothing reads `data` unless `opted_in`.
+    """
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    data: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def opted_in(self) -> bool:
+        return opted_in(self.labels)
+
+
 class SecretReader(Protocol):
-    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's decoded data, or None when it does not exist."""
+    async def read(self, namespace: str, name: str) -> SecretData | None:
+        """The Secret's labels and decoded data, or None when it does not exist."""
 
 
 def secret_ref(credentials: Credentials | None, namespace: str) -> tuple[str, str] | None:
@@ -64,12 +106,18 @@ async def resolve_credentials(
                 f"Secret {ref.namespace}/{ref.name} is in another namespace: an LLM may only use Secrets "
                 f"of its own namespace ({namespace})"
             )
-        data = await reader.read(namespace, ref.name)
-        if data is None:
+        secret = await reader.read(namespace, ref.name)
+        if secret is None:
             raise SecretNotFound(f"Secret {namespace}/{ref.name} not found")
-        if ref.key not in data:
+        if not secret.opted_in:
+            raise SecretNotLabelled(
+                f"Secret {namespace}/{ref.name} is not labelled {CREDENTIALS_SELECTOR}, so the operator does not "
+                f"use it as credentials; to allow it, run: {label_command(namespace, ref.name)}; the LLM heals as "
+                f"soon as the label is set"
+            )
+        if ref.key not in secret.data:
             raise SecretKeyNotFound(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
-        value = data[ref.key]
+        value = secret.data[ref.key]
     return registry_credentials(credentials, value)
 
 
@@ -86,20 +134,33 @@ def decode_secret_data(body: Any) -> dict[str, str]:
     return out
 
 
+def secret_labels(body: Any) -> dict[str, str]:
+    return dict(((body or {}).get("metadata") or {}).get("labels") or {})
+
+
 UNKNOWN: Any = object()  # `SecretCache.peek` of a Secret it holds nothing about (unlike data None: known not to exist)
+NOT_LABELLED: Any = object()  # `SecretCache.peek` of a Secret known to exist without the label (no data kept)
 
 
 @dataclass
 class _Entry:
-    data: dict[str, str] | None  # None: known not to exist
+    secret: SecretData | None  # None: known not to exist; a Secret that has not opted in is kept without its data
+
+
+def _keepable(secret: SecretData | None) -> SecretData | None:
+    """What the cache may keep of a Secret: everything when it is labelled, else its labels only."""
+    if secret is None or secret.opted_in:
+        return secret
+    return SecretData(labels=dict(secret.labels), data={})
 
 
 class SecretCache:
-    """Decoded data of referenced Secrets, fed by Secret watch events, with a read-through fallback.
+    """Decoded data of labelled, referenced Secrets, fed by Secret watch events, with a read-through fallback.
 
-    Only Secrets that some LLM references are kept (the caller says which);
-    everything else seen on the watch is dropped at once, so memory does not
-    grow with unrelated Secrets.
+    Only Secrets that some LLM references are kept (the caller says which), and of those only the
+    labelled ones with their data: of a referenced Secret without the label only that fact is kept
+    (so that its labelling is seen as a change, even on a re-list). Everything else seen on the watch
+    is dropped at once, so memory does not grow with unrelated Secrets.
     """
 
     def __init__(self, fallback: SecretReader | None = None) -> None:
@@ -114,50 +175,79 @@ class SecretCache:
         if not referenced:
             self._entries.pop(key, None)
         elif deleted:
+            # Also what the API server sends when a Secret loses the label under the watch's label selector.
             self._entries[key] = _Entry(None)
         else:
-            self._entries[key] = _Entry(decode_secret_data(body))
+            labels = secret_labels(body)
+            self._entries[key] = _Entry(_keepable(SecretData(labels, decode_secret_data(body) if opted_in(labels) else {})))
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
     def peek(self, namespace: str, name: str) -> Any:
-        """The cached data (None: known not to exist), or UNKNOWN when nothing is cached; never reads."""
+        """The cached data (None: known not to exist; NOT_LABELLED: exists without the label), or UNKNOWN when
+        nothing is cached; never reads.  Labels other than the credentials label do not show."""
         entry = self._entries.get((namespace, name))
-        return UNKNOWN if entry is None else entry.data
+        if entry is None:
+            return UNKNOWN
+        if entry.secret is None:
+            return None
+        return dict(entry.secret.data) if entry.secret.opted_in else NOT_LABELLED
 
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
 
-    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def read(self, namespace: str, name: str) -> SecretData | None:
         entry = self._entries.get((namespace, name))
-        if entry is not None and entry.data is not None:
-            return entry.data
+        if entry is not None and entry.secret is not None and entry.secret.opted_in:
+            return entry.secret
+        # Unknown, known missing or known unlabelled: the watch says nothing of a Secret without the label
+        # (it is selected away), so ask the API server again rather than trust an old answer.
         if self._fallback is None:
             return None
-        data = await self._fallback.read(namespace, name)
-        self._entries[(namespace, name)] = _Entry(data)
-        return data
+        secret = _keepable(await self._fallback.read(namespace, name))
+        self._entries[(namespace, name)] = _Entry(secret)
+        return secret
+
+
+#: A metadata-only answer (labels, no data): how an unlabelled Secret is told from a missing one.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 class KubeSecretReader:
-    """Reads a Secret through the Kubernetes API (the `kubernetes` client, in a worker thread)."""
+    """Reads a Secret through the Kubernetes API (the `kubernetes` client, in a worker thread).
+
+    The read is a list by name with the credentials label selector, so the API server hands over the
+    data of a labelled Secret only. When that finds nothing, a metadata-only GET tells a Secret that
+    does not exist from one that has not opted in, without receiving the latter's data.
+    """
 
     def __init__(self, core_v1: Any) -> None:
         self._api = core_v1
 
-    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def read(self, namespace: str, name: str) -> SecretData | None:
         from kubernetes.client.exceptions import ApiException
 
-        def _get() -> dict[str, str] | None:
-            try:
-                secret = self._api.read_namespaced_secret(name, namespace, _preload_content=False)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise RuntimeError(f"reading Secret {namespace}/{name} failed: HTTP {exc.status}") from None
-            import json
+        def _read() -> SecretData | None:
+            for _ in range(2):
+                try:
+                    listed = self._api.list_namespaced_secret(
+                        namespace, label_selector=CREDENTIALS_SELECTOR, field_selector=f"metadata.name={name}",
+                        _preload_content=False,
+                    )
+                    items = json.loads(listed.data).get("items") or []
+                    if items:
+                        return SecretData(secret_labels(items[0]), decode_secret_data(items[0]))
+                    meta = self._api.read_namespaced_secret(name, namespace, _preload_content=False,
+                                                            _headers={"Accept": METADATA_ONLY})
+                except ApiException as exc:
+                    if exc.status == 404:
+                        return None
+                    raise RuntimeError(f"reading Secret {namespace}/{name} failed: HTTP {exc.status}") from None
+                found = SecretData(secret_labels(json.loads(meta.data)), {})
+                if not found.opted_in:
+                    return found
+                # Labelled between the two requests: list again, for the data.
+            raise RuntimeError(f"reading Secret {namespace}/{name} failed: its label changed while it was read")
 
-            return decode_secret_data(json.loads(secret.data))
-
-        return await asyncio.to_thread(_get)
+        return await asyncio.to_thread(_read)

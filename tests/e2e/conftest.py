@@ -2,6 +2,7 @@
 shared with tests/reliability; the helpers are re-exported here for `from .conftest import ...`."""
 
 from tests.conftest import (  # noqa: F401 - re-exports
+    CREDENTIALS_LABELS,
     ROOT,
     SENTINEL,
     Kube,

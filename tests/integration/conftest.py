@@ -9,21 +9,28 @@ import pytest
 from goodmem_emulator import Emulator
 from goodmem_operator.reconcile import LLMObject, Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
+from goodmem_operator.secrets import CREDENTIALS_LABEL, SecretData
 
 API_KEY = "integration-operator-key"
 ADMIN_KEY = "integration-admin-key"
 
 
 class FakeSecrets:
-    """Secrets as a dict: (namespace, name) -> {key: value}."""
+    """Secrets as a dict: (namespace, name) -> {key: value}, each labelled goodmem.ai/credentials=true (a
+    credentials Secret opts in) unless its key is in `unlabelled`."""
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], dict[str, str]] = {}
+        self.unlabelled: set[tuple[str, str]] = set()
         self.reads = 0
 
-    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def read(self, namespace: str, name: str) -> SecretData | None:
         self.reads += 1
-        return self.data.get((namespace, name))
+        key = (namespace, name)
+        if key not in self.data:
+            return None
+        labels = {} if key in self.unlabelled else {CREDENTIALS_LABEL: "true"}
+        return SecretData(labels=labels, data=dict(self.data[key]))
 
 
 @pytest.fixture

@@ -117,6 +117,10 @@ async def _collect() -> dict[str, dict[str, Any]]:
         out["secret-not-found"] = body(await run(_llm("nosecret", {"credentials": SECRET_REF})))
         secrets.data[("ns1", "key")] = {"other-key": "v"}
         out["secret-key-not-found"] = body(await run(_llm("nokey", {"credentials": SECRET_REF})))
+        secrets.data[("ns1", "plain")] = {"api-key": "v"}
+        secrets.unlabelled.add(("ns1", "plain"))  # not labelled goodmem.ai/credentials=true
+        plain = {"apiKey": {"secretKeyRef": {"name": "plain", "key": "api-key"}}}
+        out["secret-not-labelled"] = body(await run(_llm("nolabel", {"credentials": plain})))
         cross = {"apiKey": {"secretKeyRef": {"name": "key", "key": "api-key", "namespace": "elsewhere"}}}
         out["secret-not-allowed"] = body(await run(_llm("crossns", {"credentials": cross})))
 

@@ -48,6 +48,7 @@ EXPECTED = {
     "observe-only-missing": "InProgress",
     "secret-not-found": "InProgress",
     "secret-key-not-found": "InProgress",
+    "secret-not-labelled": "InProgress",  # heals when the Secret is labelled
     "secret-not-allowed": "Failed",  # Stalled=True: permanent until the spec or Secret changes
     "paused-before-sync": "InProgress",  # Ready=Unknown
     "paused-after-sync": "Current",  # Ready stays True while paused

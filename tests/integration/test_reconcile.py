@@ -6,7 +6,7 @@ import pytest
 
 from goodmem_emulator import Emulator
 from goodmem_operator.api.mapping import OWNER_UID_LABEL
-from goodmem_operator.reconcile import Reconciler, RetryLater, derived_llm_id
+from goodmem_operator.reconcile import LLMObject, Reconciler, RetryLater, derived_llm_id
 from goodmem_operator.registry import RegistryClient
 
 from .conftest import FakeSecrets, after, make_llm, with_spec, writes
@@ -180,6 +180,78 @@ async def test_rotation_sends_credentials_once(emulator: Emulator, reconciler: R
     assert emulator.records()[0]["credentialsFingerprint"] != before
     obj = after(obj, out)
     assert (await reconciler.reconcile(obj, trigger="drift")).result == "noop"
+
+
+def _ready(out: object) -> dict:
+    return next(c for c in out.status["conditions"] if c["type"] == "Ready")  # type: ignore[attr-defined]
+
+
+async def test_unlabelled_secret_refused_with_the_label_command_and_no_registry_call(
+    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets
+) -> None:
+    secrets.data[("ns1", "k")] = {"api-key": SENTINEL}
+    secrets.unlabelled.add(("ns1", "k"))
+    obj = make_llm({"credentials": {"apiKey": {"secretKeyRef": {"name": "k", "key": "api-key"}}}})
+    out = await reconciler.reconcile(obj, trigger="create")
+    ready = _ready(out)
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotLabelled")
+    assert "kubectl label secret -n ns1 k goodmem.ai/credentials=true" in ready["message"]
+    assert SENTINEL not in repr(out), "the value of a Secret that did not opt in goes nowhere"
+    assert out.result == "error" and out.retry_after is not None, "retried (a safety net: the label event heals it)"
+    assert sum(emulator.stats()["requests"].values()) == 0 and emulator.records() == []
+    secrets.unlabelled.clear()  # kubectl label secret ...
+    out = await reconciler.reconcile(after(obj, out), trigger="secret")
+    assert out.result == "success" and _ready(out)["reason"] == "Available"
+
+
+async def test_label_removed_after_create_refuses_but_keeps_the_entry(
+    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets
+) -> None:
+    secrets.data[("ns1", "k")] = {"api-key": "first"}
+    obj = make_llm({"credentials": {"apiKey": {"secretKeyRef": {"name": "k", "key": "api-key"}}}})
+    obj = after(obj, await reconciler.reconcile(obj, trigger="create"))
+    [record] = emulator.records()
+    emulator.reset_stats()
+    secrets.unlabelled.add(("ns1", "k"))
+    secrets.data[("ns1", "k")] = {"api-key": "second"}  # a rotation the Secret no longer consents to
+    out = await reconciler.reconcile(obj, trigger="secret")
+    ready = _ready(out)
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotLabelled")
+    assert "keeps the credentials it already has" in ready["message"]
+    assert sum(emulator.stats()["requests"].values()) == 0, "no registry call: nothing written, nothing deleted"
+    assert emulator.records() == [record]
+    assert "credentialsFingerprint" not in out.status, "the last applied fingerprint stays in status"
+
+
+async def test_status_fingerprint_changes_on_rotation_and_only_then(
+    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets
+) -> None:
+    secrets.data[("ns1", "k")] = {"api-key": "first", "other": "x"}
+    obj = make_llm({"credentials": {"apiKey": {"secretKeyRef": {"name": "k", "key": "api-key"}}}})
+    obj = after(obj, await reconciler.reconcile(obj, trigger="create"))
+    first = obj.status["credentialsFingerprint"]
+    assert first and "first" not in first
+
+    unrelated = [
+        ("description", lambda o: with_spec(o, description="changed")),
+        ("registry labels", lambda o: with_spec(o, labels={"team": "b"})),
+        ("another key of the Secret", lambda o: (secrets.data[("ns1", "k")].update(other="y"), o)[1]),
+        ("annotation", lambda o: LLMObject(**{**o.__dict__, "annotations": {"note": "x"}})),
+    ]
+    for what, change in unrelated:
+        obj = change(obj)
+        out = await reconciler.reconcile(obj, trigger="update")
+        assert out.result in ("success", "noop"), what
+        obj = after(obj, out)
+        assert obj.status["credentialsFingerprint"] == first, f"a {what} change moved the fingerprint"
+
+    secrets.data[("ns1", "k")]["api-key"] = "second"
+    obj = after(obj, await reconciler.reconcile(obj, trigger="secret"))
+    second = obj.status["credentialsFingerprint"]
+    assert second != first, "a rotation changes the fingerprint"
+    secrets.data[("ns1", "k")]["api-key"] = "first"
+    obj = after(obj, await reconciler.reconcile(obj, trigger="secret"))
+    assert obj.status["credentialsFingerprint"] == first, "the fingerprint is a function of the key's value"
 
 
 async def test_cross_namespace_secret_refused_without_reading_it(reconciler: Reconciler, secrets: FakeSecrets, emulator: Emulator) -> None:

@@ -120,7 +120,8 @@ class Api:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 
     def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
-        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+        body = {"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "labels": {"goodmem.ai/credentials": "true"}}, "stringData": data}
         try:
             self.core.create_namespaced_secret(namespace, body)
         except kubernetes.client.ApiException as exc:

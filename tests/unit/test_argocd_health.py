@@ -60,6 +60,7 @@ EXPECTED = {
     "observe-only-missing": ("Progressing", "NotFound: "),
     "secret-not-found": ("Progressing", "SecretNotFound: Secret ns1/key not found"),
     "secret-key-not-found": ("Progressing", "SecretKeyNotFound: "),
+    "secret-not-labelled": ("Progressing", "SecretNotLabelled: Secret ns1/plain is not labelled goodmem.ai/credentials=true"),
     "secret-not-allowed": ("Degraded", "SecretNotAllowed: "),
     "paused-before-sync": ("Suspended", "ReconcilePaused: annotation goodmem.ai/paused=true"),
     "paused-after-sync": ("Suspended", "ReconcilePaused: "),
@@ -95,7 +96,7 @@ def test_real_statuses_cover_every_reason_the_docs_name(statuses: dict[str, dict
     reasons = {c["reason"] for obj in statuses.values() for c in (obj.get("status") or {}).get("conditions", [])}
     documented = {"Available", "Creating", "InvalidSpec", "AlreadyExists", "Conflict", "Unauthorized", "Forbidden",
                   "RegistryUnavailable", "RateLimited", "SecretNotFound", "SecretKeyNotFound", "SecretNotAllowed",
-                  "ReconcilePaused", "Deleting", "Observed", "NotFound"}
+                  "SecretNotLabelled", "ReconcilePaused", "Deleting", "Observed", "NotFound"}
     assert documented <= reasons, documented - reasons
 
 

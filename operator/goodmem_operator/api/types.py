@@ -121,7 +121,10 @@ class ApiKeyCredentials(_Model):
     )
 
     secret_key_ref: SecretKeySelector | None = Field(
-        default=None, description="The API key, read from a Kubernetes Secret key. Inline keys are not accepted."
+        default=None, description=(
+            "The API key, read from a Kubernetes Secret key. The Secret must carry the label "
+            "goodmem.ai/credentials=true (else Ready=False, SecretNotLabelled). Inline keys are not accepted."
+        ),
     )
     secret_ref: RegistrySecretRef | None = Field(
         default=None, description="A registry-side secret reference; the key never enters Kubernetes."

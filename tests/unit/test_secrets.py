@@ -1,0 +1,267 @@
+"""Secrets opt in: the label rule, the cache that keeps labelled Secrets only, the Kubernetes reader that never
+receives an unlabelled Secret's data, the watch's label selector, and the Secret handler's label transitions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+import kopf
+import pytest
+
+from goodmem_operator.api.types import Credentials
+from goodmem_operator.handlers import Runtime, build_registry, select_credential_secrets
+from goodmem_operator.reconcile import Outcome
+from goodmem_operator.secrets import (
+    CREDENTIALS_LABEL,
+    METADATA_ONLY,
+    NOT_LABELLED,
+    UNKNOWN,
+    KubeSecretReader,
+    SecretCache,
+    SecretData,
+    SecretKeyNotFound,
+    SecretNotFound,
+    SecretNotLabelled,
+    resolve_credentials,
+)
+
+pytestmark = pytest.mark.unit
+
+VALUE = "SENTINEL-unit-3b9c1e"
+LABELLED = {CREDENTIALS_LABEL: "true"}
+REF = Credentials.model_validate({"apiKey": {"secretKeyRef": {"name": "openai", "key": "api-key"}}})
+
+
+class Reader:
+    def __init__(self, secret: SecretData | None) -> None:
+        self.secret = secret
+        self.reads = 0
+
+    async def read(self, namespace: str, name: str) -> SecretData | None:
+        self.reads += 1
+        return self.secret
+
+
+def secret_body(data: dict[str, str], labels: dict[str, str] | None = None, name: str = "openai") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "team-a", "labels": dict(labels or {})},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+# -- the label rule --------------------------------------------------------------------------------
+
+
+async def test_a_labelled_secret_gives_its_key() -> None:
+    payload = await resolve_credentials(REF, "team-a", Reader(SecretData(LABELLED, {"api-key": VALUE})))
+    assert VALUE in json.dumps(payload)
+
+
+@pytest.mark.parametrize("labels", [{}, {CREDENTIALS_LABEL: "false"}, {CREDENTIALS_LABEL: "True"}, {"credentials": "true"}],
+                         ids=["none", "false", "capitalised", "unprefixed"])
+async def test_only_the_exact_label_opts_in_and_the_refusal_gives_the_command(labels: dict[str, str]) -> None:
+    with pytest.raises(SecretNotLabelled) as caught:
+        await resolve_credentials(REF, "team-a", Reader(SecretData(labels, {"api-key": VALUE})))
+    assert caught.value.reason == "SecretNotLabelled" and not caught.value.permanent
+    assert "kubectl label secret -n team-a openai goodmem.ai/credentials=true" in str(caught.value)
+    assert VALUE not in str(caught.value)
+
+
+async def test_missing_secret_and_missing_key_keep_their_reasons() -> None:
+    with pytest.raises(SecretNotFound):
+        await resolve_credentials(REF, "team-a", Reader(None))
+    with pytest.raises(SecretKeyNotFound):
+        await resolve_credentials(REF, "team-a", Reader(SecretData(LABELLED, {"other": VALUE})))
+
+
+async def test_the_label_is_checked_before_the_key() -> None:
+    """An unlabelled Secret says so, not "no key": its keys are none of the operator's business."""
+    with pytest.raises(SecretNotLabelled):
+        await resolve_credentials(REF, "team-a", Reader(SecretData({}, {})))
+
+
+# -- the cache -------------------------------------------------------------------------------------
+
+
+def test_cache_keeps_the_data_of_labelled_referenced_secrets_only() -> None:
+    cache = SecretCache()
+    cache.observe("team-a", "openai", secret_body({"api-key": VALUE}, LABELLED), deleted=False, referenced=True)
+    assert cache.peek("team-a", "openai") == {"api-key": VALUE}
+    cache.observe("team-a", "plain", secret_body({"api-key": VALUE}, {"app": "x"}, "plain"), deleted=False, referenced=True)
+    assert cache.peek("team-a", "plain") is NOT_LABELLED
+    assert VALUE not in repr(cache._entries[("team-a", "plain")]), "no value of an unlabelled Secret is kept"  # noqa: SLF001
+    cache.observe("team-a", "unused", secret_body({"api-key": VALUE}, LABELLED, "unused"), deleted=False, referenced=False)
+    assert cache.peek("team-a", "unused") is UNKNOWN and len(cache) == 2
+
+
+def test_cache_compares_data_not_other_labels() -> None:
+    cache = SecretCache()
+    cache.observe("team-a", "openai", secret_body({"api-key": "v"}, LABELLED), deleted=False, referenced=True)
+    before = cache.peek("team-a", "openai")
+    cache.observe("team-a", "openai", secret_body({"api-key": "v"}, {**LABELLED, "touched": "yes"}),
+                  deleted=False, referenced=True)
+    assert cache.peek("team-a", "openai") == before
+
+
+async def test_cache_reads_through_and_keeps_no_data_of_an_unlabelled_secret() -> None:
+    fallback = Reader(SecretData({"app": "x"}, {"api-key": VALUE}))  # a reader that did hand over the data
+    cache = SecretCache(fallback=fallback)
+    got = await cache.read("team-a", "openai")
+    assert got is not None and not got.opted_in and dict(got.data) == {}
+    assert cache.peek("team-a", "openai") is NOT_LABELLED
+    await cache.read("team-a", "openai")
+    assert fallback.reads == 2, "an unlabelled Secret is asked for again: the label selector hides its changes"
+    fallback.secret = SecretData(LABELLED, {"api-key": VALUE})
+    assert (await cache.read("team-a", "openai")) == SecretData(LABELLED, {"api-key": VALUE})
+    await cache.read("team-a", "openai")
+    assert fallback.reads == 3, "a labelled Secret is served from the cache (the watch keeps it fresh)"
+
+
+async def test_a_secret_that_loses_the_label_is_read_again_and_refused() -> None:
+    fallback = Reader(SecretData(LABELLED, {"api-key": VALUE}))
+    cache = SecretCache(fallback=fallback)
+    cache.observe("team-a", "openai", secret_body({"api-key": VALUE}, LABELLED), deleted=False, referenced=True)
+    # The API server's DELETED under a label selector, carrying the last labelled content.
+    cache.observe("team-a", "openai", secret_body({"api-key": VALUE}, LABELLED), deleted=True, referenced=True)
+    fallback.secret = SecretData({}, {})
+    with pytest.raises(SecretNotLabelled):
+        await resolve_credentials(REF, "team-a", cache)
+
+
+# -- the Kubernetes reader -------------------------------------------------------------------------
+
+
+class Response:
+    def __init__(self, body: Any) -> None:
+        self.data = json.dumps(body).encode()
+
+
+class FakeCore:
+    """CoreV1Api's two calls the reader makes; Secrets by name, the API server's selection applied."""
+
+    def __init__(self, secrets: dict[str, dict[str, Any]]) -> None:
+        self.secrets = secrets
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def list_namespaced_secret(self, namespace: str, **kw: Any) -> Response:
+        self.calls.append(("list", kw))
+        name = kw["field_selector"].removeprefix("metadata.name=")
+        key, value = kw["label_selector"].split("=")
+        body = self.secrets.get(name)
+        match = body is not None and body["metadata"]["labels"].get(key) == value
+        return Response({"items": [body] if match else []})
+
+    def read_namespaced_secret(self, name: str, namespace: str, **kw: Any) -> Response:
+        from kubernetes.client.exceptions import ApiException
+
+        self.calls.append(("get", kw))
+        if name not in self.secrets:
+            raise ApiException(status=404, reason="Not Found")
+        assert kw["_headers"] == {"Accept": METADATA_ONLY}
+        return Response({"kind": "PartialObjectMetadata", "metadata": self.secrets[name]["metadata"]})
+
+
+async def test_reader_lists_by_name_with_the_label_selector() -> None:
+    core = FakeCore({"openai": secret_body({"api-key": VALUE}, LABELLED)})
+    got = await KubeSecretReader(core).read("team-a", "openai")
+    assert got == SecretData(LABELLED, {"api-key": VALUE})
+    assert core.calls == [("list", {"label_selector": "goodmem.ai/credentials=true",
+                                    "field_selector": "metadata.name=openai", "_preload_content": False})]
+
+
+async def test_reader_tells_unlabelled_from_missing_without_receiving_the_data() -> None:
+    core = FakeCore({"plain": secret_body({"api-key": VALUE}, {"app": "x"}, "plain")})
+    reader = KubeSecretReader(core)
+    got = await reader.read("team-a", "plain")
+    assert got == SecretData({"app": "x"}, {})
+    assert [c[0] for c in core.calls] == ["list", "get"], "a metadata-only GET, after the list found nothing"
+    assert await reader.read("team-a", "absent") is None
+
+
+async def test_reader_errors_name_the_secret_and_status_only() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    class Forbidden(FakeCore):
+        def list_namespaced_secret(self, namespace: str, **kw: Any) -> Response:
+            raise ApiException(status=403, reason="Forbidden")
+
+    with pytest.raises(RuntimeError, match=r"reading Secret team-a/openai failed: HTTP 403"):
+        await KubeSecretReader(Forbidden({})).read("team-a", "openai")
+
+
+# -- the watch -------------------------------------------------------------------------------------
+
+
+async def test_the_secret_watch_asks_the_api_server_for_labelled_secrets_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's own listing code, with our settings: the selector is in the URL of the Secret listing (the watch
+    request is built from the same settings), and not in the LLM listing."""
+    from kopf._cogs.clients import fetching
+    from kopf._cogs.structs.references import Resource
+
+    urls: list[str] = []
+
+    async def get(*, url: str, **_: Any) -> dict[str, Any]:
+        urls.append(url)
+        return {"items": [], "metadata": {"resourceVersion": "1"}}
+
+    monkeypatch.setattr(fetching.api, "get", get)
+    settings = kopf.OperatorSettings()
+    select_credential_secrets(settings)
+    secrets = Resource("", "v1", "secrets", kind="Secret", singular="secret", namespaced=True)
+    llms = Resource("goodmem.ai", "v1alpha1", "llms", kind="LLM", singular="llm", namespaced=True)
+    for resource in (secrets, llms):
+        async for _ in fetching.fetch_objs(settings=settings, resource=resource, namespace=None,
+                                           logger=logging.getLogger("test")):
+            pass
+    from urllib.parse import parse_qs, urlsplit
+
+    selectors = [parse_qs(urlsplit(url).query).get("labelSelector") for url in urls]
+    assert selectors == [["goodmem.ai/credentials=true"], None], urls
+
+
+# -- the Secret handler: gaining and losing the label ------------------------------------------------
+
+
+class CountingReconciler:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.last_observed: dict[str, float] = {}
+
+    async def reconcile(self, obj: Any, *, trigger: str) -> Outcome:
+        self.calls.append(f"{obj.name}:{trigger}")
+        return Outcome(status={})
+
+
+def llm(name: str, secret: str) -> dict[str, Any]:
+    return {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM",
+            "metadata": {"name": name, "namespace": "team-a", "uid": f"u-{name}"},
+            "spec": {"credentials": {"apiKey": {"secretKeyRef": {"name": secret, "key": "api-key"}}}}}
+
+
+async def test_secret_handler_reconciles_users_when_the_label_comes_and_goes() -> None:
+    fallback = Reader(SecretData({}, {}))
+    rec = CountingReconciler()
+    rt = Runtime(reconciler=rec, secret_cache=SecretCache(fallback=fallback), status_writer=None)  # type: ignore[arg-type]
+    registry = build_registry({"rt": rt}, drift_interval=600)
+    [handler] = [h for h in registry._watching.get_all_handlers() if h.id == "secret-changed"]  # noqa: SLF001
+    rt.index.observe(llm("a", "openai"), deleted=False)
+
+    async def event(kind: str | None, body: dict[str, Any]) -> list[str]:
+        before = len(rec.calls)
+        await handler.fn(event={"type": kind}, namespace="team-a", name="openai", body=body)
+        return rec.calls[before:]
+
+    await rt.secret_cache.read("team-a", "openai")  # the LLM's first reconcile found it unlabelled
+    assert rt.secret_cache.peek("team-a", "openai") is NOT_LABELLED
+    assert await event("ADDED", secret_body({"api-key": "v1"}, LABELLED)) == ["a:secret"], "labelled: heals at once"
+    assert await event("MODIFIED", secret_body({"api-key": "v1"}, {**LABELLED, "x": "y"})) == [], "no data change"
+    assert await event("MODIFIED", secret_body({"api-key": "v2"}, LABELLED)) == ["a:secret"], "rotation"
+    assert await event("DELETED", secret_body({"api-key": "v2"}, LABELLED)) == ["a:secret"], "label removed"
+    assert rt.secret_cache.peek("team-a", "openai") is None, "its data is dropped"
+    await rt.secret_cache.read("team-a", "openai")
+    assert await event(None, secret_body({"api-key": "v3"}, LABELLED)) == ["a:secret"], \
+        "labelled while the watch was away: the re-list shows it"
+    assert await event("MODIFIED", secret_body({"api-key": "v3"}, {})) == ["a:secret"], "an unlabelled body refuses too"
+    assert rt.secret_cache.peek("team-a", "openai") is NOT_LABELLED
