@@ -43,9 +43,11 @@ bench: install
 bench-smoke: install
 	$(PY) bench/run.py --smoke
 
-## Reliability scenarios (issue #8) at full size; results to RELIABILITY.md (CI runs a reduced count in `make test`).
+## Reliability scenarios (issue #8) at full size: JSON summaries to tests/reliability/results/ (committed), then
+## RELIABILITY.md generated from them (CI runs a reduced count in `make test`; its summaries go to build/reliability/).
 reliability: install
 	GOODMEM_RELIABILITY_FULL=1 bash hack/run-tests -m reliability -s
+	$(PY) -m tests.reliability.report
 
 ## The container image (Dockerfile). Builds only where a Docker engine answers; elsewhere says so and succeeds.
 IMAGE ?= goodmem-operator:0.1.0

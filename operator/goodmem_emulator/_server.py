@@ -165,6 +165,13 @@ class EmulatorApp:
         method = request.method
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else request.path
+        self.stats.started(method, route)  # the inFlight gauge: received, not yet answered
+        try:
+            return await self._v1_answer(request, handler, method, route)
+        finally:
+            self.stats.finished(method, route)
+
+    async def _v1_answer(self, request: web.Request, handler: Any, method: str, route: str) -> web.StreamResponse:
         try:
             raw = await request.read()
         except web.HTTPException as exc:  # e.g. 413

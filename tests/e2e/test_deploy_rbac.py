@@ -3,11 +3,12 @@ ServiceAccount's identity (a TokenRequest token), a full create/update/rotate/de
 identity shown unable to do anything else.
 
 How the rules were found (README, Install: Permissions): kopf's sources (clients/, reactor/observation.py)
-and the operator's own Kubernetes calls (a Secret read, a status patch), then empirically: with each verb
-of each rule removed in turn, this cycle fails with a 403 in the operator's log (llms list/watch: nothing
-is served; llms patch: no finalizer; llms/status patch: no status; secrets get: the first read of a
-referenced Secret; secrets list/watch: the Secret watch, so no rotation; events create: no Events).
-No `get` on LLMs is needed. The operator turns kopf's cluster scanning off
+and the operator's own Kubernetes calls (a Secret read, a status patch). Each one is shown to be needed by
+`test_each_rule_is_needed`: for every (apiGroup, resource, verb) the deploy/ ClusterRole grants, the
+operator runs with exactly that one removed and the API server's audit log shows the 403 it meets (llms
+list/watch: nothing is served; llms patch: no finalizer; llms/status patch: no status; secrets get: the
+first read of a referenced Secret; secrets list/watch: the Secret watch, so no rotation; events create: no
+Events). No `get` on LLMs is needed. The operator turns kopf's cluster scanning off
 (settings.scanning.disabled), so no CRD or Namespace read is needed either: with scanning on, kopf
 lists and watches all CRDs, and with --namespace all Namespaces, and retries each 403 for about a
 minute before it goes on.
@@ -33,8 +34,11 @@ from typing import Any
 
 import pytest
 
+import yaml
+
 from goodmem_devcluster import ControlPlane
 from goodmem_devcluster._proc import free_ports
+from goodmem_devcluster.audit import WRITE_VERBS
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
 from goodmem_devcluster.testing import control_plane_session
 
@@ -53,14 +57,57 @@ GRANTED = {
     ("", "secrets", "get"), ("", "secrets", "list"), ("", "secrets", "watch"),
     ("", "events", "create"),
 }
+CLUSTER_ROLE = ROOT / "deploy" / "overlays" / "cluster-wide" / "clusterrole.yaml"
+CREDENTIALS_LABEL = {"goodmem.ai/credentials": "true"}  # the opt-in label a Secret needs to be used
+
+
+def manifest_rules(path: Path = CLUSTER_ROLE) -> list[tuple[str, str, str]]:
+    """Every (apiGroup, resource, verb) the deploy/ ClusterRole grants (tests/unit/test_deploy.py keeps the
+    Role and the Helm chart equal to it)."""
+    role = yaml.safe_load(path.read_text())
+    return sorted({(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+                   for resource in rule["resources"] for verb in rule["verbs"]})
+
+
+#: What breaks without each rule; the 403 the API server answers is for that same verb and resource.
+#: A rule in deploy/ with no entry here fails test_each_rule_is_needed: prove it is needed, then add it.
+WITHOUT_RULE = {
+    ("goodmem.ai", "llms", "list"): "kopf cannot list LLMs: nothing is served",
+    ("goodmem.ai", "llms", "watch"): "kopf cannot watch LLMs: nothing is served",
+    ("goodmem.ai", "llms", "patch"): "no finalizer: a deleted LLM would leave its registry entry behind",
+    ("goodmem.ai", "llms/status", "patch"): "no status: Ready, llmId and the conditions are never written",
+    ("", "secrets", "get"): "a referenced Secret not yet cached cannot be read: no credentials",
+    ("", "secrets", "list"): "the Secret watch cannot start: no rotation is seen",
+    ("", "secrets", "watch"): "the Secret watch cannot start: no rotation is seen",
+    ("", "events", "create"): "no Events on LLMs",
+}
+
 #: 403s, "Forbidden", kopf's "Not enough permissions": any of them in the log means a missing right.
 #: (?<![,.\d]) keeps a timestamp's milliseconds ("01:57:37,403") from matching.
 DENIED = re.compile(r"(?i)forbidden|(?<![,.\d])403(?!\d)|not enough permissions")
 
 
+#: The dev cluster's policy (writes by everyone) plus every request of the operator's identity, reads
+#: included, so a 403 on a list, watch or get shows in the audit log too. Metadata level: no bodies.
+AUDIT_POLICY = f"""\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+omitManagedFields: true
+rules:
+  - level: Metadata
+    users: ["{SA_USER}"]
+  - level: Metadata
+    verbs: [{", ".join(f'"{v}"' for v in WRITE_VERBS)}]
+  - level: None
+"""
+
+
 @pytest.fixture(scope="module")
-def cluster(pytestconfig: pytest.Config) -> Iterator[ControlPlane]:
-    with control_plane_session(pytestconfig) as cp:
+def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    policy = tmp_path_factory.mktemp("rbac-audit") / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    with control_plane_session(pytestconfig, extra_apiserver_args=[f"--audit-policy-file={policy}"]) as cp:
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
         yield cp
@@ -112,19 +159,30 @@ def wait_until(what: Any, timeout: float = 15.0, message: str = "") -> None:
     raise AssertionError(f"timed out after {timeout}s: {message}")
 
 
-def sa_writes(cp: ControlPlane, since: datetime) -> set[tuple[str, str, str]]:
-    """(verb, resource[/subresource], response code) of every write the operator's identity made since `since`
-    (the audit log records writes only)."""
-    out = set()
+def sa_requests(cp: ControlPlane, since: datetime) -> list[tuple[str, str, str, str]]:
+    """(verb, resource[/subresource], response code, stage) of every request the operator's identity made
+    since `since` (AUDIT_POLICY records all of them, reads included)."""
+    out = []
     for ev in cp.audit_events():
-        if ev.get("stage") != "ResponseComplete" or ev.get("user", {}).get("username") != SA_USER:
+        if ev.get("user", {}).get("username") != SA_USER:
             continue
         if datetime.fromisoformat(ev["requestReceivedTimestamp"]) < since:
             continue
         ref = ev.get("objectRef", {})
         resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        out.add((ev["verb"], resource, str(ev.get("responseStatus", {}).get("code"))))
+        out.append((ev["verb"], resource, str(ev.get("responseStatus", {}).get("code")), ev.get("stage", "")))
     return out
+
+
+def sa_writes(cp: ControlPlane, since: datetime) -> set[tuple[str, str, str]]:
+    """(verb, resource[/subresource], response code) of every write the operator's identity made since `since`."""
+    return {(verb, resource, code) for verb, resource, code, stage in sa_requests(cp, since)
+            if stage == "ResponseComplete" and verb in WRITE_VERBS}
+
+
+def sa_denied(cp: ControlPlane, since: datetime) -> set[tuple[str, str]]:
+    """(verb, resource[/subresource]) of every request of the operator's identity answered 403 since `since`."""
+    return {(verb, resource) for verb, resource, code, _ in sa_requests(cp, since) if code == "403"}
 
 
 def start_operator(kubeconfig: Path, registry: EmulatorProcess, log: Path, *args: str) -> OperatorProcess:
@@ -317,3 +375,75 @@ def test_readme_command_releases_finalizers_left_by_an_uninstalled_operator(
     for llm_id in ids:
         record = registry.record(llm_id)
         assert record is not None and "goodmem.ai/owner-uid" in record["labels"], "entries left as they were"
+
+
+def test_the_rule_table_matches_deploy() -> None:
+    """No stale entry: every rule WITHOUT_RULE explains is one deploy/ grants (the converse is checked per rule)."""
+    assert set(WITHOUT_RULE) <= set(manifest_rules()), set(WITHOUT_RULE) - set(manifest_rules())
+    assert set(manifest_rules()) == GRANTED, "the documented rules are the ones in deploy/"
+
+
+def _cluster_role_without(rule: tuple[str, str, str]) -> str:
+    """deploy/'s ClusterRole with the one verb `rule` names taken out (a rule left with no verb is dropped)."""
+    role = yaml.safe_load(CLUSTER_ROLE.read_text())
+    group, resource, verb = rule
+    rules = []
+    for r in role["rules"]:
+        if group in r["apiGroups"] and resource in r["resources"]:
+            rest = [res for res in r["resources"] if res != resource]
+            if rest:
+                rules.append({**r, "resources": rest})
+            if [v for v in r["verbs"] if v != verb]:
+                rules.append({**r, "resources": [resource], "verbs": [v for v in r["verbs"] if v != verb]})
+        else:
+            rules.append(r)
+    role["rules"] = rules
+    return json.dumps(role)
+
+
+def _watching(requests: list[tuple[str, str, str, str]], resource: str) -> bool:
+    """The operator's watch on `resource` is open (its listing is done)."""
+    return any(verb == "watch" and res == resource and code == "200" for verb, res, code, _ in requests)
+
+
+@pytest.mark.parametrize("rule", manifest_rules(), ids=lambda r: f"{r[1]}-{r[2]}")
+def test_each_rule_is_needed(cluster: ControlPlane, registry: EmulatorProcess, tmp_path: Path,
+                             rule: tuple[str, str, str]) -> None:
+    """deploy/'s ClusterRole less the one verb `rule` names: the operator meets a 403 for exactly that verb and
+    resource (the audit log), and no other. One short scenario each: a labelled Secret, the operator started with
+    the ServiceAccount's token, once its watches are open an LLM that uses the Secret; stop at the 403. (The
+    operator watches every namespace, so an LLM left by an earlier case may meet the 403 first: the same proof.)"""
+    assert rule in WITHOUT_RULE, f"{rule} is granted in deploy/ but no case shows it is needed: add one to WITHOUT_RULE"
+    cp, kube = cluster, Kube(cluster)
+    group, resource, verb = rule
+    cp.kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / "cluster-wide"))
+    kubeconfig = cp.kubeconfig_for_service_account(SYSTEM_NS, SA)
+    ns = _fresh_namespace(cp)
+    try:
+        cp.kubectl("apply", "-f", "-", input=_cluster_role_without(rule))
+        wait_until(lambda: rules_in(cp, kubeconfig, ns) == GRANTED - {rule}, message=f"the ClusterRole without {rule}")
+        # The Secret exists before the operator starts: unused then, so not cached, and the LLM's reconcile reads it.
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "key", "labels": CREDENTIALS_LABEL},
+                  "stringData": {"api-key": "rule-value"}}
+        kube.apply(ns, json.dumps(secret))
+        started = datetime.now(timezone.utc)
+        op = start_operator(kubeconfig, registry, tmp_path / "operator.log")
+        expected = (verb, resource)
+        try:
+            def seen() -> bool:
+                return expected in sa_denied(cp, started)
+
+            # Once both watches are open (or the 403 came first), the LLM: finalizer, Secret read, status, Event.
+            kube.wait_for(lambda: seen() or all(_watching(sa_requests(cp, started), r) for r in ("llms", "secrets")),
+                          30, "the operator's watches")
+            if not seen():
+                kube.apply(ns, llm_manifest("needs-" + verb, credentials=REF))
+            kube.wait_for(seen, 30, f"a 403 for {verb} {resource} ({WITHOUT_RULE[rule]})")
+        finally:
+            op.stop()
+        denied = sa_denied(cp, started)
+        assert denied == {expected}, f"only the removed rule is missing: {denied}"
+        log_lines = [line[:200] for line in op.log_text().splitlines() if "forbidden" in line.lower()]
+        print(f"\nwithout {verb} {resource}: 403 in the audit log ({WITHOUT_RULE[rule]}); operator log: {log_lines[:1]}")
+    finally:
+        cp.kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / "cluster-wide"))

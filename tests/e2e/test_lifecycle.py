@@ -152,22 +152,47 @@ def test_registry_outage_in_the_middle_of_creates(kube: Kube, namespace: str, op
 
 def test_operator_killed_mid_create_converges(kube: Kube, namespace: str, operator: OperatorProcess,
                                               emulator: EmulatorProcess) -> None:
-    emulator.set_faults(latencyMs=400)  # keep creates in flight when the kill lands
+    """SIGKILL while creates are provably in flight: the registry has received POSTs and not answered them.
+
+    The emulator holds every request 3 s (latencyMs), the kill lands as soon as its inFlight gauge shows a
+    POST, and the gauge is read again after the process is gone: nothing can send a POST then, so one still
+    in flight was sent before the kill and had no answer when it landed. Those creates commit after the
+    operator died (their answers are lost); after a restart each LLM must have exactly one entry and be Ready.
+    """
+    names = [f"crash-{i}" for i in range(6)]
+    emulator.set_faults(latencyMs=3000)  # every registry request is held 3 s
     try:
-        for i in range(6):
-            kube.apply(namespace, llm_manifest(f"crash-{i}"))
-        time.sleep(0.6)
-        operator.kill()
+        for name in names:
+            kube.apply(namespace, llm_manifest(name))
+        kube.wait_for(lambda: emulator.stats()["inFlight"]["POST /v1/llms"] >= 1, 30, "a create in flight")
+        operator.kill()  # SIGKILL; returns once the process is gone
+        killed_ms = time.time() * 1000
+        in_flight_after_kill = emulator.stats()["inFlight"]["POST /v1/llms"]
+        emulator.clear_faults()  # requests already held keep their 3 s
+        # The held creates are processed after the kill (answered to nobody): the proof names them.
+        kube.wait_for(lambda: emulator.stats()["inFlight"]["POST /v1/llms"] == 0, 10, "held creates processed")
+        answered_to_nobody = sorted(
+            e["body"]["displayName"] for e in emulator.stats()["log"]
+            if e["method"] == "POST" and e["ts"] > killed_ms
+            and str((e["body"] or {}).get("displayName", "")).startswith("LLM crash-"))
     finally:
         emulator.clear_faults()
-    operator.start()
-    ids = []
-    for i in range(6):
-        kube.wait_condition(namespace, f"crash-{i}", timeout=60)
-        ids.append(kube.get(namespace, "llm", f"crash-{i}")["status"]["llmId"])
-    names = [r["displayName"] for r in emulator.records() if r["displayName"].startswith("LLM crash-")
-             and r["labels"].get("goodmem.ai/owner", "").split("/")[1:2] == [namespace]]
-    assert sorted(names) == sorted(f"LLM crash-{i}" for i in range(6)), "nothing duplicated, nothing missing"
+        if operator.proc is None or operator.proc.poll() is not None:
+            operator.start()
+    assert in_flight_after_kill >= 1, "no create was in flight when the kill landed"
+    assert answered_to_nobody, "no crash-* create was received before the kill and answered after it"
+    print(f"creates in flight at the kill: {in_flight_after_kill} ({answered_to_nobody})")
+
+    for name in names:
+        kube.wait_condition(namespace, name, timeout=60)
+    records = emulator.records()
+    for name in names:
+        obj = kube.get(namespace, "llm", name)
+        entries = [r for r in records if r["labels"].get("goodmem.ai/owner-uid") == obj["metadata"]["uid"]]
+        assert [r["llmId"] for r in entries] == [obj["status"]["llmId"]], f"{name}: exactly one entry, in status"
+    names_in_registry = [r["displayName"] for r in records if r["displayName"].startswith("LLM crash-")
+                         and r["labels"].get("goodmem.ai/owner", "").split("/")[1:2] == [namespace]]
+    assert sorted(names_in_registry) == sorted(f"LLM {n}" for n in names), "nothing duplicated, nothing missing"
 
 
 def test_metrics_are_scraped(kube: Kube, namespace: str, operator: OperatorProcess) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -115,6 +117,8 @@ async def test_stats_reset(api: Api, http: httpx.AsyncClient, emu: Emulator) -> 
         "requests": {"POST /v1/llms": 0, "GET /v1/llms": 0, "GET /v1/llms/{id}": 0,
                      "PUT /v1/llms/{id}": 0, "DELETE /v1/llms/{id}": 0},
         "byStatus": {},
+        "inFlight": {"POST /v1/llms": 0, "GET /v1/llms": 0, "GET /v1/llms/{id}": 0,
+                     "PUT /v1/llms/{id}": 0, "DELETE /v1/llms/{id}": 0},
         "log": [],
     }
     await api.list()
@@ -227,6 +231,41 @@ async def test_latency(api: Api, emu: Emulator) -> None:
     start = time.monotonic()
     assert (await api.list()).status_code == 200
     assert time.monotonic() - start >= 0.29
+
+
+async def test_in_flight_counts_requests_received_and_not_yet_answered(api: Api, http: httpx.AsyncClient,
+                                                                      emu: Emulator) -> None:
+    """The gauge a SIGKILL test reads (tests/e2e/test_lifecycle.py): a POST held by latency is in flight from
+    the moment it arrives until it is answered, also across a stats reset and after its client went away."""
+    assert set(emu.stats()["inFlight"].values()) == {0}
+    emu.set_faults(latencyMs=600)
+    creates = [asyncio.ensure_future(api.create(llm_body(endpointUrl=f"https://held-{i}.example.test/v1")))
+               for i in range(2)]
+    listing = asyncio.ensure_future(api.list())
+    await _until(lambda: emu.stats()["inFlight"]["POST /v1/llms"] == 2 and emu.stats()["inFlight"]["GET /v1/llms"] == 1)
+    assert emu.records() == [], "held: nothing committed yet"
+    emu.reset_stats()
+    assert emu.stats()["inFlight"]["POST /v1/llms"] == 2, "a reset does not forget requests in flight"
+    assert [r.status_code for r in await asyncio.gather(*creates, listing)] == [201, 201, 200]
+    assert set(emu.stats()["inFlight"].values()) == {0}
+    assert (await http.get("/_emulator/stats", headers=ADMIN)).json()["inFlight"]["POST /v1/llms"] == 0
+
+    # A client that goes away mid-request (a killed operator): the request stays in flight until processed.
+    async with httpx.AsyncClient(base_url=emu.base_url, timeout=10) as gone:
+        body = llm_body(endpointUrl="https://orphan.example.test/v1")
+        orphan = asyncio.ensure_future(gone.post("/v1/llms", json=body, headers=headers()))
+        await _until(lambda: emu.stats()["inFlight"]["POST /v1/llms"] == 1)
+        orphan.cancel()
+    assert emu.stats()["inFlight"]["POST /v1/llms"] == 1
+    await _until(lambda: emu.stats()["inFlight"]["POST /v1/llms"] == 0)
+    assert len(emu.records()) == 3, "processed although nobody read the answer"
+
+
+async def _until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
 
 
 async def test_echo_request_reflects_the_raw_body_in_error_responses(api: Api, emu: Emulator) -> None:

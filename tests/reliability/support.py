@@ -11,7 +11,9 @@
   no leftovers);
 - `leak_scan`: the sentinel must appear nowhere (operator log at debug, Events, LLM objects and status,
   registry labels and records, emulator log, API server audit log);
-- `write_summary`: a JSON summary per scenario under build/reliability/ (the figures of RELIABILITY.md).
+- `write_summary`: a JSON summary per scenario: the full run (`make reliability`) writes the committed
+  tests/reliability/results/<scenario>-full.json, from which `python -m tests.reliability.report` writes
+  RELIABILITY.md; a reduced run writes build/reliability/<scenario>-reduced.json and never the committed ones.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ from tests.conftest import ROOT, SENTINEL
 
 FULL = os.environ.get("GOODMEM_RELIABILITY_FULL") == "1"
 MODE = "full" if FULL else "reduced"
-RESULTS_DIR = Path(os.environ.get("GOODMEM_RELIABILITY_RESULTS") or ROOT / "build" / "reliability")
+#: Where summaries go: the committed results for the full run, build/ (git-ignored) for a reduced one.
+COMMITTED_RESULTS = ROOT / "tests" / "reliability" / "results"
+RESULTS_DIR = Path(os.environ.get("GOODMEM_RELIABILITY_RESULTS")
+                   or (COMMITTED_RESULTS if FULL else ROOT / "build" / "reliability"))
+#: time.monotonic() when the running scenario started (set by an autouse fixture in conftest.py).
+scenario_started: float | None = None
 
 OWNER_UID = "goodmem.ai/owner-uid"
 OWNER = "goodmem.ai/owner"
@@ -62,11 +69,16 @@ def seed_for(scenario: str) -> int:
 
 
 def write_summary(scenario: str, figures: dict[str, Any]) -> Path:
+    from goodmem_devcluster.gobuild import ETCD_VERSION, KUBERNETES_VERSION
+
     data = {
         "scenario": scenario,
         "mode": MODE,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
+        "kubernetes_version": KUBERNETES_VERSION,
+        "etcd_version": ETCD_VERSION,
+        "scenario_s": round(time.monotonic() - scenario_started, 1) if scenario_started is not None else None,
         **figures,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

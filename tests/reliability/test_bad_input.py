@@ -181,6 +181,8 @@ def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operato
 
     figures.update({
         "rejected_at_apply": len(REJECTED) + 1,  # the table plus the 300 KiB client-side apply
+        "rejected_cases": [cid for cid, *_ in REJECTED] + ["300 KiB clientConfig by client-side apply"],
+        "valid_cases": [cid for cid, _ in VALID_AT_BOUNDS] + list(big_ok),
         "refused_by_the_operator": len(refused),
         "refused_reasons": dict(Counter(f"{r[1]}" for r in refused.values())),
         "valid_at_bounds_ready": len(valid),
