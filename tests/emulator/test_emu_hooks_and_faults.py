@@ -238,11 +238,15 @@ async def test_echo_request_reflects_the_raw_body_in_error_responses(api: Api, e
     assert resp.status_code == 400
     assert SECRET in resp.text
     assert json.loads(resp.json()["requestBody"]) == bad
+    # The raw body also stands in the message, the text a client reads: a client that does not redact leaks it.
+    message = resp.json()["message"]
+    assert message.startswith("providerType: ") and message.endswith(f"request body as received: {resp.request.content.decode()}")
+    assert SECRET in message
     ok = await api.create(llm_body(credentials=api_key_credentials()))
     assert ok.status_code == 201 and SECRET not in ok.text  # successes never echo
     emu.set_faults(echoRequest=True, outage=True)
     resp = await api.update(str(uuid.uuid4()), {"credentials": api_key_credentials()})
-    assert resp.status_code == 503 and SECRET in resp.text
+    assert resp.status_code == 503 and SECRET in resp.json()["message"]
     assert SECRET not in json.dumps(emu.stats())
 
 
