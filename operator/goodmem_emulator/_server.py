@@ -198,7 +198,10 @@ class EmulatorApp:
                 )
             if faults.outage:
                 raise ApiError(503, "UNAVAILABLE", "registry unavailable (injected outage)")
-            if self.faults.roll_error():
+            if self.faults.roll_error(method):
+                if faults.error_status < 400:  # a misconfigured gateway's redirect, to where the request went
+                    raise ApiError(faults.error_status, "INJECTED_FAULT", "injected redirect",
+                                   headers={"Location": request.path_qs})
                 raise ApiError(faults.error_status, "INJECTED_FAULT", "injected error")
             handled = True
             resp = await handler(request)
