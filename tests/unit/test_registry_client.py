@@ -24,10 +24,11 @@ from goodmem_operator.registry import (
     UnexpectedResponse,
     redact,
 )
+from tests.leakscan import assert_no_leaks
 
 pytestmark = pytest.mark.unit
 
-SENTINEL = "SENTINEL-unit-4711"
+SENTINEL = 'SENTINEL-unit-"4711'
 ID = "0b6f3c1e-8a52-4d7e-9c10-2f4e6a8b0c1d"
 LLM = {"llmId": ID, "displayName": "x"}
 
@@ -70,7 +71,8 @@ async def test_error_text_never_echoes_secrets() -> None:
         with pytest.raises(BadRequest) as info:
             await c.create_llm(body)
     text = str(info.value) + info.value.registry_reason
-    assert SENTINEL not in text and "operator-key-0123" not in text
+    for secret in (SENTINEL, "operator-key-0123"):
+        assert_no_leaks({"error text": text}, secret)
     assert "<redacted>" in text
 
 
