@@ -45,7 +45,10 @@ def namespace(control_plane: ControlPlane) -> str:
 # --- the operator stack: registry emulator + CRD + operator process, shared by the session ---------------
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTINEL = "SENTINEL-e2e-7c1d9a3b5f"  # planted as an API key; must never show anywhere but the registry
+# Planted as an API key; must never show anywhere but the registry. The quote makes its JSON-escaped form
+# differ from the plain one (an echoed request body carries only the escaped form): tests/leakscan.py looks
+# for both, and for base64.
+SENTINEL = 'SENTINEL-e2e-7c1d"9a3b5f'
 
 
 @pytest.fixture(scope="session")

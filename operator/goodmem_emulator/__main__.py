@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from ._emulator import Emulator
+from ._server import CONFLICT_BODIES
 
 ENV_API_KEYS = "GOODMEM_EMULATOR_API_KEYS"
 ENV_ADMIN_KEYS = "GOODMEM_EMULATOR_ADMIN_KEYS"
@@ -34,6 +35,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--admin-key", action="append", default=[], dest="admin_keys",
         help=f"an admin API key (repeatable; also ${ENV_ADMIN_KEYS}, comma separated)",
     )
+    parser.add_argument(
+        "--conflict-body", choices=CONFLICT_BODIES, default="named",
+        help="named: 409 bodies carry existingLlmId and reason (default); opaque: a 409 body names nothing",
+    )
     args = parser.parse_args(argv)
     args.api_keys = args.api_keys + _env_keys(ENV_API_KEYS)
     args.admin_keys = args.admin_keys + _env_keys(ENV_ADMIN_KEYS)
@@ -43,7 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    emu = Emulator(api_keys=args.api_keys, admin_keys=args.admin_keys, access_log=True)
+    emu = Emulator(api_keys=args.api_keys, admin_keys=args.admin_keys, access_log=True,
+                   conflict_body=args.conflict_body)
     base_url = await emu.start(host=args.host, port=args.port)
     print(f"goodmem-emulator listening on {base_url}", flush=True)
     stop = asyncio.Event()

@@ -27,7 +27,10 @@ class Emulator:
         admin_keys: Iterable[str] = (),
         *,
         access_log: bool = False,
+        conflict_body: str = "named",
     ) -> None:
+        """`conflict_body`: "named" (409 bodies carry `existingLlmId` and `reason`) or "opaque" (a 409 body
+        names nothing: `{"error": "ALREADY_EXISTS", "message": "already exists"}`, all the docs promise)."""
         self.api_keys: tuple[str, ...] = tuple(api_keys)
         self.admin_keys: tuple[str, ...] = tuple(admin_keys)
         self.store = LLMStore()
@@ -39,7 +42,9 @@ class Emulator:
             store=self.store,
             faults=self.faults,
             stats=self.stats_store,
+            conflict_body=conflict_body,
         )
+        self.conflict_body = conflict_body
         self.app: web.Application = self._app.build()
         self._access_log = access_log
         self._runner: web.AppRunner | None = None

@@ -15,6 +15,7 @@ _FIELDS = {
     "latencyMs": "latency_ms",
     "errorRate": "error_rate",
     "errorStatus": "error_status",
+    "errorMethods": "error_methods",
     "rateLimit": "rate_limit",
     "outage": "outage",
     "echoRequest": "echo_request",
@@ -22,6 +23,7 @@ _FIELDS = {
     "seed": "seed",
 }
 _ATTR_TO_WIRE = {v: k for k, v in _FIELDS.items()}
+_METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
 @dataclass
@@ -29,6 +31,7 @@ class FaultConfig:
     latency_ms: int = 0
     error_rate: float = 0.0
     error_status: int = 503
+    error_methods: list[str] | None = None  # errorRate applies to these methods only; None: to all
     rate_limit: dict[str, Any] | None = None  # {"retryAfter": seconds}
     outage: bool = False
     echo_request: bool = False
@@ -58,7 +61,7 @@ def parse_fault_config(body: Any) -> FaultConfig:
         attr = _FIELDS.get(key) or (key if key in _ATTR_TO_WIRE else None)
         if attr is None:
             raise ValidationError(key, "unknown fault")
-        if value is None and attr in ("rate_limit", "seed"):
+        if value is None and attr in ("rate_limit", "seed", "error_methods"):
             setattr(cfg, attr, None)
             continue
         if attr in ("latency_ms", "drop_response_after_commit"):
@@ -69,8 +72,13 @@ def parse_fault_config(body: Any) -> FaultConfig:
                 raise ValidationError("errorRate", "must be a number between 0 and 1")
             value = float(value)
         elif attr == "error_status":
-            if not _is_int(value) or not 400 <= value <= 599:
-                raise ValidationError("errorStatus", "must be an HTTP error status (400..599)")
+            if not _is_int(value) or not 300 <= value <= 599:
+                raise ValidationError("errorStatus", "must be an HTTP redirect or error status (300..599)")
+        elif attr == "error_methods":
+            if (not isinstance(value, list) or not value
+                    or any(not isinstance(m, str) or m.upper() not in _METHODS for m in value)):
+                raise ValidationError("errorMethods", f"must be a non-empty list of {', '.join(_METHODS)} or null")
+            value = sorted({m.upper() for m in value})
         elif attr == "rate_limit":
             if not isinstance(value, Mapping) or set(value) - {"retryAfter", "retry_after"}:
                 raise ValidationError("rateLimit", "must be {\"retryAfter\": seconds} or null")
@@ -117,9 +125,14 @@ class Faults:
         with self._lock:
             return FaultConfig(**asdict(self._cfg))
 
-    def roll_error(self) -> bool:
+    def roll_error(self, method: str = "GET") -> bool:
+        """Whether this request gets the injected error (requests of other methods than `errorMethods`
+        never do, and draw nothing from the seeded generator)."""
         with self._lock:
             rate = self._cfg.error_rate
+            methods = self._cfg.error_methods
+            if methods is not None and method.upper() not in methods:
+                return False
             return rate > 0 and self._rng.random() < rate
 
     def take_drop(self) -> bool:

@@ -33,6 +33,7 @@ from ._validation import (
 log = logging.getLogger("goodmem_emulator")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 _MUTATING = frozenset({"POST", "PUT", "DELETE"})
+CONFLICT_BODIES = ("named", "opaque")
 
 
 class ApiError(Exception):
@@ -55,11 +56,14 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def _as_api_error(exc: BaseException) -> ApiError:
+def _as_api_error(exc: BaseException, *, conflict_body: str = "named") -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, ValidationError):
         return ApiError(400, "INVALID_ARGUMENT", f"{exc.field}: {exc.message}", extra={"field": exc.field})
+    if isinstance(exc, AlreadyExists) and conflict_body == "opaque":
+        # What the docs promise: a 409 ALREADY_EXISTS, naming neither the entry nor which rule it broke.
+        return ApiError(409, exc.code, "already exists")
     if isinstance(exc, AlreadyExists):
         return ApiError(
             409,
@@ -78,8 +82,11 @@ def _as_api_error(exc: BaseException) -> ApiError:
 def _error_response(err: ApiError, *, echo_body: bytes | None = None) -> web.Response:
     payload: dict[str, Any] = {"error": err.code, "message": err.message, **err.extra}
     if echo_body is not None:
-        # Deliberately unsafe: the "echoRequest" fault reflects the raw request.
-        payload["requestBody"] = echo_body.decode("utf-8", errors="replace")
+        # Deliberately unsafe: the "echoRequest" fault reflects the raw request, unredacted, in the message
+        # itself (the text a client reads and may log) as well as in "requestBody".
+        echoed = echo_body.decode("utf-8", errors="replace")
+        payload["message"] = f"{err.message}; request body as received: {echoed}"
+        payload["requestBody"] = echoed
     return web.json_response(payload, status=err.status, headers=err.headers)
 
 
@@ -118,7 +125,11 @@ class EmulatorApp:
         store: LLMStore | None = None,
         faults: Faults | None = None,
         stats: Stats | None = None,
+        conflict_body: str = "named",
     ) -> None:
+        if conflict_body not in CONFLICT_BODIES:
+            raise ValueError(f"conflict_body must be one of {', '.join(CONFLICT_BODIES)}, not {conflict_body!r}")
+        self.conflict_body = conflict_body
         self.principals: dict[str, Principal] = {}
         for key in api_keys:
             self.principals[key] = Principal(owner_id_for_key(key), is_admin=False)
@@ -194,14 +205,17 @@ class EmulatorApp:
                 )
             if faults.outage:
                 raise ApiError(503, "UNAVAILABLE", "registry unavailable (injected outage)")
-            if self.faults.roll_error():
+            if self.faults.roll_error(method):
+                if faults.error_status < 400:  # a misconfigured gateway's redirect, to where the request went
+                    raise ApiError(faults.error_status, "INJECTED_FAULT", "injected redirect",
+                                   headers={"Location": request.path_qs})
                 raise ApiError(faults.error_status, "INJECTED_FAULT", "injected error")
             handled = True
             resp = await handler(request)
         except Exception as exc:  # noqa: BLE001
             if not isinstance(exc, (ApiError, ValidationError, StoreError, web.HTTPException)):
                 log.exception("unexpected error in %s %s", method, request.path)
-            resp = _error_response(_as_api_error(exc), echo_body=echo)
+            resp = _error_response(_as_api_error(exc, conflict_body=self.conflict_body), echo_body=echo)
         status: int | str = resp.status
         if handled and method in _MUTATING and self.faults.take_drop():
             # The request has been processed (committed); lose the answer.

@@ -31,14 +31,16 @@ def run_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     startup_timeout: float = 10.0,
+    conflict_body: str = "named",
 ) -> Iterator[str]:
     """Serve ``emulator`` (or a new one built from the keys) in a daemon thread.
 
     Yields the base URL; on exit stops the server, closes every connection,
-    stops the loop and joins the thread.
+    stops the loop and joins the thread. ``conflict_body`` ("named" or
+    "opaque", see :class:`Emulator`) applies to an emulator built here.
     """
     if emulator is None:
-        emulator = Emulator(api_keys=api_keys, admin_keys=admin_keys)
+        emulator = Emulator(api_keys=api_keys, admin_keys=admin_keys, conflict_body=conflict_body)
     loop = asyncio.new_event_loop()
     started = threading.Event()
     failure: list[BaseException] = []

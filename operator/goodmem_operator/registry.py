@@ -4,14 +4,24 @@ It has exactly the registry's five verbs and hides HTTP: callers get plain
 dicts (camelCase, as the registry speaks) or a typed `RegistryError`.  Error
 messages are built from the status, the registry's reason and a redacted,
 truncated body: any secret the caller names (and the client's own API key) is
-cut out before the text can reach a log, an event or a condition.
+cut out before the text can reach a log, an event or a condition, in its
+plain, JSON-escaped and base64 forms.
+
+The client is strict about what counts as success: only a 2xx status with a
+body of the shape the verb promises (create: `{"llm": {"llmId": ...}}`; get
+and update: an LLM object; list: `{"llms": [...]}`; delete: 200 or 204) is
+one.  A redirect (never followed) or any other answer is an
+`UnexpectedResponse`, which is retryable: a delete that meets one keeps its
+finalizer.  Ids are checked to be UUIDs before they go into a URL path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,10 +90,64 @@ class Unreachable(RegistryError):
     reason = "RegistryUnavailable"
 
 
+class UnexpectedResponse(RegistryError):
+    """An answer that is not a success of the expected shape: a 3xx (redirects are never followed), a 1xx, a
+    2xx the verb does not answer with, a body that is not JSON or lacks what the verb promises.
+
+    Retryable: it says nothing about the request being wrong, and a delete that meets one must keep its
+    finalizer rather than release it with the entry (and its key) left behind.
+    """
+
+    reason = "UnexpectedResponse"
+
+
+class InvalidId(RegistryError):
+    """An LLM id that is not a UUID: refused before it goes into a URL path, without any request."""
+
+    retryable = False
+    reason = "InvalidLLMId"
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The forms in which `secret` can stand in a text: plain, JSON-escaped (ASCII-only and raw), and
+    base64 (standard and URL-safe, with and without padding)."""
+    if not secret:
+        return set()
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    raw = secret.encode("utf-8")
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        padded = encode(raw).decode("ascii")
+        forms.update((padded, padded.rstrip("=")))
+    return {f for f in forms if f}
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+    """`text` with every form of every secret (see `secret_forms`) replaced by `<redacted>`, longest first."""
+    forms: set[str] = set()
+    for secret in secrets:
+        forms |= secret_forms(secret)
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, REDACTED)
     return text
+
+
+def _checked_id(llm_id: Any) -> str:
+    """`llm_id` if it is a hyphenated UUID (8-4-4-4-12, any case); else InvalidId, before any request."""
+    if isinstance(llm_id, str) and len(llm_id) == 36:
+        try:
+            if str(uuid.UUID(llm_id)) == llm_id.lower():
+                return llm_id
+        except ValueError:
+            pass
+    shown = repr(llm_id)[:60] if isinstance(llm_id, str) else type(llm_id).__name__
+    raise InvalidId(f"llmId {shown} is not a UUID; refusing to put it into a registry URL")
+
+
+def _same_id(a: str, b: str) -> bool:
+    try:
+        return uuid.UUID(a) == uuid.UUID(b)
+    except ValueError:
+        return a == b
 
 
 def _secrets_in(body: Any) -> list[str]:
@@ -171,6 +235,7 @@ class RegistryClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency)),
             transport=transport,
+            follow_redirects=False,  # a redirect is an UnexpectedResponse, never followed (the key stays here)
         )
 
     async def aclose(self) -> None:
@@ -185,11 +250,19 @@ class RegistryClient:
     # -- the five verbs -------------------------------------------------------------------------
 
     async def create_llm(self, body: dict[str, Any]) -> dict[str, Any]:
-        data = await self._call("create", "POST", "/v1/llms", json_body=body)
-        return dict(data.get("llm") or {})
+        path = "/v1/llms"
+        status, data = await self._call("create", "POST", path, json_body=body)
+        llm = data.get("llm") if isinstance(data, dict) else None
+        llm = self._expect_llm("create", "POST", path, status, llm, "an object {\"llm\": {\"llmId\": ...}}")
+        wanted = body.get("llmId")
+        if isinstance(wanted, str) and not _same_id(llm["llmId"], wanted):
+            raise self._unexpected("create", "POST", path, "the created entry's llmId is not the one requested", status)
+        return dict(llm)
 
     async def get_llm(self, llm_id: str) -> dict[str, Any]:
-        return dict(await self._call("get", "GET", f"/v1/llms/{llm_id}"))
+        path = f"/v1/llms/{_checked_id(llm_id)}"
+        status, data = await self._call("get", "GET", path)
+        return dict(self._expect_llm("get", "GET", path, status, data, "an LLM object", llm_id=llm_id))
 
     async def list_llms(
         self, *, provider_type: str | None = None, owner_id: str | None = None, labels: dict[str, str] | None = None
@@ -201,14 +274,41 @@ class RegistryClient:
             params["ownerId"] = owner_id
         for key, value in (labels or {}).items():
             params[f"label.{key}"] = value
-        data = await self._call("list", "GET", "/v1/llms", params=params)
-        return list(data.get("llms") or [])
+        path = "/v1/llms"
+        status, data = await self._call("list", "GET", path, params=params)
+        llms = data.get("llms") if isinstance(data, dict) else None
+        if not isinstance(llms, list):
+            raise self._unexpected("list", "GET", path, "the body is not an object {\"llms\": [...]}", status)
+        for llm in llms:
+            self._expect_llm("list", "GET", path, status, llm, "a list of LLM objects")
+        return [dict(llm) for llm in llms]
 
     async def update_llm(self, llm_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(await self._call("update", "PUT", f"/v1/llms/{llm_id}", json_body=body))
+        path = f"/v1/llms/{_checked_id(llm_id)}"
+        status, data = await self._call("update", "PUT", path, json_body=body)
+        return dict(self._expect_llm("update", "PUT", path, status, data, "an LLM object", llm_id=llm_id))
 
     async def delete_llm(self, llm_id: str) -> None:
-        await self._call("delete", "DELETE", f"/v1/llms/{llm_id}")
+        await self._call("delete", "DELETE", f"/v1/llms/{_checked_id(llm_id)}", statuses=(200, 204))
+
+    # -- answers of the wrong shape -------------------------------------------------------------
+
+    def _expect_llm(self, verb: str, method: str, path: str, status: int, value: Any, shape: str,
+                    *, llm_id: str | None = None) -> dict[str, Any]:
+        """`value` if it is an LLM object (a JSON object with a string llmId, the one asked for if given)."""
+        if not isinstance(value, dict):
+            raise self._unexpected(verb, method, path, f"the body is not {shape}", status)
+        if not isinstance(value.get("llmId"), str):
+            raise self._unexpected(verb, method, path, f"the body is not {shape}: no string llmId", status)
+        if llm_id is not None and not _same_id(value["llmId"], llm_id):
+            raise self._unexpected(verb, method, path, "the body describes another llmId than the one in the path",
+                                   status)
+        return value
+
+    @staticmethod
+    def _unexpected(verb: str, method: str, path: str, what: str, status: int) -> UnexpectedResponse:
+        # Never the body: only what was wrong with it.
+        return UnexpectedResponse(f"{method} {path} ({verb}): registry answered {status}, but {what}", status=status)
 
     # -- transport ------------------------------------------------------------------------------
 
@@ -220,7 +320,13 @@ class RegistryClient:
         *,
         json_body: Any = None,
         params: dict[str, str] | None = None,
-    ) -> Any:
+        statuses: tuple[int, ...] | None = None,
+    ) -> tuple[int, Any]:
+        """One request; the status and parsed JSON body of a 2xx answer, else a RegistryError.
+
+        `statuses` narrows the accepted 2xx statuses and accepts any body (delete: 200 or 204); without it
+        the body must be JSON.
+        """
         secrets = [self._api_key, *_secrets_in(json_body)]
         started = time.monotonic()
         status_label = "error"
@@ -237,18 +343,35 @@ class RegistryClient:
                         f"{method} {path}: registry unreachable ({type(exc).__name__}: {redact(str(exc), secrets)})"
                     ) from None
             status_label = str(response.status_code)
-            if response.status_code >= 400:
-                raise self._error(method, path, response, secrets)
-            if response.status_code == 204 or not response.content:
-                return {}
-            try:
-                return response.json()
-            except ValueError:
-                raise ServerError(f"{method} {path}: registry answered {response.status_code} with a body that is not JSON",
-                                  status=response.status_code) from None
+            return response.status_code, self._answer(verb, method, path, response, secrets, statuses)
         finally:
             if self._observer is not None:
                 self._observer(verb, status_label, time.monotonic() - started)
+
+    def _answer(self, verb: str, method: str, path: str, response: httpx.Response, secrets: list[str],
+                statuses: tuple[int, ...] | None) -> Any:
+        status = response.status_code
+        if status >= 400:
+            raise self._error(method, path, response, secrets)
+        if not 200 <= status < 300:
+            what = "only a 2xx status is a success"
+            if 300 <= status < 400:
+                location = redact(response.headers.get("location", ""), secrets)[:100]
+                what = f"a redirect is not followed (Location: {location or 'none'}); only a 2xx status is a success"
+            raise self._unexpected(verb, method, path, what, status)
+        if statuses is not None:
+            if status not in statuses:
+                raise self._unexpected(verb, method, path, f"{method} answers {' or '.join(map(str, statuses))}", status)
+            return None
+        if status == 204 or not response.content:
+            raise self._unexpected(verb, method, path, "the body is empty", status)
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type").split(";")[0][:60]
+            raise self._unexpected(
+                verb, method, path, f"the body is not JSON ({len(response.content)} bytes, {kind})", status
+            ) from None
 
     @staticmethod
     def _error(method: str, path: str, response: httpx.Response, secrets: list[str]) -> RegistryError:
@@ -264,8 +387,12 @@ class RegistryClient:
             parts = [str(data[k]) for k in ("error", "code", "message", "field") if data.get(k)]
             reason = "; ".join(parts)
             for key in ("existingLlmId", "existingId", "llmId"):
-                if isinstance(data.get(key), str):
-                    existing_id = data[key]
+                value = data.get(key)
+                if isinstance(value, str):
+                    try:  # only a UUID can name an entry (it goes into a URL path next)
+                        existing_id = _checked_id(value)
+                    except InvalidId:
+                        pass
                     break
         if not reason:
             reason = text

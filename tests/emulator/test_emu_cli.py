@@ -93,6 +93,27 @@ def test_cli_reads_keys_from_the_environment(cli: list[subprocess.Popen[str]]) -
         assert http.get("/v1/llms", headers={"x-api-key": "other"}).status_code == 401
 
 
+@pytest.mark.parametrize(("flag", "named"), [((), True), (("--conflict-body", "named"), True),
+                                            (("--conflict-body", "opaque"), False)])
+def test_cli_conflict_body(cli: list[subprocess.Popen[str]], flag: tuple[str, ...], named: bool) -> None:
+    proc = _spawn("--api-key", "u1", *flag)
+    cli.append(proc)
+    m = LINE.match(_read_line(proc))
+    assert m
+    with httpx.Client(base_url=m.group(1), timeout=10) as http:
+        created = http.post("/v1/llms", json=llm_body(), headers={"x-api-key": "u1"})
+        conflict = http.post("/v1/llms", json=llm_body(), headers={"x-api-key": "u1"})
+    assert conflict.status_code == 409
+    assert ("existingLlmId" in conflict.json()) is named
+    assert (created.json()["llm"]["llmId"] in conflict.text) is named
+
+
+def test_cli_refuses_an_unknown_conflict_body() -> None:
+    proc = subprocess.run([sys.executable, "-m", "goodmem_emulator", "--api-key", "k", "--conflict-body", "nope"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "--conflict-body" in proc.stderr
+
+
 def test_cli_without_any_key_refuses_to_start() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOODMEM_EMULATOR_")}
     proc = subprocess.run(

@@ -159,7 +159,7 @@ async def test_emulator_llms_shows_full_records_without_the_secret(api: Api, htt
 def test_fault_config_parsing() -> None:
     cfg = parse_fault_config({"latencyMs": 5, "error_rate": 0.5, "rateLimit": {"retryAfter": 1.2}, "seed": 3})
     assert (cfg.latency_ms, cfg.error_rate, cfg.error_status, cfg.retry_after_header) == (5, 0.5, 503, "2")
-    for bad in ({"latencyMs": -1}, {"errorRate": 1.5}, {"errorStatus": 200}, {"rateLimit": {"x": 1}},
+    for bad in ({"latencyMs": -1}, {"errorRate": 1.5}, {"errorStatus": 200}, {"errorMethods": []}, {"errorMethods": ["PATCH"]}, {"errorMethods": "PUT"}, {"errorStatus": 299}, {"errorStatus": 600}, {"rateLimit": {"x": 1}},
                 {"rateLimit": {"retryAfter": -1}}, {"outage": "yes"}, {"echoRequest": 1},
                 {"dropResponseAfterCommit": True}, {"bogus": 1}):
         with pytest.raises(ValidationError):
@@ -172,7 +172,8 @@ async def test_faults_put_get_delete(http: httpx.AsyncClient, emu: Emulator) -> 
     current = (await http.get("/_emulator/faults", headers=ADMIN)).json()
     assert current == resp.json() == emu.get_faults()
     assert current == {"latencyMs": 1, "errorRate": 0.0, "errorStatus": 500, "rateLimit": None,
-                       "outage": False, "echoRequest": False, "dropResponseAfterCommit": 0, "seed": None}
+                       "outage": False, "echoRequest": False, "dropResponseAfterCommit": 0, "seed": None,
+                       "errorMethods": None}
     # PUT replaces the whole configuration.
     await http.put("/_emulator/faults", headers=ADMIN, json={"outage": True})
     assert emu.get_faults()["latencyMs"] == 0 and emu.get_faults()["outage"] is True
@@ -219,6 +220,14 @@ async def test_error_rate_and_status(api: Api, emu: Emulator) -> None:
     assert emu.records() == []
     emu.set_faults(errorRate=1.0)
     assert (await api.list()).status_code == 503  # default errorStatus
+    emu.set_faults(errorRate=1.0, errorStatus=400, errorMethods=["put", "POST"])
+    assert emu.get_faults()["errorMethods"] == ["POST", "PUT"]
+    assert (await api.list()).status_code == 200  # GET is spared
+    assert (await api.create(llm_body())).status_code == 400
+    emu.set_faults(errorRate=1.0, errorStatus=301)
+    redirect = await api.create(llm_body())
+    assert redirect.status_code == 301 and redirect.headers["Location"] == "/v1/llms"
+    assert emu.records() == []
     emu.set_faults(errorRate=0.5, seed=42)
     statuses = [(await api.list()).status_code for _ in range(40)]
     assert set(statuses) == {200, 503}
@@ -277,11 +286,15 @@ async def test_echo_request_reflects_the_raw_body_in_error_responses(api: Api, e
     assert resp.status_code == 400
     assert SECRET in resp.text
     assert json.loads(resp.json()["requestBody"]) == bad
+    # The raw body also stands in the message, the text a client reads: a client that does not redact leaks it.
+    message = resp.json()["message"]
+    assert message.startswith("providerType: ") and message.endswith(f"request body as received: {resp.request.content.decode()}")
+    assert SECRET in message
     ok = await api.create(llm_body(credentials=api_key_credentials()))
     assert ok.status_code == 201 and SECRET not in ok.text  # successes never echo
     emu.set_faults(echoRequest=True, outage=True)
     resp = await api.update(str(uuid.uuid4()), {"credentials": api_key_credentials()})
-    assert resp.status_code == 503 and SECRET in resp.text
+    assert resp.status_code == 503 and SECRET in resp.json()["message"]
     assert SECRET not in json.dumps(emu.stats())
 
 

@@ -183,6 +183,30 @@ async def test_client_llm_id_is_used_and_second_create_is_409(api: Api, emu: Emu
     assert len(emu.records()) == 1
 
 
+async def test_opaque_conflict_bodies_name_nothing() -> None:
+    emu = Emulator(api_keys=[USER_KEY], admin_keys=[ADMIN_KEY], conflict_body="opaque")
+    async with emu, httpx.AsyncClient(base_url=emu.base_url, timeout=10) as http:
+        api = Api(http)
+        llm_id = str(uuid.uuid4())
+        first = await api.created(llm_body(llmId=llm_id))
+        other = await api.created(llm_body(modelIdentifier="other"))
+        answers = [
+            await api.create(llm_body(llmId=llm_id, modelIdentifier="x")),  # id in use
+            await api.create(llm_body()),  # duplicate identity
+            await api.update(other["llmId"], {"modelIdentifier": first["modelIdentifier"]}),  # update into a duplicate
+        ]
+        for resp in answers:
+            assert resp.status_code == 409
+            assert resp.json() == {"error": "ALREADY_EXISTS", "message": "already exists"}
+            assert first["llmId"] not in resp.text and "LLM_ID_IN_USE" not in resp.text
+        assert len(emu.records()) == 2
+
+
+def test_conflict_body_must_be_named_or_opaque() -> None:
+    with pytest.raises(ValueError, match="conflict_body"):
+        Emulator(api_keys=[USER_KEY], conflict_body="silent")
+
+
 @pytest.mark.parametrize(
     "variant",
     [

@@ -33,9 +33,11 @@ class FakeSecrets:
         return SecretData(labels=labels, data=dict(self.data[key]))
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    emu = Emulator(api_keys=[API_KEY], admin_keys=[ADMIN_KEY])
+@pytest.fixture(params=["named", "opaque"])
+async def emulator(request: pytest.FixtureRequest) -> AsyncIterator[Emulator]:
+    """The emulator, once with 409 bodies naming the existing entry (our emulator's habit) and once with
+    opaque ones (all the docs promise): every integration test runs both ways."""
+    emu = Emulator(api_keys=[API_KEY], admin_keys=[ADMIN_KEY], conflict_body=request.param)
     await emu.start("127.0.0.1", 0)
     try:
         yield emu

@@ -105,6 +105,14 @@ async def _collect() -> dict[str, dict[str, Any]]:
         out["invalid-spec-after-create"] = body(
             await run(_edited(await run(_llm("invalid2")), description="y"), errorRate=1.0, errorStatus=400))
 
+        # A registry behind a gateway that redirects (never followed: retried, Ready=False).
+        out["unexpected-response"] = body(await run(_edited(await run(_llm("redirect")), description="r"),
+                                                    errorRate=1.0, errorStatus=301))
+        # A status.llmId that is not a UUID (written by hand): refused before any request, not retried.
+        tampered = await run(_llm("badid"))
+        tampered = LLMObject(**{**tampered.__dict__, "status": {**tampered.status, "llmId": "../../_emulator/faults"}})
+        out["invalid-llm-id"] = body(await run(_edited(tampered, description="b")))
+
         first = await run(_llm("dup"))
         twin = make_llm({**first.spec}, name="dup-twin", uid=str(uuid.uuid4()))
         out["already-exists"] = body(await run(twin))

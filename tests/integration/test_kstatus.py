@@ -40,6 +40,8 @@ EXPECTED = {
     "rate-limited": "InProgress",
     "unauthorized": "InProgress",
     "forbidden": "InProgress",
+    "unexpected-response": "InProgress",  # a redirect or malformed answer: retried
+    "invalid-llm-id": "Failed",  # Stalled=True: permanent until the spec or Secret changes
     "invalid-spec": "Failed",  # Stalled=True: permanent until the spec or Secret changes
     "invalid-spec-after-create": "Failed",  # Stalled=True: permanent until the spec or Secret changes
     "already-exists": "Failed",  # Stalled=True: permanent until the spec or Secret changes

@@ -52,6 +52,8 @@ EXPECTED = {
     "rate-limited": ("Progressing", "Creating: "),
     "unauthorized": ("Progressing", "Creating: "),
     "forbidden": ("Progressing", "Creating: "),
+    "unexpected-response": ("Progressing", "UnexpectedResponse: GET /v1/llms/"),
+    "invalid-llm-id": ("Degraded", "InvalidLLMId: llmId '../../_emulator/faults' is not a UUID"),
     "invalid-spec": ("Degraded", "InvalidSpec: "),
     "invalid-spec-after-create": ("Degraded", "InvalidSpec: "),
     "already-exists": ("Degraded", "AlreadyExists: another registry entry"),
@@ -96,7 +98,8 @@ def test_real_statuses_cover_every_reason_the_docs_name(statuses: dict[str, dict
     reasons = {c["reason"] for obj in statuses.values() for c in (obj.get("status") or {}).get("conditions", [])}
     documented = {"Available", "Creating", "InvalidSpec", "AlreadyExists", "Conflict", "Unauthorized", "Forbidden",
                   "RegistryUnavailable", "RateLimited", "SecretNotFound", "SecretKeyNotFound", "SecretNotAllowed",
-                  "SecretNotLabelled", "ReconcilePaused", "Deleting", "Observed", "NotFound"}
+                  "SecretNotLabelled", "ReconcilePaused", "Deleting", "Observed", "NotFound", "UnexpectedResponse",
+                  "InvalidLLMId"}
     assert documented <= reasons, documented - reasons
 
 
