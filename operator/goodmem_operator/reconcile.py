@@ -407,6 +407,13 @@ class Reconciler:
                                                                                        Relation.SAME_NAMESPACE):
             return self._failed(obj, "AlreadyExists", f"{same}: {exc.registry_reason or exc}", permanent=True,
                                 inputs=inputs)
+        if len(candidates) > 1:
+            return self._failed(
+                obj, "AmbiguousMatch",
+                f"adoptionPolicy IfMatching: {len(candidates)} registry entries{detail} match the provider, endpoint, "
+                f"path and model, and the registry does not say which holds the same credentials; nothing adopted "
+                f"(name the entry in spec.llmId instead)", permanent=True, inputs=inputs,
+            )
         entry = candidates[0]
         if not may_adopt(relations[0], granted(entry.get("labels"), cluster=self.settings.cluster_name,
                                                namespace=obj.namespace)):

@@ -164,8 +164,8 @@ async def test_if_matching_refuses_when_entries_differ_only_in_credentials(
                                                            "apiKey": {"inlineSecret": "someone-elses-key"}})
     emulator.reset_stats()
     out = await reconciler.reconcile(make_llm({**SPEC, "adoptionPolicy": "IfMatching"}))
-    if out.result == "success":  # the 409 named the conflicting entry (our emulator's reading): that one only
-        assert out.status["llmId"] == first
+    if emulator.conflict_body == "named":  # the registry said which entry conflicts: that one, and only it
+        assert out.result == "success" and out.status["llmId"] == first
     else:  # a 409 that names nothing: two candidates, nothing adopted
         assert synced(out)["reason"] == "AmbiguousMatch"
         assert first in synced(out)["message"] and second in synced(out)["message"], "the candidates are listed"
