@@ -7,8 +7,9 @@ and the operator's own Kubernetes calls (a Secret read, a status patch). Each on
 `test_each_rule_is_needed`: for every (apiGroup, resource, verb) the deploy/ ClusterRole grants, the
 operator runs with exactly that one removed and the API server's audit log shows the 403 it meets (llms
 list/watch: nothing is served; llms patch: no finalizer; llms/status patch: no status; secrets get: the
-first read of a referenced Secret; secrets list/watch: the Secret watch, so no rotation; events create: no
-Events). No `get` on LLMs is needed. The operator turns kopf's cluster scanning off
+metadata-only read that tells a Secret without the opt-in label from a missing one; secrets list: the Secret
+watch and the read of a labelled Secret (a list by name with the label selector); secrets watch: the Secret
+watch, so no rotation; events create: no Events). No `get` on LLMs is needed. The operator turns kopf's cluster scanning off
 (settings.scanning.disabled), so no CRD or Namespace read is needed either: with scanning on, kopf
 lists and watches all CRDs, and with --namespace all Namespaces, and retries each 403 for about a
 minute before it goes on.
@@ -76,7 +77,7 @@ WITHOUT_RULE = {
     ("goodmem.ai", "llms", "watch"): "kopf cannot watch LLMs: nothing is served",
     ("goodmem.ai", "llms", "patch"): "no finalizer: a deleted LLM would leave its registry entry behind",
     ("goodmem.ai", "llms/status", "patch"): "no status: Ready, llmId and the conditions are never written",
-    ("", "secrets", "get"): "a referenced Secret not yet cached cannot be read: no credentials",
+    ("", "secrets", "get"): "a referenced Secret without the opt-in label cannot be told from a missing one",
     ("", "secrets", "list"): "the Secret watch cannot start: no rotation is seen",
     ("", "secrets", "watch"): "the Secret watch cannot start: no rotation is seen",
     ("", "events", "create"): "no Events on LLMs",
@@ -423,7 +424,10 @@ def test_each_rule_is_needed(cluster: ControlPlane, registry: EmulatorProcess, t
         cp.kubectl("apply", "-f", "-", input=_cluster_role_without(rule))
         wait_until(lambda: rules_in(cp, kubeconfig, ns) == GRANTED - {rule}, message=f"the ClusterRole without {rule}")
         # The Secret exists before the operator starts: unused then, so not cached, and the LLM's reconcile reads it.
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "key", "labels": CREDENTIALS_LABEL},
+        # Labelled Secrets are read with a list by name (label selector); `get` is the metadata-only read that tells
+        # an unlabelled Secret from a missing one, so its case uses a Secret that did not opt in.
+        labels = {} if rule == ("", "secrets", "get") else CREDENTIALS_LABEL
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "key", "labels": labels},
                   "stringData": {"api-key": "rule-value"}}
         kube.apply(ns, json.dumps(secret))
         started = datetime.now(timezone.utc)

@@ -59,7 +59,7 @@ def test_namespace_b_cannot_reach_namespace_a(kube: Kube, namespace: str, evil: 
     emulator.reset_stats()
 
     # -- namespace B's moves ----------------------------------------------------------------------------
-    kube.apply(evil, secret_manifest("b-key", {"api-key": "b-own-key"}))
+    kube.apply(evil, secret_manifest("b-other", {"token": "not-for-the-registry"}, labelled=False))
     moves = {
         # take over A's live entry by id, pointing it at B's host
         "by-id": {"llmId": live_id, "endpointUrl": "https://evil.test/v1"},
@@ -73,6 +73,8 @@ def test_namespace_b_cannot_reach_namespace_a(kube: Kube, namespace: str, evil: 
                                                                 "namespace": team_a}}}},
         # act as another registry principal
         "owner": {"ownerId": "0b0e6f1c-3a4e-4b7d-9e8f-1c2d3e4f5a6b"},
+        # send a Secret of its own namespace that never opted in to being credentials
+        "unlabelled": {"credentials": {"apiKey": {"secretKeyRef": {"name": "b-other", "key": "token"}}}},
     }
     for name, spec in moves.items():
         kube.apply(evil, llm_manifest(f"b-{name}", **spec))
@@ -83,6 +85,7 @@ def test_namespace_b_cannot_reach_namespace_a(kube: Kube, namespace: str, evil: 
     expected = {
         "b-by-id": "Conflict", "b-orphan": "NotGranted", "b-matching": "AlreadyExists", "b-matching-orphan": "NotGranted",
         "b-borrow": "SecretNotAllowed", "b-owner": "OwnerIdNotAllowed", "b-observe": "Conflict",
+        "b-unlabelled": "SecretNotLabelled",
     }
     # Meanwhile team A changes its spec: it must keep converging.
     kube.apply(team_a, llm_manifest("live", credentials=key_ref, labels={"project": "a-secret-project"},
