@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 
 .PHONY: install demo reliability test test-unit test-integration test-e2e crd lint bench bench-smoke cluster-up cluster-down image clean
 
-$(VENV)/.installed: pyproject.toml
+# The operator (with its test tools) and, beside it, the development distribution in dev/ (emulator, local control plane).
+$(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -e ./dev
 	touch $@
 
 install: $(VENV)/.installed

@@ -41,6 +41,10 @@ def test_wheel_from_the_docker_build_context(tmp_path: Path) -> None:
         metadata = zf.read(f"{dist_info}/METADATA").decode()
     assert "goodmem-operator = goodmem_operator.main:main" in entry_points
     assert "goodmem_operator/main.py" in names and "goodmem_operator/py.typed" in names
+    # Only the operator: the emulator and the local control plane are the development distribution in dev/.
+    packages = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert packages == {"goodmem_operator"}, packages
+    assert "goodmem-emulator" not in entry_points and "goodmem-devcluster" not in entry_points
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     runtime = [r for r in requires if "extra ==" not in r]
     assert any(r.startswith("Requires-Dist: kopf") for r in runtime)

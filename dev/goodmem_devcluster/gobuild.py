@@ -54,7 +54,7 @@ def hack_dir() -> Path:
     override = os.environ.get("GOODMEM_HACK_DIR")
     if override:
         return Path(override).expanduser().resolve()
-    # operator/goodmem_devcluster/build.py -> <repo>/hack/go
+    # dev/goodmem_devcluster/gobuild.py -> <repo>/hack/go
     return (Path(__file__).resolve().parent.parent.parent / "hack" / "go").resolve()
 
 
