@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kopf._core.reactor.inventory import ResourceMemories  # kopf.run(memories=...) takes one; not re-exported
 
+from goodmem_operator._kopf import ResourceMemories
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.llm_index import LLMIndex, snapshot
 from goodmem_operator.reconcile import Event, LLMObject, Outcome, Reconciler, RetryLater
