@@ -226,7 +226,7 @@ class Prepared(Generic[D]):
     desired: D | None = None  # the client's own: validated spec, request, credentials
 
 
-@dataclass
+@dataclass(frozen=True)
 class Observation:
     """What `observe` (or `create`, `update`) found of the external entry."""
 
