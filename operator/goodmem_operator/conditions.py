@@ -65,7 +65,7 @@ _UNSTAMPED = ""  # lastTransitionTime of a constructed condition until set_condi
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _make(ctype: ConditionType, status: str, reason: str, message: str) -> Condition:

@@ -247,7 +247,8 @@ class Observation:
 class ExternalClient(Protocol):
     """One kind's verbs against the registry and the rules that are the kind's own."""
 
-    status_type: type[BaseModel]
+    @property
+    def status_type(self) -> type[BaseModel]: ...
 
     def external_name(self, obj: Any) -> str: ...
 
@@ -419,7 +420,7 @@ class Engine:
             return max(exc.retry_after, 0.5)
         auth = exc is not None and reason_for(exc) in AUTH_REASONS
         base = self.settings.auth_backoff if auth else self.settings.backoff_base
-        delay = min(self.settings.backoff_cap, base * (2**attempt))
+        delay = min(self.settings.backoff_cap, base * 2.0**attempt)
         return round(delay * random.uniform(0.5, 1.0), 2)
 
     # -- status ------------------------------------------------------------------------------------

@@ -30,7 +30,15 @@ from goodmem_operator.api.mapping import (
 )
 from goodmem_operator.api.types import RESERVED_LABEL_PREFIX, LLMSpec, LLMStatus
 from goodmem_operator.conditions import Reason
-from goodmem_operator.engine import Change, Event, EventReason, Observation, Prepared, Refusal, Resource
+from goodmem_operator.engine import (
+    Change,
+    Event,
+    EventReason,
+    Observation,
+    Prepared,
+    Refusal,
+    Resource,
+)
 from goodmem_operator.registry import Conflict, NotFound, RegistryClient
 from goodmem_operator.secrets import CredentialError, SecretReader, resolve_credentials
 from goodmem_operator.trust import (

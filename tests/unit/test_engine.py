@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-
 from goodmem_operator.api.types import LLMStatus
 from goodmem_operator.conditions import Reason
 from goodmem_operator.engine import (
@@ -126,13 +125,14 @@ def cond(out: Outcome, ctype: str) -> dict[str, Any] | None:
 
 
 def summary(out: Outcome) -> tuple[str, str | None, str | None, bool]:
-    ready, synced, stalled = cond(out, "Ready"), cond(out, "Synced"), cond(out, "Stalled")
-    return (out.result, ready and f"{ready['status']}/{ready['reason']}", synced and f"{synced['status']}/{synced['reason']}",
-            stalled is not None)
+    def short(c: dict[str, Any] | None) -> str | None:
+        return f"{c['status']}/{c['reason']}" if c is not None else None
+
+    return out.result, short(cond(out, "Ready")), short(cond(out, "Synced")), cond(out, "Stalled") is not None
 
 
-KNOWN = Prepared(name=NAME, inputs=INPUTS, known=True)
-OBSERVE_ONLY = Prepared(name=NAME, inputs="", known=True, observe_only=True)
+KNOWN: Prepared[Any] = Prepared(name=NAME, inputs=INPUTS, known=True)
+OBSERVE_ONLY: Prepared[Any] = Prepared(name=NAME, inputs="", known=True, observe_only=True)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from goodmem_operator.api.mapping import OWNER_LABEL, OWNER_UID_LABEL, ownership_labels
 from goodmem_operator.llm import INHERITED, LLMObject
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
