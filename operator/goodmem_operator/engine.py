@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from pydantic import BaseModel
 
@@ -143,7 +143,7 @@ class Resource:
     annotations: dict[str, str]
 
     @classmethod
-    def from_body(cls, body: Any) -> Any:
+    def from_body(cls, body: Any) -> Self:
         meta = body.get("metadata") or {}
         return cls(
             namespace=meta.get("namespace", ""),
@@ -329,7 +329,6 @@ class Engine:
             return self._failed(obj, refusal.reason, refusal.message, permanent=refusal.permanent, inputs=inputs,
                                 delay=self.settings.recheck)
         except RegistryError as exc:
-            assert prepared is not None  # prepare makes no registry call
             return self._registry_failed(obj, exc, prepared)
 
     async def _converge(self, obj: Resource, prepared: Prepared[Any], trigger: str) -> Outcome:
@@ -387,12 +386,14 @@ class Engine:
 
     # -- failures ----------------------------------------------------------------------------------
 
-    def _registry_failed(self, obj: Resource, exc: RegistryError, prepared: Prepared[Any]) -> Outcome:
+    def _registry_failed(self, obj: Resource, exc: RegistryError, prepared: Prepared[Any] | None) -> Outcome:
+        """A registry error: permanent (gated on these inputs) unless retrying can help, then on backoff."""
         reason = reason_for(exc)
         if not exc.retryable:
-            return self._failed(obj, reason, str(exc), permanent=True, inputs=prepared.inputs)
-        return self._failed(obj, reason, str(exc), permanent=False, inputs=None,
-                            delay=self._delay(obj.uid, exc), creating=not prepared.known)
+            return self._failed(obj, reason, str(exc), permanent=True,
+                                inputs=prepared.inputs if prepared is not None else None)
+        return self._failed(obj, reason, str(exc), permanent=False, inputs=None, delay=self._delay(obj.uid, exc),
+                            creating=prepared is not None and not prepared.known)
 
     def _failed(self, obj: Resource, reason: str, message: str, *, permanent: bool, inputs: str | None,
                 delay: float | None = None, creating: bool = False) -> Outcome:
