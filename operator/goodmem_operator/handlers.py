@@ -22,6 +22,7 @@ from typing import Any
 
 import kopf
 
+from goodmem_operator import conditions as cond
 from goodmem_operator._kopf import ResourceMemories
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.llm_index import LLMIndex, snapshot
@@ -312,16 +313,8 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
         try:
             events = await rt().reconciler.finalize(obj)
         except RetryLater as exc:
-            patch.status["conditions"] = [
-                {
-                    "type": "Ready",
-                    "status": "False",
-                    "reason": "Deleting",
-                    "message": f"{exc} (retrying in {exc.delay:g}s)",
-                    "lastTransitionTime": _now(),
-                    "observedGeneration": obj.generation,
-                },
-            ]
+            deleting = cond.deleting(f"{exc} (retrying in {exc.delay:g}s)")
+            patch.status["conditions"] = cond.dump(cond.set_conditions(None, [deleting], obj.generation))
             raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
         if rt().metrics is not None:
             rt().metrics.forget(obj.uid)
@@ -419,11 +412,5 @@ async def reconcile_and_write(rt: Runtime, body: dict[str, Any], trigger: str) -
 
 
 def _retry_message(outcome: Outcome) -> str:
-    synced = next((c for c in outcome.status.get("conditions", []) if c.get("type") == "Synced"), {})
+    synced = outcome.condition(cond.SYNCED) or {}
     return f"{synced.get('reason', 'Error')}: {synced.get('message', '')}"
-
-
-def _now() -> str:
-    from goodmem_operator.conditions import now
-
-    return now()

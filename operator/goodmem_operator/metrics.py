@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+from goodmem_operator.conditions import READY, find
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -45,9 +53,9 @@ class Metrics:
     def reconciled(self, uid: str, trigger: str, outcome: Any, seconds: float) -> None:
         self.reconcile_total.labels(trigger, outcome.result).inc()
         self.reconcile_seconds.labels(trigger).observe(seconds)
-        if any(e.reason == "DriftCorrected" for e in outcome.events):
+        if outcome.drift_corrected:
             self.drift_total.inc()
-        ready = next((c for c in outcome.status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        ready = find(outcome.status.get("conditions"), READY)
         if ready is not None:
             self._set_ready(uid, str(ready.get("status", "Unknown")))
 

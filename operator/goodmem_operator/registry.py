@@ -32,10 +32,10 @@ _BODY_LIMIT = 300
 
 
 class RegistryError(Exception):
-    """A failed registry call.  `retryable` tells whether trying again can help."""
+    """A failed registry call.  `retryable` tells whether trying again can help; what a failure means for
+    a resource (its condition reason) is the engine's business (`engine.REASONS`)."""
 
     retryable = True
-    reason = "RegistryError"
 
     def __init__(self, message: str, *, status: int | None = None, registry_reason: str = "") -> None:
         super().__init__(message)
@@ -45,27 +45,24 @@ class RegistryError(Exception):
 
 class BadRequest(RegistryError):
     retryable = False
-    reason = "InvalidSpec"
 
 
 class Unauthorized(RegistryError):
-    reason = "Unauthorized"
+    """401: the registry key was refused."""
 
 
 class Forbidden(RegistryError):
-    reason = "Forbidden"
+    """403: the key may not do this."""
 
 
 class NotFound(RegistryError):
     retryable = False
-    reason = "NotFound"
 
 
 class Conflict(RegistryError):
     """409: the id is in use, or another LLM has the same identity."""
 
     retryable = False
-    reason = "AlreadyExists"
 
     def __init__(self, message: str, *, existing_id: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -73,7 +70,7 @@ class Conflict(RegistryError):
 
 
 class RateLimited(RegistryError):
-    reason = "RateLimited"
+    """429, with the server's Retry-After (seconds) when it sent one."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -81,13 +78,11 @@ class RateLimited(RegistryError):
 
 
 class ServerError(RegistryError):
-    reason = "RegistryUnavailable"
+    """5xx, or an answer that is not JSON."""
 
 
 class Unreachable(RegistryError):
     """Network failure or timeout: the registry did not answer."""
-
-    reason = "RegistryUnavailable"
 
 
 class UnexpectedResponse(RegistryError):
@@ -98,14 +93,11 @@ class UnexpectedResponse(RegistryError):
     finalizer rather than release it with the entry (and its key) left behind.
     """
 
-    reason = "UnexpectedResponse"
-
 
 class InvalidId(RegistryError):
     """An LLM id that is not a UUID: refused before it goes into a URL path, without any request."""
 
     retryable = False
-    reason = "InvalidLLMId"
 
 
 def secret_forms(secret: str) -> set[str]:
