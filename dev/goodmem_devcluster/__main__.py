@@ -74,10 +74,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     st = cp.state()
     up = True
     for name, rec in st["processes"].items():
-        alive = rec is not None and cp._alive(name)
+        alive = rec is not None and cp.is_alive(name)
         up &= alive
         print(f"{name}: {'running pid ' + str(rec['pid']) if alive else 'not running'}")
-    ready = cp._apiserver_ready() if up else False
+    ready = cp.apiserver_ready() if up else False
     print(f"server: {st['server']} ({'ready' if ready else 'NOT ready'})")
     print(f"etcd: {st['etcd_url']} ({'listening' if port_is_listening(cp.etcd_port) else 'not listening'})")
     print(f"kubeconfig: {st['kubeconfig']}")

@@ -13,6 +13,8 @@ import pytest
 
 from goodmem_devcluster import KUBERNETES_VERSION, ControlPlane
 from goodmem_devcluster._proc import pid_alive, port_is_listening
+from goodmem_devcluster._supervisor import Component, Supervisor
+from goodmem_devcluster.errors import ControlPlaneError
 from goodmem_devcluster.testing import build_visibly, require_control_plane
 
 pytestmark = pytest.mark.e2e
@@ -155,3 +157,51 @@ def test_cli_up_status_sa_kubeconfig_down(tmp_path: Path, pytestconfig: pytest.C
     assert not any(pid_alive(p) for p in pids)
     assert not any(port_is_listening(p) for p in state["ports"].values())
     assert _cli("status", "--state-dir", str(state_dir)).returncode == 1
+
+
+# ------------------------------------------------------- the supervisor, with small Python processes
+_CHILD = """
+import pathlib, signal, sys, time
+name, ready, stops = sys.argv[1:4]
+def on_term(*_):
+    with open(stops, "a") as f:
+        f.write(name + "\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print(name, "up", flush=True)
+if ready != "-":
+    pathlib.Path(ready).touch()
+time.sleep(600)
+"""
+
+
+def _child(tmp_path: Path, name: str, *, ready: bool = True, timeout: float = 30.0, code: str = _CHILD) -> Component:
+    flag = tmp_path / f"{name}.ready"
+    argv = [sys.executable, "-c", code, name, str(flag) if ready else "-", str(tmp_path / "stops")]
+    return Component(name, argv, tmp_path / "logs" / f"{name}.log", flag.exists, timeout, cwd=tmp_path)
+
+
+def test_supervisor_starts_in_order_stops_in_reverse_and_reports_failures(tmp_path: Path) -> None:
+    changes: list[dict[str, int]] = []
+    sup = Supervisor(["first", "second", "never"], on_change=lambda: changes.append(sup.pids))
+    try:
+        sup.start(_child(tmp_path, "first"))
+        sup.start(_child(tmp_path, "second"))
+        pids = sup.pids
+        assert set(pids) == {"first", "second"} and all(pid_alive(p) for p in pids.values())
+        assert changes[-1] == pids and set(sup.startup_seconds) == {"first", "second"}
+        assert "first up" in (tmp_path / "logs" / "first.log").read_text()
+        with pytest.raises(ControlPlaneError, match="first already running"):
+            sup.start(_child(tmp_path, "first"))
+
+        sup.stop_all()
+        assert (tmp_path / "stops").read_text().split() == ["second", "first"]
+        assert not any(pid_alive(p) for p in pids.values()) and sup.pids == {} and changes[-1] == {}
+
+        with pytest.raises(ControlPlaneError, match=r"never exited with code 3 during startup(.|\n)*boom"):
+            sup.start(_child(tmp_path, "never", code="import sys; print('boom', flush=True); sys.exit(3)"))
+        with pytest.raises(ControlPlaneError, match=r"never not ready after 1s(.|\n)*never up"):
+            sup.start(_child(tmp_path, "never", ready=False, timeout=1.0))
+        assert not sup.any_alive() and sup.pids == {}  # the one that was never ready was stopped
+    finally:
+        sup.stop_all()

@@ -11,10 +11,15 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from goodmem_devcluster import ETCD_VERSION, KUBERNETES_VERSION, gobuild
+from goodmem_devcluster import ETCD_VERSION, KUBERNETES_VERSION, components, gobuild
 from goodmem_devcluster._proc import free_ports
+from goodmem_devcluster._supervisor import ExitHook, Supervisor, http_probe, prepare_state_dir
 from goodmem_devcluster.audit import count_writes_by_user
+from goodmem_devcluster.clients import Clients
+from goodmem_devcluster.controlplane import ControlPlane, ControlPlaneError
+from goodmem_devcluster.credentials import ADMIN_USER, Credentials, file_safe
 from goodmem_devcluster.kubeconfig import render_kubeconfig
+from goodmem_devcluster.layout import Endpoints, Layout
 from goodmem_devcluster.pki import CertificateAuthority
 
 pytestmark = pytest.mark.unit
@@ -176,3 +181,166 @@ def test_require_control_plane_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -
         testing.require_control_plane()
     monkeypatch.setattr(testing, "unavailable_reason", lambda: None)
     testing.require_control_plane()
+
+
+# ---------------------------------------------------------------- the parts of ControlPlane
+
+NO_SUCH_PID = 4_194_305  # above Linux's largest pid_max
+
+
+def _subject(cert: x509.Certificate) -> tuple[str, list[str]]:
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    return str(cn), [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+
+
+def test_layout_names_every_file_under_the_state_dir(tmp_path: Path) -> None:
+    lay = Layout(tmp_path)
+    assert lay.kubeconfig == tmp_path / "kubeconfig" and lay.state_file == tmp_path / "state.json"
+    assert (lay.ca_cert, lay.admin_key, lay.sa_pub) == (tmp_path / "pki/ca.crt", tmp_path / "pki/admin.key", tmp_path / "pki/sa.pub")
+    assert lay.log("kube-apiserver") == tmp_path / "logs/kube-apiserver.log" and lay.audit_log == tmp_path / "logs/audit.log"
+    assert (lay.etcd_data, lay.kubeconfigs, lay.kubectl_cache) == (
+        tmp_path / "etcd-data", tmp_path / "kubeconfigs", tmp_path / "kubectl-cache")
+
+
+def test_endpoints_urls_and_ports_round_trip() -> None:
+    ep = Endpoints(2379, 2380, 6443)
+    assert (ep.etcd_url, ep.etcd_peer_url, ep.server_url) == (
+        "http://127.0.0.1:2379", "http://127.0.0.1:2380", "https://127.0.0.1:6443")
+    assert ep.ports() == {"etcd-client": 2379, "etcd-peer": 2380, "kube-apiserver": 6443}
+    assert Endpoints.from_ports(ep.ports()) == ep
+
+
+def test_component_command_lines(tmp_path: Path) -> None:
+    lay, ep = Layout(tmp_path), Endpoints(2379, 2380, 6443)
+    etcd = components.etcd(Path("/bin/etcd"), lay, ep, timeout=7.0)
+    assert etcd.name == "etcd" and etcd.argv[0] == "/bin/etcd" and etcd.log_path == lay.log("etcd")
+    assert etcd.cwd == tmp_path and etcd.timeout == 7.0
+    assert f"--data-dir={lay.etcd_data}" in etcd.argv and "--listen-client-urls=http://127.0.0.1:2379" in etcd.argv
+    assert "--initial-cluster=goodmem-devcluster=http://127.0.0.1:2380" in etcd.argv
+
+    args = components.apiserver_args(lay, ep, audit=True, extra=["--v=4"])
+    assert "--etcd-servers=http://127.0.0.1:2379" in args and "--secure-port=6443" in args
+    assert "--service-account-issuer=https://127.0.0.1:6443" in args and f"--client-ca-file={lay.ca_cert}" in args
+    assert f"--audit-log-path={lay.audit_log}" in args and args[-1] == "--v=4"  # extra args come last
+    quiet = components.apiserver_args(lay, ep, audit=False)
+    assert not [a for a in quiet if a.startswith("--audit")]
+    assert components.ORDER == ("etcd", "kube-apiserver")
+
+
+def test_credentials_write_a_pki_and_kubeconfigs(tmp_path: Path) -> None:
+    lay = Layout(tmp_path)
+    creds = Credentials(lay, Endpoints(1, 2, 6443))
+    creds.write_pki()
+    ca = x509.load_pem_x509_certificate(lay.ca_cert.read_bytes())
+    assert _subject(x509.load_pem_x509_certificate(lay.admin_cert.read_bytes())) == (ADMIN_USER, ["system:masters"])
+    serving = x509.load_pem_x509_certificate(lay.apiserver_cert.read_bytes())
+    sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kubernetes.default.svc" in sans.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.0.0.1"]
+    for key in (lay.ca_key, lay.admin_key, lay.apiserver_key, lay.sa_key):
+        assert key.stat().st_mode & 0o077 == 0, key
+
+    admin = yaml.safe_load(creds.write_admin_kubeconfig().read_text())
+    assert admin["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
+
+    path = creds.kubeconfig_for_user("alice/ops", ["team-a"])
+    assert path == lay.kubeconfigs / "user-alice_ops.kubeconfig" and path.stat().st_mode & 0o077 == 0
+    user = yaml.safe_load(path.read_text())["users"][0]["user"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+    assert _subject(cert) == ("alice/ops", ["team-a"]) and cert.issuer == ca.subject
+
+    sa = yaml.safe_load(creds.kubeconfig_for_token("ns", "robot", "tok").read_text())
+    assert sa["users"][0] == {"name": "system:serviceaccount:ns:robot", "user": {"token": "tok"}}
+    assert (lay.kubeconfigs / "sa-ns-robot.kubeconfig").exists()
+    assert file_safe("a b:c.d-e_f") == "a_b_c.d-e_f"
+
+
+def test_clients_kubectl_command_env_and_audit_log(tmp_path: Path) -> None:
+    lay = Layout(tmp_path)
+    clients = Clients(lay, Endpoints(1, 2, 3), Path("/opt/kubectl"))
+    assert clients.kubectl_command("get", "ns") == [
+        "/opt/kubectl", f"--kubeconfig={lay.kubeconfig}", f"--cache-dir={lay.kubectl_cache}", "get", "ns"]
+    assert clients.kubectl_command("get", kubeconfig="/x")[1] == "--kubeconfig=/x"
+    env = clients.kubectl_env("/x")
+    assert env["KUBECONFIG"] == "/x" and env["KUBERC"] == "off"
+    assert list(clients.audit_events()) == []  # no audit log yet
+    lay.audit_log.parent.mkdir()
+    lay.audit_log.write_text(
+        '{"stage": "ResponseComplete", "verb": "create", "user": {"username": "op"}}\n{"stage": "ResponseCo'
+    )
+    assert clients.writes_by_user() == {"op": 1}  # the torn last line is skipped
+
+
+def test_supervisor_knows_only_its_components_and_records_pids() -> None:
+    sup = Supervisor(["a", "b"])
+    with pytest.raises(ValueError, match="unknown component 'c'"):
+        sup.stop("c")
+    assert not sup.any_alive() and sup.pids == {} and sup.records() == {"a": None, "b": None}
+    sup.adopt({"a": None, "b": {"pid": NO_SUCH_PID, "start_time": 1}})
+    assert sup.pids == {"b": NO_SUCH_PID} and sup.pid("a") is None
+    assert sup.records()["b"] == {"pid": NO_SUCH_PID, "start_time": 1}
+    assert not sup.alive("b")
+
+
+def test_http_probe_is_false_when_nothing_answers() -> None:
+    port = free_ports(1)[0]
+    assert http_probe(f"http://127.0.0.1:{port}/health", timeout=1.0)() is False
+
+
+def test_exit_hook_arms_once_and_disarms(monkeypatch: pytest.MonkeyPatch) -> None:
+    registered: list[object] = []
+    monkeypatch.setattr("atexit.register", registered.append)
+    monkeypatch.setattr("atexit.unregister", registered.remove)
+    calls: list[int] = []
+    hook = ExitHook(lambda: calls.append(1), "testing")
+    hook.arm()
+    hook.arm()
+    assert len(registered) == 1
+    registered[0]()  # what the interpreter does at exit
+    assert calls == [1]
+    hook.disarm()
+    hook.disarm()
+    assert registered == []
+
+
+def test_prepare_state_dir_refuses_foreign_dirs_and_clears_stale_state(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("x")
+    with pytest.raises(ControlPlaneError, match="holds no state.json; refusing"):
+        prepare_state_dir(foreign, components.ORDER)
+    assert (foreign / "precious.txt").exists()
+
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "state.json").write_text('{"processes": {"etcd": {"pid": %d, "start_time": 1}, "kube-apiserver": null}}' % NO_SUCH_PID)
+    (stale / "leftover").write_text("x")
+    assert prepare_state_dir(stale, components.ORDER) == stale and list(stale.iterdir()) == []
+
+    temp = prepare_state_dir(None, components.ORDER)
+    try:
+        assert temp.is_dir() and temp.name.startswith("goodmem-devcluster-")
+    finally:
+        temp.rmdir()
+
+
+def test_control_plane_facade_before_start_and_state_round_trip(tmp_path: Path) -> None:
+    with pytest.raises(ControlPlaneError, match="not started"):
+        ControlPlane().kubeconfig_path  # noqa: B018 - the property raises
+    cp = ControlPlane(tmp_path / "cp", detached=True, audit=False, extra_apiserver_args=["--v=2"])
+    assert cp.kubeconfig_path == tmp_path / "cp" / "kubeconfig" and cp.pids == {} and not cp.is_running()
+    cp.endpoints = Endpoints(11, 12, 13)
+    cp.supervisor.adopt({"etcd": {"pid": NO_SUCH_PID, "start_time": 5}})
+    (tmp_path / "cp").mkdir()
+    cp._save_state()
+
+    again = ControlPlane.from_state_dir(tmp_path / "cp")
+    assert again.state() == cp.state()
+    assert (again.etcd_pid, again.apiserver_pid, again.ports["kube-apiserver"]) == (NO_SUCH_PID, None, 13)
+    assert again.server_url == "https://127.0.0.1:13" and again.apiserver_args()[-1] == "--v=2"
+    assert not again.audit and not again.is_running() and not again.is_alive("etcd")
+    assert not again.apiserver_ready()  # no certificates: not ready, no exception
+    again.stop()  # nothing alive to signal; removes the directory
+    assert not (tmp_path / "cp").exists()
+    with pytest.raises(ControlPlaneError, match="no control plane state"):
+        ControlPlane.from_state_dir(tmp_path / "cp")
