@@ -33,10 +33,11 @@ log = logging.getLogger("goodmem_operator")
 def _kube_clients() -> tuple[Any, Any]:
     import kubernetes
 
+    # The kubernetes client ships no type information: its calls are untyped for mypy.
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     api = kubernetes.client.ApiClient()
     return kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
 

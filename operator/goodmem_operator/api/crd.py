@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from goodmem_operator.api.types import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, LLMSpec, LLMStatus
 
@@ -66,10 +67,11 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def openapi_schema(model: type) -> dict[str, Any]:
-    raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    return _inline(raw, defs)
+    schema: dict[str, Any] = _inline(raw, defs)
+    return schema
 
 
 def _condition_column(name: str, ctype: str) -> dict[str, Any]:
@@ -147,7 +149,8 @@ HEADER = "# Generated from goodmem_operator.api.types by `python -m goodmem_oper
 
 
 def render() -> str:
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120)
+    dumped: str = yaml.safe_dump(crd(), sort_keys=False, width=120)
+    return HEADER + dumped
 
 
 def main() -> None:

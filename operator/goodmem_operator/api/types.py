@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "goodmem.ai"
 VERSION = "v1alpha1"
@@ -34,9 +35,11 @@ UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 INT32_MAX = 2**31 - 1
 
 
-def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+def cel(rule: str, message: str, **extra: str) -> JsonDict:
     """One `x-kubernetes-validations` entry."""
-    return {"rule": rule, "message": message, **extra}
+    entry: JsonDict = {"rule": rule, "message": message}
+    entry.update(extra)
+    return entry
 
 
 class _Model(BaseModel):
