@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from goodmem_operator.fairness import FairLimiter
+
 REDACTED = "<redacted>"
 _BODY_LIMIT = 300
 
@@ -163,7 +165,7 @@ class RegistryClient:
         observer: Any = None,
     ) -> None:
         self._api_key = api_key
-        self._limiter = RateLimiter(concurrency, rate)
+        self._limiter = FairLimiter(concurrency, rate)  # per-namespace queues, served in turn (fairness.py)
         self._observer = observer  # callable(verb, status, seconds) for metrics
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -225,7 +227,7 @@ class RegistryClient:
         started = time.monotonic()
         status_label = "error"
         try:
-            async with self._limiter:
+            async with self._limiter.slot():
                 try:
                     response = await self._http.request(method, path, json=json_body, params=params)
                 except httpx.TimeoutException as exc:
