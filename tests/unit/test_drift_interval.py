@@ -3,6 +3,7 @@ change honoured within 30 s, on a new LLM too. The daemon runs on a fake clock: 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -81,7 +82,8 @@ class Harness:
         registry = build_registry({"rt": rt}, drift_interval=default)
         [daemon] = [h for h in registry._spawning.get_all_handlers() if h.id == "drift"]  # noqa: SLF001
         self.fn = daemon.fn
-        monkeypatch.setattr(handlers.time, "monotonic", lambda: self.now)
+        # handlers' own name `time` only: the event loop's clock (the real time.monotonic) must keep running.
+        monkeypatch.setattr(handlers, "time", SimpleNamespace(monotonic=lambda: self.now))
         monkeypatch.setattr(kopf, "event", lambda body, *, type, reason, message: self.events.append(
             (self.now, reason, message)))
 
