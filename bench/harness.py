@@ -95,6 +95,9 @@ class Sizes:
     unrelated_secrets: int
     fairness: int = 2000  # namespace A's LLMs, applied at once, while namespace B creates one (issue #13 part 5)
     fairness_runs: int = 3  # loaded runs, and as many lone creates on an otherwise idle operator
+    # One more loaded run with this --registry-rps, where the registry budget (not the API server) is the bottleneck,
+    # so the per-namespace queues decide the order (not in the medians).
+    fairness_diagnostic_rps: float | None = 20.0
     settle_s: float = 2.0  # after a phase reaches its end state, before its counters are read
     quiet_s: float = 2.0  # registry silence that marks the end of an operator's resume pass
     sample_s: float = 3.0  # RSS sampling of a settled operator
@@ -113,7 +116,7 @@ FULL = Sizes(
 SMOKE = Sizes(
     name="smoke", convergence=20, convergence_runs=1, rotation=10, rotation_runs=1, latency_samples=3,
     drift_interval=1.0, drift_cycles=3, memory_llms=(20,), memory_secrets_at=20, unrelated_secrets=100,
-    fairness=20, fairness_runs=1, settle_s=0.5, quiet_s=0.5, sample_s=1.0, diagnostic_rps=None, timeout=60.0, targets=False,
+    fairness=20, fairness_runs=1, fairness_diagnostic_rps=None, settle_s=0.5, quiet_s=0.5, sample_s=1.0, diagnostic_rps=None, timeout=60.0, targets=False,
 )
 
 
@@ -1166,13 +1169,54 @@ class Bench:
             self.say(f"   lone create, idle operator: {', '.join(f'{x:.2f}s' for x in idle)}")
             for k in range(s.fairness_runs):
                 runs.append(self._fairness_run(k))
+            diagnostic = None
+            if s.fairness_diagnostic_rps:
+                stack.start_operator("fairness-rps", ["--registry-rps", f"{s.fairness_diagnostic_rps:g}"])
+                time.sleep(1.0)
+                diagnostic = self._fairness_run(s.fairness_runs)
+                diagnostic["rps"] = s.fairness_diagnostic_rps
         finally:
             idle_watch.stop()
             stack.stop_operator()
         loaded = [r["lone_s"] for r in runs]
-        return {"n": s.fairness, "runs": runs, "idle_s": idle, "loaded_s": loaded,
+        return {"n": s.fairness, "runs": runs, "idle_s": idle, "loaded_s": loaded, "diagnostic": diagnostic,
                 "idle_median_s": statistics.median(idle), "loaded_median_s": statistics.median(loaded),
                 "delay_median_s": statistics.median(loaded) - statistics.median(idle)}
+
+    def _lone_timeline(self, audit_offset: int, ns: str, t0_epoch: float) -> list[dict[str, Any]]:
+        """Where B's create spent its time: each API-server write of the operator's on B's object (audit log: received
+        and completed) and the registry POST (emulator), in seconds after the harness sent B's create."""
+        from datetime import datetime
+
+        stack = self.stack
+        assert stack.cp is not None and stack.emu is not None
+        out: list[dict[str, Any]] = []
+
+        def rel(stamp: str) -> float:
+            return round(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - t0_epoch, 3)
+
+        with open(stack.cp.audit_log_path, "rb") as f:
+            f.seek(audit_offset)
+            data = f.read()
+        for line in data.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            ref = ev.get("objectRef") or {}
+            if (ev.get("stage") != "ResponseComplete" or ref.get("namespace") != ns
+                    or ev.get("user", {}).get("username") != OPERATOR_USER or ev.get("verb") not in WRITE_VERBS):
+                continue
+            what = f"{ev['verb']} {ref.get('resource', '?')}" + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            out.append({"what": what, "received_s": rel(ev["requestReceivedTimestamp"]),
+                        "done_s": rel(ev["stageTimestamp"])})
+        since_ms = int(t0_epoch * 1000) - 1
+        for e in stack.emu.stats()["log"]:
+            body = e.get("body")
+            if (e.get("method") == "POST" and e.get("ts", 0) >= since_ms and isinstance(body, dict)
+                    and f".{ns}." in str(body.get("endpointUrl", ""))):
+                out.append({"what": "registry POST", "received_s": None, "done_s": round(e["ts"] / 1000 - t0_epoch, 3)})
+        return sorted(out, key=lambda x: x["done_s"])
 
     def _fairness_run(self, k: int) -> dict[str, Any]:
         s = self.sizes
@@ -1198,6 +1242,7 @@ class Bench:
             a_watch.wait(lambda x: sum(i.ready for i in x.items.values()) >= trigger, s.timeout,
                          f"{trigger} LLMs Ready")
             a_ready_at_b_create = a_watch.ready_count()
+            b_created_epoch = time.time()
             lone_s = self._lone_create(b_watch, b_ns, "lone")
             b_ready_at = b_watch.items["lone"].ready_at or 0.0
             a_ready_at_b_ready = a_watch.ready_count(at=b_ready_at)
@@ -1206,6 +1251,7 @@ class Bench:
                 raise applied["error"]
             a_converge_s = a_watch.wait_ready(names, s.timeout) - t0
             self._settle()
+            timeline = self._lone_timeline(w["audit"], b_ns, b_created_epoch)
             window = self._close(w)
             self.created += n + 1
             out_delete = self._delete(a_watch, a_ns, names)
@@ -1218,7 +1264,8 @@ class Bench:
         self.say(f"   run {k + 1}: lone create in B Ready in {lone_s:.2f}s while A's {n} converged "
                  f"(A Ready: {a_ready_at_b_create} at B's create, {a_ready_at_b_ready} at B's Ready; "
                  f"all of A in {a_converge_s:.1f}s)")
-        return {"lone_s": lone_s, "a_ready_at_b_create": a_ready_at_b_create, "a_ready_at_b_ready": a_ready_at_b_ready,
+        return {"lone_s": lone_s, "timeline": timeline,
+                "a_ready_at_b_create": a_ready_at_b_create, "a_ready_at_b_ready": a_ready_at_b_ready,
                 "a_converge_s": a_converge_s, "a_apply_s": applied.get("s"), "registry": window["registry"],
                 "cpu": window["cpu"], "delete": out_delete}
 

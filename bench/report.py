@@ -346,11 +346,34 @@ def fairness_section(r: dict[str, Any]) -> str:
         "requests in the run | operator CPU | other processes CPU |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for i, run in enumerate(fair["runs"], 1):
+    rows = [(str(i), run) for i, run in enumerate(fair["runs"], 1)]
+    diag = fair.get("diagnostic")
+    if diag:
+        rows.append((f"`--registry-rps {diag['rps']:g}`", diag))
+    for i, run in rows:
         lines.append(f"| {i} | {_s(run['lone_s'])} | {run['a_ready_at_b_create']:,} / {n:,} | "
                      f"{run['a_ready_at_b_ready']:,} / {n:,} | {_s(run['a_converge_s'], 1)} | "
                      f"{_counts(_reqs(run['registry']))} | {_s(run['cpu']['operator'], 1)} | "
                      f"{_s(run['cpu']['other'], 1)} |")
+    lines += [
+        "",
+        "Where B's time went, in seconds after its create request (the operator's API-server writes on B's object "
+        "from the audit log, received → completed; the registry `POST` from the emulator):",
+        "",
+    ]
+    for i, run in rows:
+        steps = "; ".join(
+            f"{t['what']} {t['done_s']:.2f}" if t.get("received_s") is None
+            else f"{t['what']} {t['received_s']:.2f} → {t['done_s']:.2f}" for t in run.get("timeline") or [])
+        lines.append(f"- run {i}: {steps or 'not recorded'}; `Ready` seen at {run['lone_s']:.2f}")
+    if diag:
+        lines += [
+            "",
+            f"The `--registry-rps {diag['rps']:g}` run (not in the medians) makes the registry budget the bottleneck: "
+            f"A's {n:,} creates need {n / diag['rps']:.0f} s of it, so A's requests queue in the client. There B's "
+            "create is served from B's own queue instead of behind A's; in a single FIFO it would wait for every "
+            "request of A's queued before it.",
+        ]
     lines += [
         "",
         "What serves B first: the registry client keeps one wait queue per namespace and gives each free slot to the "
