@@ -93,6 +93,11 @@ class Sizes:
     memory_llms: tuple[int, ...]  # growth points (LLMs in the cluster)
     memory_secrets_at: int  # the growth point at which unrelated Secrets are added
     unrelated_secrets: int
+    fairness: int = 2000  # namespace A's LLMs, applied at once, while namespace B creates one (issue #13 part 5)
+    fairness_runs: int = 3  # loaded runs, and as many lone creates on an otherwise idle operator
+    # One more loaded run with this --registry-rps, where the registry budget (not the API server) is the bottleneck,
+    # so the per-namespace queues decide the order (not in the medians).
+    fairness_diagnostic_rps: float | None = 20.0
     settle_s: float = 2.0  # after a phase reaches its end state, before its counters are read
     quiet_s: float = 2.0  # registry silence that marks the end of an operator's resume pass
     sample_s: float = 3.0  # RSS sampling of a settled operator
@@ -106,12 +111,12 @@ class Sizes:
 FULL = Sizes(
     name="full", convergence=1000, convergence_runs=3, rotation=200, rotation_runs=3, latency_samples=50,
     drift_interval=15.0, drift_cycles=3, memory_llms=(100, 1000, 5000), memory_secrets_at=1000,
-    unrelated_secrets=10_000,
+    unrelated_secrets=10_000, fairness=2000, fairness_runs=3,
 )
 SMOKE = Sizes(
     name="smoke", convergence=20, convergence_runs=1, rotation=10, rotation_runs=1, latency_samples=3,
     drift_interval=1.0, drift_cycles=3, memory_llms=(20,), memory_secrets_at=20, unrelated_secrets=100,
-    settle_s=0.5, quiet_s=0.5, sample_s=1.0, diagnostic_rps=None, timeout=60.0, targets=False,
+    fairness=20, fairness_runs=1, fairness_diagnostic_rps=None, settle_s=0.5, quiet_s=0.5, sample_s=1.0, diagnostic_rps=None, timeout=60.0, targets=False,
 )
 
 
@@ -493,6 +498,11 @@ class LLMWatch:
         with self._cond:
             return max(self.gone.get(n, 0.0) for n in wanted)
 
+    def ready_count(self, at: float | None = None) -> int:
+        """How many are Ready now, or were Ready (for their current generation) by monotonic time `at`."""
+        with self._cond:
+            return sum(1 for i in self.items.values() if i.ready and (at is None or (i.ready_at or 0.0) <= at))
+
     def summary(self) -> str:
         items = list(self.items.values())
         return (f"{len(items)} present, {sum(i.ready for i in items)} ready, "
@@ -868,8 +878,7 @@ class Bench:
 
     # -- the run ----------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        s = self.sizes
+    def run(self, only: str | None = None) -> dict[str, Any]:
         self.results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         self.results["load_start"] = loadavg()
         started = time.monotonic()
@@ -877,19 +886,11 @@ class Bench:
         try:
             self._timed("setup", self.stack.start)
             cpu0 = self.stack.cpu_snapshot()
-            runs = [self._timed(f"convergence run {k + 1}", lambda k=k: self.convergence_run(k, last=k == s.convergence_runs - 1))
-                    for k in range(s.convergence_runs)]
-            self.results["convergence"] = self._convergence_summary(runs)
-            if s.diagnostic_rps:
-                self.results["convergence_diagnostic"] = self._timed(
-                    f"convergence at --registry-rps {s.diagnostic_rps:g}",
-                    lambda: self.convergence_run(s.convergence_runs, last=False, rps=s.diagnostic_rps))
-            self.results["rotation"] = self._timed("rotation", self.rotation)
-            self.results["latency"] = self._timed("latency", self.latency)
-            self.results["memory"] = self._timed("memory", self.memory)
-            self.stack.stop_operator()
-            self.results["calls"] = self._calls_summary()
-            self.results["operator_runs"] = [asdict(r) for r in self.stack.operator_runs]
+            if only == "fairness":
+                self.results["only"] = only
+                self.results["fairness"] = self._timed("fairness", self.fairness)
+            else:
+                self._run_all()
         finally:
             if cpu0 is not None:
                 try:
@@ -902,6 +903,24 @@ class Bench:
         self.results["wall_s"] = round(time.monotonic() - started, 1)
         self.results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         return self.results
+
+    def _run_all(self) -> None:
+        s = self.sizes
+        runs = [self._timed(f"convergence run {k + 1}", lambda k=k: self.convergence_run(k, last=k == s.convergence_runs - 1))
+                for k in range(s.convergence_runs)]
+        self.results["convergence"] = self._convergence_summary(runs)
+        if s.diagnostic_rps:
+            self.results["convergence_diagnostic"] = self._timed(
+                f"convergence at --registry-rps {s.diagnostic_rps:g}",
+                lambda: self.convergence_run(s.convergence_runs, last=False, rps=s.diagnostic_rps))
+        self.results["rotation"] = self._timed("rotation", self.rotation)
+        self.results["latency"] = self._timed("latency", self.latency)
+        # Before the memory phase, which leaves its LLMs in place (a fresh operator would resume them all).
+        self.results["fairness"] = self._timed("fairness", self.fairness)
+        self.results["memory"] = self._timed("memory", self.memory)
+        self.stack.stop_operator()
+        self.results["calls"] = self._calls_summary()
+        self.results["operator_runs"] = [asdict(r) for r in self.stack.operator_runs]
 
     # -- 1, 2, 3: convergence, update, steady state, delete --------------------------------------
 
@@ -1125,6 +1144,135 @@ class Bench:
                  f"p95 {out['p95_s'] * 1000:.0f} ms")
         return out
 
+    # -- 7: fair share (issue #13 part 5) ------------------------------------------------------------
+
+    def _lone_create(self, watch: LLMWatch, ns: str, name: str) -> float:
+        """One LLM created by itself: seconds from the create request to the watch event that shows it Ready."""
+        t0 = time.monotonic()
+        self.kube.custom().create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, llm_body(ns, name))
+        return watch.wait_ready([name], self.sizes.timeout) - t0
+
+    def fairness(self) -> dict[str, Any]:
+        """A lone create in namespace B while namespace A's `fairness` creates converge, against the same lone create
+        on an otherwise idle operator (one operator at the defaults for all of it)."""
+        s, stack = self.sizes, self.stack
+        stack.start_operator("fairness")
+        idle_ns = self._namespace("fair-idle")
+        idle_watch = LLMWatch(self.kube, idle_ns)
+        runs: list[dict[str, Any]] = []
+        try:
+            time.sleep(1.0)  # idle
+            idle: list[float] = []
+            for i in range(s.fairness_runs):
+                idle.append(self._lone_create(idle_watch, idle_ns, f"lone-{i}"))
+                time.sleep(0.3)
+            self.created += len(idle)
+            self.kube.delete_all_llms(idle_ns)
+            idle_watch.wait_gone([f"lone-{i}" for i in range(s.fairness_runs)], s.timeout)
+            self.deleted += len(idle)
+            self.say(f"   lone create, idle operator: {', '.join(f'{x:.2f}s' for x in idle)}")
+            for k in range(s.fairness_runs):
+                runs.append(self._fairness_run(k))
+            diagnostic = None
+            if s.fairness_diagnostic_rps:
+                stack.start_operator("fairness-rps", ["--registry-rps", f"{s.fairness_diagnostic_rps:g}"])
+                time.sleep(1.0)
+                diagnostic = self._fairness_run(s.fairness_runs)
+                diagnostic["rps"] = s.fairness_diagnostic_rps
+        finally:
+            idle_watch.stop()
+            stack.stop_operator()
+        loaded = [r["lone_s"] for r in runs]
+        return {"n": s.fairness, "runs": runs, "idle_s": idle, "loaded_s": loaded, "diagnostic": diagnostic,
+                "idle_median_s": statistics.median(idle), "loaded_median_s": statistics.median(loaded),
+                "delay_median_s": statistics.median(loaded) - statistics.median(idle)}
+
+    def _lone_timeline(self, audit_offset: int, ns: str, t0_epoch: float) -> list[dict[str, Any]]:
+        """Where B's create spent its time: each API-server write of the operator's on B's object (audit log: received
+        and completed) and the registry POST (emulator), in seconds after the harness sent B's create."""
+        from datetime import datetime
+
+        stack = self.stack
+        assert stack.cp is not None and stack.emu is not None
+        out: list[dict[str, Any]] = []
+
+        def rel(stamp: str) -> float:
+            return round(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - t0_epoch, 3)
+
+        with open(stack.cp.audit_log_path, "rb") as f:
+            f.seek(audit_offset)
+            data = f.read()
+        for line in data.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            ref = ev.get("objectRef") or {}
+            if (ev.get("stage") != "ResponseComplete" or ref.get("namespace") != ns
+                    or ev.get("user", {}).get("username") != OPERATOR_USER or ev.get("verb") not in WRITE_VERBS):
+                continue
+            what = f"{ev['verb']} {ref.get('resource', '?')}" + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            out.append({"what": what, "received_s": rel(ev["requestReceivedTimestamp"]),
+                        "done_s": rel(ev["stageTimestamp"])})
+        since_ms = int(t0_epoch * 1000) - 1
+        for e in stack.emu.stats()["log"]:
+            body = e.get("body")
+            if (e.get("method") == "POST" and e.get("ts", 0) >= since_ms and isinstance(body, dict)
+                    and f".{ns}." in str(body.get("endpointUrl", ""))):
+                out.append({"what": "registry POST", "received_s": None, "done_s": round(e["ts"] / 1000 - t0_epoch, 3)})
+        return sorted(out, key=lambda x: x["done_s"])
+
+    def _fairness_run(self, k: int) -> dict[str, Any]:
+        s = self.sizes
+        n = s.fairness
+        a_ns, b_ns = self._namespace(f"fair-a{k + 1}"), self._namespace(f"fair-b{k + 1}")
+        a_watch, b_watch = LLMWatch(self.kube, a_ns), LLMWatch(self.kube, b_ns)
+        names = [f"bulk-{i:05d}" for i in range(n)]
+        applied: dict[str, Any] = {}
+
+        def apply_a() -> None:
+            try:
+                applied["s"] = self.kube.create_llms(a_ns, [llm_body(a_ns, x) for x in names])
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                applied["error"] = exc
+
+        try:
+            w = self._window()
+            t0 = time.monotonic()
+            applier = threading.Thread(target=apply_a, name="apply-a", daemon=True)
+            applier.start()
+            # B creates once A's convergence is in full swing: a quarter of A Ready, three quarters still to go.
+            trigger = max(1, n // 4)
+            a_watch.wait(lambda x: sum(i.ready for i in x.items.values()) >= trigger, s.timeout,
+                         f"{trigger} LLMs Ready")
+            a_ready_at_b_create = a_watch.ready_count()
+            b_created_epoch = time.time()
+            lone_s = self._lone_create(b_watch, b_ns, "lone")
+            b_ready_at = b_watch.items["lone"].ready_at or 0.0
+            a_ready_at_b_ready = a_watch.ready_count(at=b_ready_at)
+            applier.join()
+            if "error" in applied:
+                raise applied["error"]
+            a_converge_s = a_watch.wait_ready(names, s.timeout) - t0
+            self._settle()
+            timeline = self._lone_timeline(w["audit"], b_ns, b_created_epoch)
+            window = self._close(w)
+            self.created += n + 1
+            out_delete = self._delete(a_watch, a_ns, names)
+            self.kube.delete_all_llms(b_ns)
+            b_watch.wait_gone(["lone"], s.timeout)
+            self.deleted += 1
+        finally:
+            a_watch.stop()
+            b_watch.stop()
+        self.say(f"   run {k + 1}: lone create in B Ready in {lone_s:.2f}s while A's {n} converged "
+                 f"(A Ready: {a_ready_at_b_create} at B's create, {a_ready_at_b_ready} at B's Ready; "
+                 f"all of A in {a_converge_s:.1f}s)")
+        return {"lone_s": lone_s, "timeline": timeline,
+                "a_ready_at_b_create": a_ready_at_b_create, "a_ready_at_b_ready": a_ready_at_b_ready,
+                "a_converge_s": a_converge_s, "a_apply_s": applied.get("s"), "registry": window["registry"],
+                "cpu": window["cpu"], "delete": out_delete}
+
     # -- 6: memory --------------------------------------------------------------------------------
 
     def _fresh_operator_rss(self, tag: str, n_llms: int) -> dict[str, Any]:
@@ -1270,11 +1418,12 @@ class Bench:
 
 
 def run_bench(sizes: Sizes = SMOKE, *, log: Callable[[str], None] = print, keep_dir: Path | None = None,
-              profile_dir: Path | None = None) -> dict[str, Any]:
-    """Run every phase at `sizes` on a stack of its own; everything started is stopped, the temp dir removed."""
+              profile_dir: Path | None = None, only: str | None = None) -> dict[str, Any]:
+    """Run every phase at `sizes` (or only the one named) on a stack of its own; everything started is stopped,
+    the temp dir removed."""
     workdir = Path(tempfile.mkdtemp(prefix="goodmem-bench-"))
     try:
-        results = Bench(sizes, workdir, log, profile_dir=profile_dir).run()
+        results = Bench(sizes, workdir, log, profile_dir=profile_dir).run(only=only)
     finally:
         if keep_dir is not None:
             keep_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 import zlib
@@ -25,6 +26,7 @@ import kopf
 from goodmem_operator import conditions as cond
 from goodmem_operator._kopf import ResourceMemories
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
+from goodmem_operator.fairness import tenant
 from goodmem_operator.llm_index import LLMIndex, snapshot
 from goodmem_operator.reconcile import Event, LLMObject, Outcome, Reconciler, RetryLater
 from goodmem_operator.secrets import CREDENTIALS_SELECTOR, UNKNOWN, SecretCache
@@ -220,16 +222,43 @@ def apply_outcome(outcome: Outcome, body: Any, patch: kopf.Patch) -> None:
 
 
 DRIFT_INTERVAL_ANNOTATION = "goodmem.ai/drift-interval"
+# The least a namespace may ask for with the annotation: every drift check is a registry GET out of the budget all
+# namespaces share ("0.0001" once made 395 GETs in 3 s from a single LLM). The operator's own --drift-interval is set
+# by whoever runs the operator and is not floored. It is also how often a drift daemon re-reads the annotation.
+DRIFT_INTERVAL_FLOOR = 30.0
+DRIFT_INTERVAL_CLAMPED = "DriftIntervalClamped"  # the Warning Event's reason
 
 
-def drift_interval_of(annotations: Any, default: float) -> float:
-    """The per-resource drift interval (annotation, seconds) or the operator's default."""
+@dataclass(frozen=True)
+class DriftInterval:
+    """The drift interval in force for one LLM, and the annotation value it replaced if that was clamped."""
+
+    seconds: float
+    clamped_from: str | None = None  # the annotation as given, when it was below the floor or not a number
+
+
+def drift_interval_of(annotations: Any, default: float, floor: float = DRIFT_INTERVAL_FLOOR) -> DriftInterval:
+    """The per-resource drift interval: the annotation (seconds, at least `floor`) or the operator's default.
+
+    A value below the floor, or one that is not a finite number ("fast", "nan", "-1", "inf"), gives the floor:
+    a namespace may ask for checks more often than the default, never for a loop."""
     raw = (annotations or {}).get(DRIFT_INTERVAL_ANNOTATION)
+    if raw is None:
+        return DriftInterval(default)
     try:
-        value = float(raw) if raw is not None else default
-    except ValueError:
-        return default
-    return value if value > 0 else default
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isfinite(value) and value >= floor:
+        return DriftInterval(value)
+    return DriftInterval(floor, clamped_from=str(raw))
+
+
+def drift_clamped_message(interval: DriftInterval) -> str:
+    given = interval.clamped_from or ""
+    shown = given if len(given) <= 40 else given[:40] + "..."
+    return (f"annotation {DRIFT_INTERVAL_ANNOTATION}={shown!r} is below the floor of {DRIFT_INTERVAL_FLOOR:g}s "
+            f"or not a number of seconds; drift checks run every {interval.seconds:g}s")
 
 
 def _jitter(uid: str) -> float:
@@ -241,19 +270,21 @@ async def run_reconcile(rt: Runtime, body: Any, trigger: str) -> Outcome:
     """The reconcile plus its metrics; every path goes through here."""
     obj = LLMObject.from_body(body)
     started = time.monotonic()
-    outcome = await rt.reconciler.reconcile(obj, trigger=trigger)
+    with tenant(obj.namespace):  # its registry calls queue in its namespace's turn (fairness.py)
+        outcome = await rt.reconciler.reconcile(obj, trigger=trigger)
     if rt.metrics is not None:
         rt.metrics.reconciled(obj.uid, trigger, outcome, time.monotonic() - started)
     return outcome
 
 
-def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, recheck: float = 30.0) -> kopf.OperatorRegistry:
+def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float,
+                   recheck: float = DRIFT_INTERVAL_FLOOR) -> kopf.OperatorRegistry:
     """All handlers, on a registry of their own.  `runtime_ref['rt']` is filled at startup.
 
     Drift: a daemon per LLM reconciles when the LLM's interval (annotation
-    goodmem.ai/drift-interval, else `drift_interval`, times a stable per-resource jitter)
-    has passed since its last reconcile of any kind; a changed annotation is seen within
-    `recheck` seconds.
+    goodmem.ai/drift-interval, at least DRIFT_INTERVAL_FLOOR, else `drift_interval`, times a stable
+    per-resource jitter) has passed since its last reconcile of any kind; a changed annotation is
+    seen within `recheck` seconds, from the daemon's first wait on.
     """
     registry = kopf.OperatorRegistry()
 
@@ -283,18 +314,28 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
     @kopf.daemon(GROUP, VERSION, PLURAL, id="drift", cancellation_timeout=5.0, registry=registry)
     async def observe_drift(stopped: kopf.DaemonStopped, body: Any, uid: str, **_: Any) -> None:
         """One quiet loop per LLM: re-observe when its drift interval has passed since its last reconcile."""
-        # `body` is a live view in kopf daemons: annotation changes are seen on the next wake-up.
-        await stopped.wait(drift_interval_of(body.get("metadata", {}).get("annotations"), drift_interval)
-                           * random.uniform(0.5, 1.0))
+        # `body` is a live view in kopf daemons: annotation changes are seen on the next wake-up, and no wait is
+        # longer than `recheck`, the first one included.
+        started = time.monotonic()
+        # Before any reconcile of this LLM is recorded, the first check is due this share of an interval after the
+        # daemon started (a restart's checks spread out); once one is, an interval (with jitter) after the last one.
+        first_share = random.uniform(0.5, 1.0)
+        warned: str | None = None  # the clamped annotation value last warned about
         retry_in: float | None = None
         while not stopped:
             meta = body.get("metadata", {})
             if meta.get("deletionTimestamp"):
                 return
+            interval = drift_interval_of(meta.get("annotations"), drift_interval)
+            if interval.clamped_from is not None and interval.clamped_from != warned:
+                kopf.event(body, type="Warning", reason=DRIFT_INTERVAL_CLAMPED, message=drift_clamped_message(interval))
+            warned = interval.clamped_from
             if retry_in is None:
-                due = drift_interval_of(meta.get("annotations"), drift_interval) * _jitter(uid)
                 last = rt().reconciler.last_observed.get(uid)
-                remaining = due - (time.monotonic() - last) if last is not None else 0.0
+                if last is None:
+                    remaining = interval.seconds * first_share - (time.monotonic() - started)
+                else:
+                    remaining = interval.seconds * _jitter(uid) - (time.monotonic() - last)
                 if remaining > 0:
                     await stopped.wait(min(remaining, recheck))
                     continue
@@ -311,7 +352,8 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float, re
     async def release_llm(body: Any, patch: kopf.Patch, **_: Any) -> None:
         obj = LLMObject.from_body(body)
         try:
-            events = await rt().reconciler.finalize(obj)
+            with tenant(obj.namespace):  # as in run_reconcile: the namespace's own turn at the registry
+                events = await rt().reconciler.finalize(obj)
         except RetryLater as exc:
             deleting = cond.deleting(f"{exc} (retrying in {exc.delay:g}s)")
             patch.status["conditions"] = cond.dump(cond.set_conditions(None, [deleting], obj.generation))

@@ -17,7 +17,6 @@ finalizer.  Ids are checked to be UUIDs before they go into a URL path.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -26,6 +25,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
+
+from goodmem_operator.fairness import FairLimiter
 
 REDACTED = "<redacted>"
 _BODY_LIMIT = 300
@@ -170,40 +171,6 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-class RateLimiter:
-    """At most `concurrency` requests in flight and `rate` requests per second (token bucket)."""
-
-    def __init__(self, concurrency: int, rate: float, burst: int | None = None) -> None:
-        self._sem = asyncio.Semaphore(max(1, concurrency))
-        self._rate = max(0.001, rate)
-        self._capacity = float(burst if burst is not None else max(1, int(rate)))
-        self._tokens = self._capacity
-        self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def _take(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self._rate)
-
-    async def __aenter__(self) -> None:
-        await self._sem.acquire()
-        try:
-            await self._take()
-        except BaseException:
-            self._sem.release()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._sem.release()
-
-
 class RegistryClient:
     """The registry's five verbs over one reused HTTP connection pool."""
 
@@ -219,7 +186,7 @@ class RegistryClient:
         observer: Any = None,
     ) -> None:
         self._api_key = api_key
-        self._limiter = RateLimiter(concurrency, rate)
+        self._limiter = FairLimiter(concurrency, rate)  # per-namespace queues, served in turn (fairness.py)
         self._observer = observer  # callable(verb, status, seconds) for metrics
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -323,7 +290,7 @@ class RegistryClient:
         started = time.monotonic()
         status_label = "error"
         try:
-            async with self._limiter:
+            async with self._limiter.slot():
                 try:
                     response = await self._http.request(method, path, json=json_body, params=params)
                 except httpx.TimeoutException as exc:

@@ -84,9 +84,20 @@ def test_memory(results: dict) -> None:
     assert sec["churn_api_writes"] == {}
 
 
+def test_fair_share(results: dict) -> None:
+    fair = results["fairness"]
+    assert fair["n"] == SMOKE.fairness and len(fair["runs"]) == len(fair["idle_s"]) == SMOKE.fairness_runs
+    assert all(_positive(x) for x in fair["idle_s"] + fair["loaded_s"])
+    for run in fair["runs"]:
+        assert run["a_ready_at_b_create"] >= max(1, SMOKE.fairness // 4)  # B came while A was converging
+        assert run["registry"]["POST"] == SMOKE.fairness + 1 and run["registry"]["errors"] == 0
+        assert run["delete"]["registry"]["DELETE"] == SMOKE.fairness
+
+
 def test_report_renders_every_section(results: dict) -> None:
     text = render(results)
     for heading in ("## Results", "## 1. Convergence", "## 2. Calls per change", "## 3. Steady state",
-                    "## 4. Rotation", "## 5. Latency", "## 6. Memory", "## Scale plan", "make bench"):
+                    "## 4. Rotation", "## 5. Latency", "## 6. Memory", "## 7. Fair share", "## Scale plan",
+                    "make bench"):
         assert heading in text
     assert "**miss**" not in text and "(smoke)" in text  # no targets judged at smoke size

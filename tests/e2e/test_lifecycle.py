@@ -71,12 +71,12 @@ def test_conflict_between_two_resources(kube: Kube, namespace: str, operator: Op
 def test_drift_corrected_and_reported(kube: Kube, namespace: str, operator: OperatorProcess,
                                       emulator: EmulatorProcess) -> None:
     manifest = json.loads(llm_manifest("drifty", description="declared", labels={"a": "1"}))
-    manifest["metadata"]["annotations"] = {"goodmem.ai/drift-interval": "2"}
+    manifest["metadata"]["annotations"] = {"goodmem.ai/drift-interval": "30"}  # the floor (test_fairness.py)
     kube.apply(namespace, json.dumps(manifest))
     kube.wait_condition(namespace, "drifty")
     llm_id = kube.get(namespace, "llm", "drifty")["status"]["llmId"]
     emulator.admin_request("PUT", f"/v1/llms/{llm_id}", {"description": "changed by hand", "mergeLabels": {"b": "2"}})
-    kube.wait_for(lambda: emulator.record(llm_id)["description"] == "declared", 20, "drift corrected")
+    kube.wait_for(lambda: emulator.record(llm_id)["description"] == "declared", 75, "drift corrected")
     assert "b" not in emulator.record(llm_id)["labels"]
     event = kube.wait_for(lambda: next((e for e in kube.events(namespace) if e["reason"] == "DriftCorrected"), None), 10)
     assert "description" in event["message"] and "labels" in event["message"]
@@ -86,12 +86,12 @@ def test_drift_corrected_and_reported(kube: Kube, namespace: str, operator: Oper
 def test_vanished_entry_recreated_with_same_id(kube: Kube, namespace: str, operator: OperatorProcess,
                                                emulator: EmulatorProcess) -> None:
     manifest = json.loads(llm_manifest("phoenix"))
-    manifest["metadata"]["annotations"] = {"goodmem.ai/drift-interval": "2"}
+    manifest["metadata"]["annotations"] = {"goodmem.ai/drift-interval": "30"}  # the floor (test_fairness.py)
     kube.apply(namespace, json.dumps(manifest))
     kube.wait_condition(namespace, "phoenix")
     llm_id = kube.get(namespace, "llm", "phoenix")["status"]["llmId"]
     emulator.admin_request("DELETE", f"/v1/llms/{llm_id}")
-    kube.wait_for(lambda: emulator.record(llm_id) is not None, 20, "recreated")
+    kube.wait_for(lambda: emulator.record(llm_id) is not None, 75, "recreated")
 
 
 def test_pause_and_resume(kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess) -> None:

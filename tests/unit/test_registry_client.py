@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 
+from goodmem_operator.fairness import tenant
 from goodmem_operator.registry import (
     BadRequest,
     Conflict,
@@ -97,7 +98,11 @@ async def test_concurrency_is_capped() -> None:
         return httpx.Response(200, json={"llms": []})
 
     async with client(slow, concurrency=3, rate=10_000) as c:
-        await asyncio.gather(*(c.list_llms() for _ in range(20)))
+        async def in_namespace(i: int) -> None:
+            with tenant(f"ns-{i}"):  # one namespace each: the per-namespace cap (test_fairness.py) is not what binds
+                await c.list_llms()
+
+        await asyncio.gather(*(in_namespace(i) for i in range(20)))
     assert peak == 3
 
 
