@@ -23,10 +23,10 @@ import asyncio
 import concurrent.futures
 import json
 import math
-import re
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import string
@@ -38,7 +38,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ import kubernetes.watch
 from kubernetes.client.rest import ApiException
 
 from goodmem_devcluster import ControlPlane
-from goodmem_devcluster.audit import WRITE_VERBS, read_audit_events
+from goodmem_devcluster.audit import WRITE_VERBS
 from goodmem_devcluster.gobuild import ETCD_VERSION, KUBERNETES_VERSION
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
 
@@ -109,14 +109,41 @@ class Sizes:
 
 
 FULL = Sizes(
-    name="full", convergence=1000, convergence_runs=3, rotation=200, rotation_runs=3, latency_samples=50,
-    drift_interval=15.0, drift_cycles=3, memory_llms=(100, 1000, 5000), memory_secrets_at=1000,
-    unrelated_secrets=10_000, fairness=2000, fairness_runs=3,
+    name="full",
+    convergence=1000,
+    convergence_runs=3,
+    rotation=200,
+    rotation_runs=3,
+    latency_samples=50,
+    drift_interval=15.0,
+    drift_cycles=3,
+    memory_llms=(100, 1000, 5000),
+    memory_secrets_at=1000,
+    unrelated_secrets=10_000,
+    fairness=2000,
+    fairness_runs=3,
 )
 SMOKE = Sizes(
-    name="smoke", convergence=20, convergence_runs=1, rotation=10, rotation_runs=1, latency_samples=3,
-    drift_interval=1.0, drift_cycles=3, memory_llms=(20,), memory_secrets_at=20, unrelated_secrets=100,
-    fairness=20, fairness_runs=1, fairness_diagnostic_rps=None, settle_s=0.5, quiet_s=0.5, sample_s=1.0, diagnostic_rps=None, timeout=60.0, targets=False,
+    name="smoke",
+    convergence=20,
+    convergence_runs=1,
+    rotation=10,
+    rotation_runs=1,
+    latency_samples=3,
+    drift_interval=1.0,
+    drift_cycles=3,
+    memory_llms=(20,),
+    memory_secrets_at=20,
+    unrelated_secrets=100,
+    fairness=20,
+    fairness_runs=1,
+    fairness_diagnostic_rps=None,
+    settle_s=0.5,
+    quiet_s=0.5,
+    sample_s=1.0,
+    diagnostic_rps=None,
+    timeout=60.0,
+    targets=False,
 )
 
 
@@ -144,7 +171,7 @@ def proc_cpu_seconds(pid: int | None, *, children: bool = False) -> float:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     if children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (waited-for children: kubectl)
@@ -166,6 +193,7 @@ def loadavg() -> tuple[float, float, float]:
 
 def source_state() -> dict[str, Any]:
     """The commit measured, and whether the operator's sources differed from it (uncommitted edits)."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
@@ -177,8 +205,11 @@ def source_state() -> dict[str, Any]:
     digest = hashlib.sha256()
     for path in sorted((ROOT / "operator" / "goodmem_operator").rglob("*.py")):
         digest.update(path.read_bytes())
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "operator_sha256": digest.hexdigest()[:16],
-            "dirty": [line[3:] for line in git("status", "--porcelain", "--", "operator", "pyproject.toml").splitlines()]}
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "operator_sha256": digest.hexdigest()[:16],
+        "dirty": [line[3:] for line in git("status", "--porcelain", "--", "operator", "pyproject.toml").splitlines()],
+    }
 
 
 def machine_facts() -> dict[str, Any]:
@@ -249,8 +280,13 @@ def llm_body(namespace: str, name: str, *, secret: str | None = None) -> dict[st
         "modelIdentifier": f"model-{name}",
     }
     if secret:
-        spec["credentials"] = {"apiKey": {"secretKeyRef": {"name": secret, "key": "api-key"},
-                                          "headerName": "Authorization", "prefix": "Bearer "}}
+        spec["credentials"] = {
+            "apiKey": {
+                "secretKeyRef": {"name": secret, "key": "api-key"},
+                "headerName": "Authorization",
+                "prefix": "Bearer ",
+            }
+        }
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LLM", "metadata": {"name": name}, "spec": spec}
 
 
@@ -259,8 +295,11 @@ def floor_body(namespace: str, name: str) -> dict[str, Any]:
     spec = llm_body(namespace, name)["spec"]
     uid = str(uuid.uuid4())
     return {
-        "displayName": spec["displayName"], "providerType": spec["providerType"], "endpointUrl": spec["endpointUrl"],
-        "modelIdentifier": spec["modelIdentifier"], "llmId": str(uuid.uuid4()),
+        "displayName": spec["displayName"],
+        "providerType": spec["providerType"],
+        "endpointUrl": spec["endpointUrl"],
+        "modelIdentifier": spec["modelIdentifier"],
+        "llmId": str(uuid.uuid4()),
         "labels": {"goodmem.ai/owner-uid": uid, "goodmem.ai/owner": f"default/{namespace}/{name}"},
     }
 
@@ -270,8 +309,13 @@ CREDENTIALS_LABELS = {"goodmem.ai/credentials": "true"}
 
 
 def secret_body(name: str, data: dict[str, str], labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels or {}},
-            "type": "Opaque", "stringData": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "labels": labels or {}},
+        "type": "Opaque",
+        "stringData": data,
+    }
 
 
 def _suffix() -> str:
@@ -340,22 +384,39 @@ class Kube:
             raise BenchError(f"API server answered {response.status}: {body[:300]!r}")
 
     def create_llms(self, namespace: str, bodies: list[dict[str, Any]]) -> float:
-        return self._bulk(lambda b: self._drain(self.custom().create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, b, _preload_content=False)), bodies)
+        return self._bulk(
+            lambda b: self._drain(
+                self.custom().create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, b, _preload_content=False
+                )
+            ),
+            bodies,
+        )
 
     def patch_llm_specs(self, namespace: str, names: list[str], spec_patch: dict[str, Any]) -> float:
         return self._bulk(
-            lambda n: self._drain(self.custom().patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, n, {"spec": spec_patch},
-                _content_type="application/merge-patch+json", _preload_content=False)),
-            names)
+            lambda n: self._drain(
+                self.custom().patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    n,
+                    {"spec": spec_patch},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
+            ),
+            names,
+        )
 
     def delete_all_llms(self, namespace: str) -> None:
         self.custom().delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
 
     def create_secrets(self, namespace: str, bodies: list[dict[str, Any]]) -> float:
-        return self._bulk(lambda b: self._drain(self.core().create_namespaced_secret(namespace, b, _preload_content=False)),
-                          bodies)
+        return self._bulk(
+            lambda b: self._drain(self.core().create_namespaced_secret(namespace, b, _preload_content=False)), bodies
+        )
 
     def replace_secret_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
         self.core().patch_namespaced_secret(name, namespace, {"stringData": data})
@@ -419,8 +480,16 @@ class LLMWatch:
             while not self._stop.is_set():
                 w = kubernetes.watch.Watch()
                 try:
-                    for event in w.stream(custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
-                                          resource_version=rv, timeout_seconds=5, allow_watch_bookmarks=True):
+                    for event in w.stream(
+                        custom.list_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        resource_version=rv,
+                        timeout_seconds=5,
+                        allow_watch_bookmarks=True,
+                    ):
                         kind, obj = event["type"], event["object"]
                         if kind == "ERROR":
                             raise ApiException(status=(obj or {}).get("code", 500), reason=str(obj))
@@ -441,7 +510,7 @@ class LLMWatch:
                         rv = self._list()
                     else:
                         raise
-        except BaseException as exc:  # noqa: BLE001 - surfaced by wait()
+        except BaseException as exc:
             if not self._stop.is_set():
                 self._error = exc
                 with self._cond:
@@ -473,8 +542,9 @@ class LLMWatch:
                     raise BenchError(f"watch on {self.namespace} failed: {self._error!r}")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise BenchError(f"timed out after {timeout:g}s waiting for {what} in {self.namespace}: "
-                                     f"{self.summary()}")
+                    raise BenchError(
+                        f"timed out after {timeout:g}s waiting for {what} in {self.namespace}: {self.summary()}"
+                    )
                 self._cond.wait(min(left, 1.0))
 
     def wait_ready(self, names: Iterable[str], timeout: float, generation: int | None = None) -> float:
@@ -505,8 +575,10 @@ class LLMWatch:
 
     def summary(self) -> str:
         items = list(self.items.values())
-        return (f"{len(items)} present, {sum(i.ready for i in items)} ready, "
-                f"{sum(i.deleting for i in items)} deleting, {len(self.gone)} gone")
+        return (
+            f"{len(items)} present, {sum(i.ready for i in items)} ready, "
+            f"{sum(i.deleting for i in items)} deleting, {len(self.gone)} gone"
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -517,7 +589,9 @@ class LLMWatch:
 # ----------------------------------------------------------------------------------------- stack
 
 
-_ACCESS = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) aiohttp\.access \S+ "(\w+) (/v1\S*) HTTP/[\d.]+" (\d{3}) ')
+_ACCESS = re.compile(
+    r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) aiohttp\.access \S+ "(\w+) (/v1\S*) HTTP/[\d.]+" (\d{3}) '
+)
 
 
 class RegistryAccessLog:
@@ -595,15 +669,17 @@ class Stack:
         policy.write_text(AUDIT_POLICY)
         self.cp = ControlPlane(extra_apiserver_args=[f"--audit-policy-file={policy}"])
         self.cp.start()
-        self.emu = EmulatorProcess(self.workdir / "emulator.log", api_key="bench-operator-key",
-                                   admin_key="bench-admin-key").start()
+        self.emu = EmulatorProcess(
+            self.workdir / "emulator.log", api_key="bench-operator-key", admin_key="bench-admin-key"
+        ).start()
         self.registry = RegistryAccessLog(self.emu.log_path)
         self.cp.kubectl("apply", "-f", str(ROOT / "crds"))
         self.cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
         self._wait_crd_storage()
         # The operator runs as a user of its own, so the audit log tells its requests from the harness's.
-        self.op_kubeconfig = self.cp.kubeconfig_for_user(OPERATOR_USER, ("system:masters",),
-                                                         self.workdir / "operator.kubeconfig")
+        self.op_kubeconfig = self.cp.kubeconfig_for_user(
+            OPERATOR_USER, ("system:masters",), self.workdir / "operator.kubeconfig"
+        )
         self.kube = Kube(self.cp)
         return self
 
@@ -644,12 +720,22 @@ class Stack:
     def start_operator(self, tag: str, extra_args: list[str] | None = None) -> OperatorRun:
         assert self.cp is not None and self.emu is not None and self.op_kubeconfig is not None
         self.stop_operator()
-        args = ["--registry-concurrency", str(self.sizes.registry_concurrency),
-                "--registry-rps", f"{self.sizes.registry_rps:g}", *(extra_args or [])]
+        args = [
+            "--registry-concurrency",
+            str(self.sizes.registry_concurrency),
+            "--registry-rps",
+            f"{self.sizes.registry_rps:g}",
+            *(extra_args or []),
+        ]
         started = time.monotonic()
-        self.op = OperatorProcess(self.workdir / f"operator-{tag}.log", kubeconfig=self.op_kubeconfig,
-                                  base_url=self.emu.base_url, api_key=self.emu.api_key, extra_args=args,
-                                  extra_env=self.operator_env).start(timeout=90)
+        self.op = OperatorProcess(
+            self.workdir / f"operator-{tag}.log",
+            kubeconfig=self.op_kubeconfig,
+            base_url=self.emu.base_url,
+            api_key=self.emu.api_key,
+            extra_args=args,
+            extra_env=self.operator_env,
+        ).start(timeout=90)
         assert self.op.pid is not None
         self.sampler = RssSampler(self.op.pid)
         self.op_run = OperatorRun(tag=tag, pid=self.op.pid, started=started)
@@ -729,9 +815,9 @@ class Stack:
                 writes[what] += 1
                 if (ev.get("responseStatus") or {}).get("code", 200) >= 400:
                     failed[f"{what} {ev['responseStatus']['code']}"] += 1
-            elif verb == "watch" and stage == "ResponseStarted":
-                reads[what] += 1
-            elif verb in ("get", "list") and stage == "ResponseComplete":
+            elif (verb == "watch" and stage == "ResponseStarted") or (
+                verb in ("get", "list") and stage == "ResponseComplete"
+            ):
                 reads[what] += 1
         return {"writes": writes, "reads": reads, "failed": failed}
 
@@ -746,7 +832,10 @@ class Stack:
             # The harness itself, plus its waited-for children (kubectl) minus the operators it has stopped
             # (they are its children too, and are counted under "operator").
             "harness": proc_cpu_seconds(os.getpid())
-            + max(0.0, proc_cpu_seconds(os.getpid(), children=True) - proc_cpu_seconds(os.getpid()) - self._operator_cpu_done),
+            + max(
+                0.0,
+                proc_cpu_seconds(os.getpid(), children=True) - proc_cpu_seconds(os.getpid()) - self._operator_cpu_done,
+            ),
         }
 
 
@@ -771,8 +860,13 @@ def registry_summary(d: dict[str, int]) -> dict[str, int]:
         "PUT": d.get("PUT /v1/llms/{id}", 0),
         "DELETE": d.get("DELETE /v1/llms/{id}", 0),
         "GET 404": d.get("status GET /v1/llms/{id} 404", 0),  # the observe before a create: expected
-        "errors": sum(n for k, n in d.items() if k.startswith("status ") and not k.rsplit(" ", 1)[1].startswith("2")
-                      and k != "status GET /v1/llms/{id} 404"),
+        "errors": sum(
+            n
+            for k, n in d.items()
+            if k.startswith("status ")
+            and not k.rsplit(" ", 1)[1].startswith("2")
+            and k != "status GET /v1/llms/{id} 404"
+        ),
     }
 
 
@@ -782,8 +876,9 @@ def registry_summary(d: dict[str, int]) -> dict[str, int]:
 async def _floor(base_url: str, api_key: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
     sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, headers={"x-api-key": api_key}, limits=limits,
-                                 timeout=30.0, trust_env=False) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"x-api-key": api_key}, limits=limits, timeout=30.0, trust_env=False
+    ) as client:
 
         async def call(method: str, path: str, body: Any = None) -> int:
             async with sem:
@@ -812,15 +907,20 @@ def run_floor(base_url: str, api_key: str, bodies: list[dict[str, Any]], concurr
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, workdir: Path, log: Callable[[str], None] = print,
-                 profile_dir: Path | None = None) -> None:
+    def __init__(
+        self, sizes: Sizes, workdir: Path, log: Callable[[str], None] = print, profile_dir: Path | None = None
+    ) -> None:
         self.sizes = sizes
         self.workdir = workdir
         self.say = log
         self.profile_dir = profile_dir
         self.stack = Stack(sizes, workdir, log)
-        self.results: dict[str, Any] = {"sizes": asdict(sizes), "machine": machine_facts(), "source": source_state(),
-                                        "phases_s": {}}
+        self.results: dict[str, Any] = {
+            "sizes": asdict(sizes),
+            "machine": machine_facts(),
+            "source": source_state(),
+            "phases_s": {},
+        }
         self.floor_registry: Counter[str] = Counter()  # the floor's requests, kept out of the operator's totals
         self.created = self.updated = self.deleted = self.rotated = 0
 
@@ -832,8 +932,12 @@ class Bench:
         return self.stack.kube
 
     def _window(self) -> dict[str, Any]:
-        return {"registry": self.stack.registry_counts(), "audit": self.stack.audit_mark(),
-                "cpu": self.stack.cpu_snapshot(), "t": time.monotonic()}
+        return {
+            "registry": self.stack.registry_counts(),
+            "audit": self.stack.audit_mark(),
+            "cpu": self.stack.cpu_snapshot(),
+            "t": time.monotonic(),
+        }
 
     def _close(self, w: dict[str, Any], *, count: bool = True) -> dict[str, Any]:
         reg = delta(self.stack.registry_counts(), w["registry"])
@@ -841,8 +945,14 @@ class Bench:
         cpu = cpu_delta(w["cpu"], self.stack.cpu_snapshot(), time.monotonic() - w["t"])
         if not count:
             self.floor_registry.update(reg)
-        return {"registry": registry_summary(reg), "registry_raw": reg, "api_writes": dict(audit["writes"]),
-                "api_reads": dict(audit["reads"]), "api_failed": dict(audit["failed"]), "cpu": cpu}
+        return {
+            "registry": registry_summary(reg),
+            "registry_raw": reg,
+            "api_writes": dict(audit["writes"]),
+            "api_reads": dict(audit["reads"]),
+            "api_failed": dict(audit["failed"]),
+            "cpu": cpu,
+        }
 
     def _wait_registry_quiet(self, min_gets: int, before: Counter[str]) -> None:
         """Until the operator has made at least `min_gets` GETs since `before` and then nothing for `quiet_s`."""
@@ -873,8 +983,11 @@ class Bench:
         try:
             return fn()
         finally:
-            self.results["phases_s"][name] = {"wall_s": round(time.monotonic() - started, 1),
-                                              "load_before": load_before, "load_after": loadavg()}
+            self.results["phases_s"][name] = {
+                "wall_s": round(time.monotonic() - started, 1),
+                "load_before": load_before,
+                "load_after": loadavg(),
+            }
 
     # -- the run ----------------------------------------------------------------------------------
 
@@ -895,7 +1008,7 @@ class Bench:
             if cpu0 is not None:
                 try:
                     self.results["cpu_total"] = cpu_delta(cpu0, self.stack.cpu_snapshot(), time.monotonic() - started)
-                except Exception:  # noqa: BLE001 - best effort after a failure
+                except Exception:
                     pass
             self.stack.stop()
         self.results["load_end"] = loadavg()
@@ -906,13 +1019,18 @@ class Bench:
 
     def _run_all(self) -> None:
         s = self.sizes
-        runs = [self._timed(f"convergence run {k + 1}", lambda k=k: self.convergence_run(k, last=k == s.convergence_runs - 1))
-                for k in range(s.convergence_runs)]
+        runs = [
+            self._timed(
+                f"convergence run {k + 1}", lambda k=k: self.convergence_run(k, last=k == s.convergence_runs - 1)
+            )
+            for k in range(s.convergence_runs)
+        ]
         self.results["convergence"] = self._convergence_summary(runs)
         if s.diagnostic_rps:
             self.results["convergence_diagnostic"] = self._timed(
                 f"convergence at --registry-rps {s.diagnostic_rps:g}",
-                lambda: self.convergence_run(s.convergence_runs, last=False, rps=s.diagnostic_rps))
+                lambda: self.convergence_run(s.convergence_runs, last=False, rps=s.diagnostic_rps),
+            )
         self.results["rotation"] = self._timed("rotation", self.rotation)
         self.results["latency"] = self._timed("latency", self.latency)
         # Before the memory phase, which leaves its LLMs in place (a fresh operator would resume them all).
@@ -935,10 +1053,13 @@ class Bench:
 
         # The floor: the same creates from a bare client at the same concurrency (kept out of the operator's counts).
         floor_w = self._window()
-        out["floor"] = run_floor(stack.emu.base_url, stack.emu.api_key, [floor_body(ns, x) for x in names],
-                                 s.registry_concurrency)
+        out["floor"] = run_floor(
+            stack.emu.base_url, stack.emu.api_key, [floor_body(ns, x) for x in names], s.registry_concurrency
+        )
         self._close(floor_w, count=False)
-        self.say(f"   floor: {n} creates in {out['floor']['create_s']:.2f}s, deletes in {out['floor']['delete_s']:.2f}s")
+        self.say(
+            f"   floor: {n} creates in {out['floor']['create_s']:.2f}s, deletes in {out['floor']['delete_s']:.2f}s"
+        )
 
         op = stack.start_operator(tag, [] if rps is None else ["--registry-rps", f"{rps:g}"])
         watch = LLMWatch(self.kube, ns)
@@ -956,8 +1077,10 @@ class Bench:
             out["create"]["rss_max_mb"] = round(stack.sampler.max_kb() / 1024, 1) if stack.sampler else 0
             out["create"]["hwm_mb"] = round(stack.operator_hwm_mb(), 1)
             self.created += n
-            self.say(f"   {n} Ready in {out['converge_s']:.2f}s (applied in {out['apply_s']:.2f}s); "
-                     f"registry {out['create']['registry']}; api writes {sum(out['create']['api_writes'].values())}")
+            self.say(
+                f"   {n} Ready in {out['converge_s']:.2f}s (applied in {out['apply_s']:.2f}s); "
+                f"registry {out['create']['registry']}; api writes {sum(out['create']['api_writes'].values())}"
+            )
 
             if last:
                 out["update"] = self._update(watch, ns, names)
@@ -1015,27 +1138,40 @@ class Bench:
         deadline = time.monotonic() + s.timeout + s.drift_interval * (s.drift_cycles + 1)
         resumed: tuple[float, int] | None = None  # operator CPU and GETs when every LLM had its first check
         while True:
-            per_id = Counter(e["path"].rsplit("/", 1)[1] for e in stack.registry_log(since_ms)
-                             if e["method"] == "GET" and e["route"] == "/v1/llms/{id}")
+            per_id = Counter(
+                e["path"].rsplit("/", 1)[1]
+                for e in stack.registry_log(since_ms)
+                if e["method"] == "GET" and e["route"] == "/v1/llms/{id}"
+            )
             if resumed is None and all(per_id[i] >= 1 for i in ids.values()):
                 resumed = (stack.operator_cpu_seconds(), sum(per_id.values()))
             if all(per_id[i] >= wanted for i in ids.values()):
                 break
             if time.monotonic() > deadline:
-                raise BenchError(f"drift cycles did not complete: min GETs per LLM {min(per_id[i] for i in ids.values())}")
+                raise BenchError(
+                    f"drift cycles did not complete: min GETs per LLM {min(per_id[i] for i in ids.values())}"
+                )
             time.sleep(min(1.0, s.drift_interval / 4))
         elapsed = time.monotonic() - w["t"]
         assert resumed is not None
         drift_cpu = stack.operator_cpu_seconds() - resumed[0]
         drift_checks = sum(per_id.values()) - resumed[1]
         out = self._close(w)
-        out.update(n=len(names), drift_interval=s.drift_interval, cycles=s.drift_cycles, window_s=elapsed,
-                   checks_per_llm_min=min(per_id[i] for i in ids.values()),
-                   drift_checks=drift_checks, drift_cpu_s=round(drift_cpu, 2),
-                   rss_mb=round(stack.operator_rss_mb(), 1))
+        out.update(
+            n=len(names),
+            drift_interval=s.drift_interval,
+            cycles=s.drift_cycles,
+            window_s=elapsed,
+            checks_per_llm_min=min(per_id[i] for i in ids.values()),
+            drift_checks=drift_checks,
+            drift_cpu_s=round(drift_cpu, 2),
+            rss_mb=round(stack.operator_rss_mb(), 1),
+        )
         reg = out["registry"]
-        self.say(f"   steady state: {reg['GET']} GETs, writes {reg['POST'] + reg['PUT'] + reg['DELETE']}, "
-                 f"api writes {sum(out['api_writes'].values())}, api reads {sum(out['api_reads'].values())}")
+        self.say(
+            f"   steady state: {reg['GET']} GETs, writes {reg['POST'] + reg['PUT'] + reg['DELETE']}, "
+            f"api writes {sum(out['api_writes'].values())}, api reads {sum(out['api_reads'].values())}"
+        )
         return out
 
     @staticmethod
@@ -1073,33 +1209,47 @@ class Bench:
             self.created += len(names)
             ids = {watch.items[x].llm_id for x in names}
             for r in range(1, s.rotation_runs + 1):
-                before = {rec["llmId"]: rec["credentialsFingerprint"] for rec in stack.emu.records() if rec["llmId"] in ids}
+                before = {
+                    rec["llmId"]: rec["credentialsFingerprint"] for rec in stack.emu.records() if rec["llmId"] in ids
+                }
                 w = self._window()
                 t_epoch = time.time()
                 since_ms = int(t_epoch * 1000) - 1
                 self.kube.replace_secret_data(ns, "shared", {"api-key": f"rotation-{r}"})
                 deadline = time.monotonic() + s.timeout
                 while True:
-                    puts = [e for e in stack.registry_log(since_ms) if e["method"] == "PUT"
-                            and e["path"].rsplit("/", 1)[1] in ids and 200 <= e["status"] < 300]
+                    puts = [
+                        e
+                        for e in stack.registry_log(since_ms)
+                        if e["method"] == "PUT" and e["path"].rsplit("/", 1)[1] in ids and 200 <= e["status"] < 300
+                    ]
                     if {e["path"].rsplit("/", 1)[1] for e in puts} >= ids:
                         break
                     if time.monotonic() > deadline:
                         raise BenchError(f"rotation {r}: {len(puts)} of {len(ids)} entries updated")
                     time.sleep(0.1)
                 rotate_s = max(e["ts"] for e in puts) / 1000 - t_epoch
-                after = {rec["llmId"]: rec["credentialsFingerprint"] for rec in stack.emu.records() if rec["llmId"] in ids}
+                after = {
+                    rec["llmId"]: rec["credentialsFingerprint"] for rec in stack.emu.records() if rec["llmId"] in ids
+                }
                 changed = sum(1 for i in ids if after.get(i) != before.get(i))
                 self._settle()  # any extra PUT would land here
                 out = self._close(w)
                 bodies = [e["body"] for e in stack.emu.stats()["log"] if e["method"] == "PUT" and e["ts"] >= since_ms]
-                out.update(rotate_s=rotate_s, entries_changed=changed, n=len(ids),
-                           puts_with_credentials_only=sum(1 for b in bodies if isinstance(b, dict)
-                                                          and set(b) == {"credentials"}))
+                out.update(
+                    rotate_s=rotate_s,
+                    entries_changed=changed,
+                    n=len(ids),
+                    puts_with_credentials_only=sum(
+                        1 for b in bodies if isinstance(b, dict) and set(b) == {"credentials"}
+                    ),
+                )
                 self.rotated += len(ids)
                 rounds.append(out)
-                self.say(f"   rotation {r}: {changed}/{len(ids)} new fingerprints, last PUT {rotate_s:.2f}s after the "
-                         f"Secret update; registry {out['registry']}")
+                self.say(
+                    f"   rotation {r}: {changed}/{len(ids)} new fingerprints, last PUT {rotate_s:.2f}s after the "
+                    f"Secret update; registry {out['registry']}"
+                )
             out_delete = self._delete(watch, ns, names)
         except BaseException:
             stack.stop_operator()
@@ -1107,8 +1257,14 @@ class Bench:
         finally:
             watch.stop()
         times = [x["rotate_s"] for x in rounds]
-        return {"n": s.rotation, "rounds": rounds, "rotate_s": times, "rotate_median_s": statistics.median(times),
-                "puts": [x["registry"]["PUT"] for x in rounds], "delete": out_delete}
+        return {
+            "n": s.rotation,
+            "rounds": rounds,
+            "rotate_s": times,
+            "rotate_median_s": statistics.median(times),
+            "puts": [x["registry"]["PUT"] for x in rounds],
+            "delete": out_delete,
+        }
 
     # -- 5: latency -------------------------------------------------------------------------------
 
@@ -1138,10 +1294,19 @@ class Bench:
         finally:
             watch.stop()
             stack.stop_operator()
-        out.update(samples_s=samples, p50_s=statistics.median(samples), p95_s=percentile(samples, 95),
-                   min_s=min(samples), max_s=max(samples), n=len(samples), delete=out_delete)
-        self.say(f"   latency over {len(samples)} samples: p50 {out['p50_s'] * 1000:.0f} ms, "
-                 f"p95 {out['p95_s'] * 1000:.0f} ms")
+        out.update(
+            samples_s=samples,
+            p50_s=statistics.median(samples),
+            p95_s=percentile(samples, 95),
+            min_s=min(samples),
+            max_s=max(samples),
+            n=len(samples),
+            delete=out_delete,
+        )
+        self.say(
+            f"   latency over {len(samples)} samples: p50 {out['p50_s'] * 1000:.0f} ms, "
+            f"p95 {out['p95_s'] * 1000:.0f} ms"
+        )
         return out
 
     # -- 7: fair share (issue #13 part 5) ------------------------------------------------------------
@@ -1183,9 +1348,16 @@ class Bench:
             idle_watch.stop()
             stack.stop_operator()
         loaded = [r["lone_s"] for r in runs]
-        return {"n": s.fairness, "runs": runs, "idle_s": idle, "loaded_s": loaded, "diagnostic": diagnostic,
-                "idle_median_s": statistics.median(idle), "loaded_median_s": statistics.median(loaded),
-                "delay_median_s": statistics.median(loaded) - statistics.median(idle)}
+        return {
+            "n": s.fairness,
+            "runs": runs,
+            "idle_s": idle,
+            "loaded_s": loaded,
+            "diagnostic": diagnostic,
+            "idle_median_s": statistics.median(idle),
+            "loaded_median_s": statistics.median(loaded),
+            "delay_median_s": statistics.median(loaded) - statistics.median(idle),
+        }
 
     def _lone_timeline(self, audit_offset: int, ns: str, t0_epoch: float) -> list[dict[str, Any]]:
         """Where B's create spent its time: each API-server write of the operator's on B's object (audit log: received
@@ -1208,17 +1380,28 @@ class Bench:
             except ValueError:
                 continue
             ref = ev.get("objectRef") or {}
-            if (ev.get("stage") != "ResponseComplete" or ref.get("namespace") != ns
-                    or ev.get("user", {}).get("username") != OPERATOR_USER or ev.get("verb") not in WRITE_VERBS):
+            if (
+                ev.get("stage") != "ResponseComplete"
+                or ref.get("namespace") != ns
+                or ev.get("user", {}).get("username") != OPERATOR_USER
+                or ev.get("verb") not in WRITE_VERBS
+            ):
                 continue
-            what = f"{ev['verb']} {ref.get('resource', '?')}" + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-            out.append({"what": what, "received_s": rel(ev["requestReceivedTimestamp"]),
-                        "done_s": rel(ev["stageTimestamp"])})
+            what = f"{ev['verb']} {ref.get('resource', '?')}" + (
+                f"/{ref['subresource']}" if ref.get("subresource") else ""
+            )
+            out.append(
+                {"what": what, "received_s": rel(ev["requestReceivedTimestamp"]), "done_s": rel(ev["stageTimestamp"])}
+            )
         since_ms = int(t0_epoch * 1000) - 1
         for e in stack.emu.stats()["log"]:
             body = e.get("body")
-            if (e.get("method") == "POST" and e.get("ts", 0) >= since_ms and isinstance(body, dict)
-                    and f".{ns}." in str(body.get("endpointUrl", ""))):
+            if (
+                e.get("method") == "POST"
+                and e.get("ts", 0) >= since_ms
+                and isinstance(body, dict)
+                and f".{ns}." in str(body.get("endpointUrl", ""))
+            ):
                 out.append({"what": "registry POST", "received_s": None, "done_s": round(e["ts"] / 1000 - t0_epoch, 3)})
         return sorted(out, key=lambda x: x["done_s"])
 
@@ -1233,7 +1416,7 @@ class Bench:
         def apply_a() -> None:
             try:
                 applied["s"] = self.kube.create_llms(a_ns, [llm_body(a_ns, x) for x in names])
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
+            except BaseException as exc:
                 applied["error"] = exc
 
         try:
@@ -1243,8 +1426,9 @@ class Bench:
             applier.start()
             # B creates once A's convergence is in full swing: a quarter of A Ready, three quarters still to go.
             trigger = max(1, n // 4)
-            a_watch.wait(lambda x: sum(i.ready for i in x.items.values()) >= trigger, s.timeout,
-                         f"{trigger} LLMs Ready")
+            a_watch.wait(
+                lambda x: sum(i.ready for i in x.items.values()) >= trigger, s.timeout, f"{trigger} LLMs Ready"
+            )
             a_ready_at_b_create = a_watch.ready_count()
             b_created_epoch = time.time()
             lone_s = self._lone_create(b_watch, b_ns, "lone")
@@ -1265,13 +1449,22 @@ class Bench:
         finally:
             a_watch.stop()
             b_watch.stop()
-        self.say(f"   run {k + 1}: lone create in B Ready in {lone_s:.2f}s while A's {n} converged "
-                 f"(A Ready: {a_ready_at_b_create} at B's create, {a_ready_at_b_ready} at B's Ready; "
-                 f"all of A in {a_converge_s:.1f}s)")
-        return {"lone_s": lone_s, "timeline": timeline,
-                "a_ready_at_b_create": a_ready_at_b_create, "a_ready_at_b_ready": a_ready_at_b_ready,
-                "a_converge_s": a_converge_s, "a_apply_s": applied.get("s"), "registry": window["registry"],
-                "cpu": window["cpu"], "delete": out_delete}
+        self.say(
+            f"   run {k + 1}: lone create in B Ready in {lone_s:.2f}s while A's {n} converged "
+            f"(A Ready: {a_ready_at_b_create} at B's create, {a_ready_at_b_ready} at B's Ready; "
+            f"all of A in {a_converge_s:.1f}s)"
+        )
+        return {
+            "lone_s": lone_s,
+            "timeline": timeline,
+            "a_ready_at_b_create": a_ready_at_b_create,
+            "a_ready_at_b_ready": a_ready_at_b_ready,
+            "a_converge_s": a_converge_s,
+            "a_apply_s": applied.get("s"),
+            "registry": window["registry"],
+            "cpu": window["cpu"],
+            "delete": out_delete,
+        }
 
     # -- 6: memory --------------------------------------------------------------------------------
 
@@ -1287,10 +1480,14 @@ class Bench:
         t = time.monotonic()
         time.sleep(self.sizes.sample_s)
         assert stack.sampler is not None
-        return {"tag": tag, "llms": n_llms, "pid": run.pid,
-                "rss_mb": round(stack.sampler.mean_kb(since=t) / 1024, 1),
-                "hwm_mb": round(stack.operator_hwm_mb(), 1),
-                "startup_s": round(t - run.started, 1)}
+        return {
+            "tag": tag,
+            "llms": n_llms,
+            "pid": run.pid,
+            "rss_mb": round(stack.sampler.mean_kb(since=t) / 1024, 1),
+            "hwm_mb": round(stack.operator_hwm_mb(), 1),
+            "startup_s": round(t - run.started, 1),
+        }
 
     def memory(self) -> dict[str, Any]:
         s, stack = self.sizes, self.stack
@@ -1315,12 +1512,18 @@ class Bench:
                 have = target
                 converging = stack.stop_operator()
                 point = self._fresh_operator_rss(f"mem-{target}", target)
-                point.update(secrets=0, added=len(names), converge_s=round(last - t0, 2),
-                             converging_hwm_mb=round(converging.hwm_mb, 1) if converging else None,
-                             registry=conv["registry"])
+                point.update(
+                    secrets=0,
+                    added=len(names),
+                    converge_s=round(last - t0, 2),
+                    converging_hwm_mb=round(converging.hwm_mb, 1) if converging else None,
+                    registry=conv["registry"],
+                )
                 points.append(point)
-                self.say(f"   {target} LLMs: fresh operator RSS {point['rss_mb']} MB, peak {point['hwm_mb']} MB "
-                         f"(the one that converged the last {len(names)}: peak {point['converging_hwm_mb']} MB)")
+                self.say(
+                    f"   {target} LLMs: fresh operator RSS {point['rss_mb']} MB, peak {point['hwm_mb']} MB "
+                    f"(the one that converged the last {len(names)}: peak {point['converging_hwm_mb']} MB)"
+                )
                 if target == s.memory_secrets_at:
                     out["secrets"] = self._unrelated_secrets(target)
                     points.append(out["secrets"]["fresh"])
@@ -1341,8 +1544,10 @@ class Bench:
             count = min(per_ns, s.unrelated_secrets - made)
             # Not labelled goodmem.ai/credentials=true, like a cluster's other Secrets: the operator's Secret watch
             # selects them away server-side. (Before that selector, every one of them reached the operator.)
-            bodies = [secret_body(f"noise-{i:05d}", {"token": uuid.uuid4().hex, "user": f"svc-{i}"},
-                                  {"app": "unrelated"}) for i in range(count)]
+            bodies = [
+                secret_body(f"noise-{i:05d}", {"token": uuid.uuid4().hex, "user": f"svc-{i}"}, {"app": "unrelated"})
+                for i in range(count)
+            ]
             self.kube.create_secrets(ns, bodies)
             made += count
         create_s = time.monotonic() - t0
@@ -1353,14 +1558,22 @@ class Bench:
         stack.stop_operator()
         fresh = self._fresh_operator_rss(f"mem-{n_llms}-secrets", n_llms)
         fresh.update(secrets=made)
-        self.say(f"   {n_llms} LLMs + {made} unrelated Secrets: fresh operator RSS {fresh['rss_mb']} MB, peak "
-                 f"{fresh['hwm_mb']} MB; while they were created: RSS {running_rss} MB, peak {running_hwm} MB; "
-                 f"registry calls during the Secret churn {sum(churn['registry_raw'].get(k, 0) for k in churn['registry_raw'] if not k.startswith('status '))}")
+        self.say(
+            f"   {n_llms} LLMs + {made} unrelated Secrets: fresh operator RSS {fresh['rss_mb']} MB, peak "
+            f"{fresh['hwm_mb']} MB; while they were created: RSS {running_rss} MB, peak {running_hwm} MB; "
+            f"registry calls during the Secret churn {sum(churn['registry_raw'].get(k, 0) for k in churn['registry_raw'] if not k.startswith('status '))}"
+        )
         for ns in namespaces:  # the fresh operator keeps running: it sees them go, and converges the next step
             self.kube.delete_all_secrets(ns)
-        return {"n": made, "create_s": round(create_s, 1), "churn_registry": churn["registry"],
-                "churn_api_writes": churn["api_writes"], "running_rss_mb": running_rss, "running_hwm_mb": running_hwm,
-                "fresh": fresh}
+        return {
+            "n": made,
+            "create_s": round(create_s, 1),
+            "churn_registry": churn["registry"],
+            "churn_api_writes": churn["api_writes"],
+            "running_rss_mb": running_rss,
+            "running_hwm_mb": running_hwm,
+            "fresh": fresh,
+        }
 
     # -- 2: calls per change, over the whole run ----------------------------------------------------
 
@@ -1376,7 +1589,10 @@ class Bench:
         n = sum(r["n"] for r in runs)
         lat = self.results["latency"]
         return {
-            "created": self.created, "updated": self.updated, "deleted": self.deleted, "rotated": self.rotated,
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "rotated": self.rotated,
             "registry_total": reg,
             "registry_raw": dict(registry_total),
             "api_writes_total": dict(api_writes_total),
@@ -1397,9 +1613,23 @@ class Bench:
             return None
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         out = self.profile_dir / f"operator-{tag}.collapsed"
-        proc = subprocess.Popen([exe, "record", "--pid", str(self.stack.op.pid), "--rate", "100", "--format", "raw",
-                                 "--output", str(out), "--nonblocking"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                exe,
+                "record",
+                "--pid",
+                str(self.stack.op.pid),
+                "--rate",
+                "100",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         proc.output_path = out  # type: ignore[attr-defined]
         time.sleep(0.5)
         return proc
@@ -1417,8 +1647,14 @@ class Bench:
         return str(proc.output_path)  # type: ignore[attr-defined]
 
 
-def run_bench(sizes: Sizes = SMOKE, *, log: Callable[[str], None] = print, keep_dir: Path | None = None,
-              profile_dir: Path | None = None, only: str | None = None) -> dict[str, Any]:
+def run_bench(
+    sizes: Sizes = SMOKE,
+    *,
+    log: Callable[[str], None] = print,
+    keep_dir: Path | None = None,
+    profile_dir: Path | None = None,
+    only: str | None = None,
+) -> dict[str, Any]:
     """Run every phase at `sizes` (or only the one named) on a stack of its own; everything started is stopped,
     the temp dir removed."""
     workdir = Path(tempfile.mkdtemp(prefix="goodmem-bench-"))

@@ -1,9 +1,9 @@
 """`make bench` / `make bench-smoke`: run the benchmark harness and (optionally) write BENCHMARKS.md.
 
-    .venv/bin/python bench/run.py --write BENCHMARKS.md     # full size (about 15 minutes on 2 cores)
-    .venv/bin/python bench/run.py --smoke                   # 20 LLMs, small counts everywhere, no targets
-    .venv/bin/python bench/run.py --only fairness --write BENCHMARKS.md   # `make bench-fairness`: the fair-share
-                                       # phase alone (a few minutes); --write replaces just its section of the file
+.venv/bin/python bench/run.py --write BENCHMARKS.md     # full size (about 15 minutes on 2 cores)
+.venv/bin/python bench/run.py --smoke                   # 20 LLMs, small counts everywhere, no targets
+.venv/bin/python bench/run.py --only fairness --write BENCHMARKS.md   # `make bench-fairness`: the fair-share
+                                   # phase alone (a few minutes); --write replaces just its section of the file
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import FULL, SMOKE, run_bench  # noqa: E402
-from bench.report import fairness_section, render, render_fairness_only, splice_fairness  # noqa: E402
+from bench.harness import FULL, SMOKE, run_bench
+from bench.report import fairness_section, render, render_fairness_only, splice_fairness
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,17 +27,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the raw results as JSON")
     p.add_argument("--logs", type=Path, metavar="DIR", help="keep the operator, emulator logs here")
     p.add_argument("--from-json", type=Path, metavar="FILE", help="render results saved by --json (no run)")
-    p.add_argument("--only", choices=["fairness"],
-                   help="run one phase alone; with --write, only its section of an existing file is replaced")
-    p.add_argument("--profile", type=Path, metavar="DIR",
-                   help="record the operator with py-spy during the first convergence run (py-spy must be installed)")
+    p.add_argument(
+        "--only",
+        choices=["fairness"],
+        help="run one phase alone; with --write, only its section of an existing file is replaced",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record the operator with py-spy during the first convergence run (py-spy must be installed)",
+    )
     args = p.parse_args(argv)
 
     if args.from_json:
         results = json.loads(args.from_json.read_text())
     else:
-        results = run_bench(SMOKE if args.smoke else FULL, keep_dir=args.logs, profile_dir=args.profile,
-                            only=args.only)
+        results = run_bench(SMOKE if args.smoke else FULL, keep_dir=args.logs, profile_dir=args.profile, only=args.only)
     if results.get("only") == "fairness":
         text = render_fairness_only(results)
         if args.write and args.write.exists():

@@ -53,8 +53,9 @@ SENTINEL = 'SENTINEL-e2e-7c1d"9a3b5f'
 
 @pytest.fixture(scope="session")
 def emulator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    emu = EmulatorProcess(tmp_path_factory.mktemp("emulator") / "emulator.log",
-                          api_key="e2e-operator-key", admin_key="e2e-admin-key").start()
+    emu = EmulatorProcess(
+        tmp_path_factory.mktemp("emulator") / "emulator.log", api_key="e2e-operator-key", admin_key="e2e-admin-key"
+    ).start()
     try:
         yield emu
     finally:
@@ -68,8 +69,9 @@ def crds(control_plane: ControlPlane) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(control_plane: ControlPlane, emulator: EmulatorProcess, crds: None,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    control_plane: ControlPlane, emulator: EmulatorProcess, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     """The operator as a real process, at debug log level (so the leak scan covers debug logs).
 
     Drift checks default to an hour (so tests see no background calls); a test asks for fast
@@ -77,9 +79,10 @@ def operator(control_plane: ControlPlane, emulator: EmulatorProcess, crds: None,
     """
     op = OperatorProcess(
         tmp_path_factory.mktemp("operator") / "operator.log",
-        kubeconfig=control_plane.kubeconfig_path, base_url=emulator.base_url, api_key=emulator.api_key,
-        extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600",
-                    "--metrics-port", str(free_port())],
+        kubeconfig=control_plane.kubeconfig_path,
+        base_url=emulator.base_url,
+        api_key=emulator.api_key,
+        extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600", "--metrics-port", str(free_port())],
     ).start()
     try:
         yield op
@@ -136,8 +139,15 @@ class Kube:
         obj = self.get(namespace, "llm", name) or {}
         return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == ctype), None)
 
-    def wait_condition(self, namespace: str, name: str, status: str = "True", reason: str | None = None,
-                       ctype: str = "Ready", timeout: float = 30.0) -> dict[str, Any]:
+    def wait_condition(
+        self,
+        namespace: str,
+        name: str,
+        status: str = "True",
+        reason: str | None = None,
+        ctype: str = "Ready",
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             c = self.condition(namespace, name, ctype)
             if c and c["status"] == status and (reason is None or c["reason"] == reason):

@@ -64,8 +64,11 @@ class LeakScan:
     leaks: dict[str, list[str]] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
-        return {"places": self.places, "bytes_scanned": self.bytes_scanned,
-                "leaks_found": sum(len(forms) for forms in self.leaks.values())}
+        return {
+            "places": self.places,
+            "bytes_scanned": self.bytes_scanned,
+            "leaks_found": sum(len(forms) for forms in self.leaks.values()),
+        }
 
 
 def scan(places: Mapping[str, str | bytes], sentinel: str) -> LeakScan:

@@ -3,6 +3,7 @@
 See README.md in this directory.
 """
 
+from .controlplane import ADMIN_GROUPS, ADMIN_USER, ControlPlane, ControlPlaneError, KubectlError
 from .gobuild import (
     ETCD_VERSION,
     KUBERNETES_VERSION,
@@ -15,13 +16,12 @@ from .gobuild import (
     find_go,
     hack_dir,
 )
-from .controlplane import ADMIN_GROUPS, ADMIN_USER, ControlPlane, ControlPlaneError, KubectlError
 
 __all__ = [
+    "ADMIN_GROUPS",
+    "ADMIN_USER",
     "ETCD_VERSION",
     "KUBERNETES_VERSION",
-    "ADMIN_USER",
-    "ADMIN_GROUPS",
     "Binaries",
     "BuildFailed",
     "ControlPlane",

@@ -119,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("up", parents=[state], help="start detached; prints `export KUBECONFIG=...` last")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /readyz")
     p.set_defaults(func=cmd_up)
-    sub.add_parser("down", parents=[state], help="stop the recorded processes and remove the state dir").set_defaults(func=cmd_down)
+    sub.add_parser("down", parents=[state], help="stop the recorded processes and remove the state dir").set_defaults(
+        func=cmd_down
+    )
     sub.add_parser("status", parents=[state], help="exit 0 if up and ready").set_defaults(func=cmd_status)
-    p = sub.add_parser("sa-kubeconfig", parents=[state], help="kubeconfig for a ServiceAccount (TokenRequest); prints its path")
+    p = sub.add_parser(
+        "sa-kubeconfig", parents=[state], help="kubeconfig for a ServiceAccount (TokenRequest); prints its path"
+    )
     p.add_argument("namespace")
     p.add_argument("name")
     p.add_argument("-o", "--output", type=Path, default=None)

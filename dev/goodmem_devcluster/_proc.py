@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-__all__ = ["free_ports", "port_is_listening", "process_start_time", "pid_alive", "terminate_pid"]
+__all__ = ["free_ports", "pid_alive", "port_is_listening", "process_start_time", "terminate_pid"]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

@@ -28,8 +28,16 @@ from .errors import ControlPlaneError
 from .layout import STATE_FILE
 
 __all__ = [
-    "Component", "ExitHook", "ProcessRecord", "Supervisor", "http_probe", "prepare_state_dir", "read_state",
-    "remove_state_dir", "tail", "write_state",
+    "Component",
+    "ExitHook",
+    "ProcessRecord",
+    "Supervisor",
+    "http_probe",
+    "prepare_state_dir",
+    "read_state",
+    "remove_state_dir",
+    "tail",
+    "write_state",
 ]
 
 Probe = Callable[[], bool]
@@ -66,7 +74,11 @@ class Supervisor:
     """
 
     def __init__(
-        self, order: Sequence[str], *, detached: bool = False, stop_timeout: float = 15.0,
+        self,
+        order: Sequence[str],
+        *,
+        detached: bool = False,
+        stop_timeout: float = 15.0,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.order = tuple(order)
@@ -107,7 +119,10 @@ class Supervisor:
 
     def records(self) -> dict[str, dict[str, int | None] | None]:
         """What state.json records under "processes"."""
-        return {name: ({"pid": rec.pid, "start_time": rec.start_time} if rec else None) for name, rec in self._records.items()}
+        return {
+            name: ({"pid": rec.pid, "start_time": rec.start_time} if rec else None)
+            for name, rec in self._records.items()
+        }
 
     def adopt(self, records: Mapping[str, Mapping[str, Any] | None]) -> None:
         """Take over processes started elsewhere (from `records()` of another supervisor, via state.json)."""
@@ -149,8 +164,13 @@ class Supervisor:
             log.flush()
             started = time.monotonic()
             popen = subprocess.Popen(
-                list(c.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=c.cwd,
-                start_new_session=self.detached, close_fds=True,
+                list(c.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=c.cwd,
+                start_new_session=self.detached,
+                close_fds=True,
             )
         self._popens[c.name] = popen
         self._records[c.name] = ProcessRecord(popen.pid, process_start_time(popen.pid))
@@ -170,7 +190,9 @@ class Supervisor:
                 return
             if time.monotonic() > deadline:
                 self.stop(c.name)
-                raise ControlPlaneError(f"{c.name} not ready after {c.timeout:.0f}s; last lines of {c.log_path}:\n{tail(c.log_path)}")
+                raise ControlPlaneError(
+                    f"{c.name} not ready after {c.timeout:.0f}s; last lines of {c.log_path}:\n{tail(c.log_path)}"
+                )
             time.sleep(0.1)
 
 
@@ -187,7 +209,10 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 def http_probe(
-    url: str, *, context: ssl.SSLContext | None = None, accept: Callable[[int, bytes], bool] = lambda status, body: status == 200,
+    url: str,
+    *,
+    context: ssl.SSLContext | None = None,
+    accept: Callable[[int, bytes], bool] = lambda status, body: status == 200,
     timeout: float = 5.0,
 ) -> Probe:
     """A readiness probe: GET `url` (never through a proxy) and `accept(status, body)`; errors mean not ready."""
@@ -220,7 +245,9 @@ def prepare_state_dir(requested: Path | None, order: Sequence[str]) -> Path:
         other = Supervisor(order)
         other.adopt(read_state(requested)["processes"])
         if other.any_alive():
-            raise ControlPlaneError(f"a control plane is already running from {requested} (pids {other.pids}); stop it first")
+            raise ControlPlaneError(
+                f"a control plane is already running from {requested} (pids {other.pids}); stop it first"
+            )
         shutil.rmtree(requested)  # stale state from a control plane that died
     requested.mkdir(parents=True, exist_ok=True, mode=0o700)
     return requested

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
-__all__ = ["WRITE_VERBS", "AUDIT_POLICY", "read_audit_events", "count_writes_by_user"]
+__all__ = ["AUDIT_POLICY", "WRITE_VERBS", "count_writes_by_user", "read_audit_events"]
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 

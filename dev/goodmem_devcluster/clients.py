@@ -42,14 +42,20 @@ class Clients:
         return dict(os.environ, KUBECONFIG=str(kubeconfig or self.layout.kubeconfig), KUBERC="off")
 
     def kubectl(
-        self, *args: str, input: str | bytes | None = None, check: bool = True, kubeconfig: Kubeconfig = None,
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        check: bool = True,
+        kubeconfig: Kubeconfig = None,
         timeout: float | None = 120.0,
     ) -> subprocess.CompletedProcess[Any]:
         """Run the built kubectl (admin unless `kubeconfig` is given); output captured, text unless `input` is
         bytes. With check=True a non-zero exit raises KubectlError, whose message includes stderr."""
         cmd = self.kubectl_command(*args, kubeconfig=kubeconfig)
         text = not isinstance(input, bytes)
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=text, env=self.kubectl_env(kubeconfig), timeout=timeout)
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=text, env=self.kubectl_env(kubeconfig), timeout=timeout
+        )
         if check and proc.returncode != 0:
             raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc

@@ -15,7 +15,16 @@ from pathlib import Path
 from ._supervisor import Component, http_probe
 from .layout import HOST, Endpoints, Layout
 
-__all__ = ["ETCD", "KUBE_APISERVER", "ORDER", "SERVICE_CLUSTER_IP_RANGE", "apiserver", "apiserver_args", "etcd", "etcd_args"]
+__all__ = [
+    "ETCD",
+    "KUBE_APISERVER",
+    "ORDER",
+    "SERVICE_CLUSTER_IP_RANGE",
+    "apiserver",
+    "apiserver_args",
+    "etcd",
+    "etcd_args",
+]
 
 ETCD = "etcd"
 KUBE_APISERVER = "kube-apiserver"
@@ -50,8 +59,12 @@ def _etcd_healthy(status: int, body: bytes) -> bool:
 def etcd(binary: Path, layout: Layout, endpoints: Endpoints, *, timeout: float) -> Component:
     """etcd, ready when GET /health answers {"health":"true"}."""
     return Component(
-        ETCD, [str(binary), *etcd_args(layout, endpoints)], layout.log(ETCD),
-        http_probe(f"{endpoints.etcd_url}/health", accept=_etcd_healthy, timeout=2.0), timeout, cwd=layout.root,
+        ETCD,
+        [str(binary), *etcd_args(layout, endpoints)],
+        layout.log(ETCD),
+        http_probe(f"{endpoints.etcd_url}/health", accept=_etcd_healthy, timeout=2.0),
+        timeout,
+        cwd=layout.root,
     )
 
 
@@ -90,12 +103,21 @@ def apiserver_args(layout: Layout, endpoints: Endpoints, *, audit: bool, extra: 
 
 
 def apiserver(
-    binary: Path, layout: Layout, endpoints: Endpoints, *, admin_tls: ssl.SSLContext, audit: bool,
-    extra: Sequence[str] = (), timeout: float,
+    binary: Path,
+    layout: Layout,
+    endpoints: Endpoints,
+    *,
+    admin_tls: ssl.SSLContext,
+    audit: bool,
+    extra: Sequence[str] = (),
+    timeout: float,
 ) -> Component:
     """kube-apiserver, ready when GET /readyz answers 200 to the admin certificate (`admin_tls`)."""
     return Component(
-        KUBE_APISERVER, [str(binary), *apiserver_args(layout, endpoints, audit=audit, extra=extra)],
-        layout.log(KUBE_APISERVER), http_probe(f"{endpoints.server_url}/readyz", context=admin_tls, timeout=5.0),
-        timeout, cwd=layout.root,
+        KUBE_APISERVER,
+        [str(binary), *apiserver_args(layout, endpoints, audit=audit, extra=extra)],
+        layout.log(KUBE_APISERVER),
+        http_probe(f"{endpoints.server_url}/readyz", context=admin_tls, timeout=5.0),
+        timeout,
+        cwd=layout.root,
     )

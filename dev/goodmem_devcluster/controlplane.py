@@ -32,7 +32,13 @@ from .errors import ControlPlaneError, KubectlError
 from .layout import HOST, STATE_FILE, Endpoints, Layout
 
 __all__ = [
-    "ADMIN_GROUPS", "ADMIN_USER", "HOST", "SERVICE_CLUSTER_IP_RANGE", "STATE_FILE", "ControlPlane", "ControlPlaneError",
+    "ADMIN_GROUPS",
+    "ADMIN_USER",
+    "HOST",
+    "SERVICE_CLUSTER_IP_RANGE",
+    "STATE_FILE",
+    "ControlPlane",
+    "ControlPlaneError",
     "KubectlError",
 ]
 
@@ -76,7 +82,9 @@ class ControlPlane:
         self._build = build
         self.binaries = _build.binaries()
         self.endpoints = Endpoints()
-        self.supervisor = Supervisor(components.ORDER, detached=detached, stop_timeout=stop_timeout, on_change=self._record)
+        self.supervisor = Supervisor(
+            components.ORDER, detached=detached, stop_timeout=stop_timeout, on_change=self._record
+        )
         self._exit_hook = ExitHook(self.stop, "stopping")
         self._layout: Layout | None = None
         if self._state_dir_arg is not None:
@@ -262,9 +270,9 @@ class ControlPlane:
     def start_etcd(self) -> None:
         """Start etcd (same ports and data dir as before, if it ran already) and wait for /health."""
         self.layout.etcd_data.mkdir(mode=0o700, exist_ok=True)
-        self.supervisor.start(components.etcd(
-            self.binaries.etcd, self.layout, self.endpoints, timeout=min(60.0, self.startup_timeout)
-        ))
+        self.supervisor.start(
+            components.etcd(self.binaries.etcd, self.layout, self.endpoints, timeout=min(60.0, self.startup_timeout))
+        )
 
     def stop_etcd(self) -> None:
         self.supervisor.stop(components.ETCD)
@@ -275,8 +283,13 @@ class ControlPlane:
 
     def _apiserver_component(self) -> Component:
         return components.apiserver(
-            self.binaries.kube_apiserver, self.layout, self.endpoints, admin_tls=self.credentials.admin_tls(),
-            audit=self.audit, extra=self.extra_apiserver_args, timeout=self.startup_timeout,
+            self.binaries.kube_apiserver,
+            self.layout,
+            self.endpoints,
+            admin_tls=self.credentials.admin_tls(),
+            audit=self.audit,
+            extra=self.extra_apiserver_args,
+            timeout=self.startup_timeout,
         )
 
     def start_apiserver(self) -> None:
@@ -325,7 +338,13 @@ class ControlPlane:
         """
         d = Path(state_dir).expanduser().resolve()
         st = read_state(d)
-        cp = cls(d, detached=True, audit=st.get("audit", True), extra_apiserver_args=st.get("extra_apiserver_args", ()), build=False)
+        cp = cls(
+            d,
+            detached=True,
+            audit=st.get("audit", True),
+            extra_apiserver_args=st.get("extra_apiserver_args", ()),
+            build=False,
+        )
         cp.endpoints = Endpoints.from_ports(st["ports"])
         cp.supervisor.adopt(st["processes"])
         return cp
@@ -368,7 +387,11 @@ class ControlPlane:
         return self.clients.kubectl_env(kubeconfig)
 
     def kubectl(
-        self, *args: str, input: str | bytes | None = None, check: bool = True, kubeconfig: Kubeconfig = None,
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        check: bool = True,
+        kubeconfig: Kubeconfig = None,
         timeout: float | None = 120.0,
     ) -> subprocess.CompletedProcess[Any]:
         """Run the built kubectl against this control plane (admin unless `kubeconfig` is given).

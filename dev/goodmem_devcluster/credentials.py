@@ -17,14 +17,23 @@ from .layout import HOST, Endpoints, Layout
 from .pki import CertificateAuthority, write_service_account_keys
 
 __all__ = [
-    "ADMIN_GROUPS", "ADMIN_USER", "APISERVER_DNS_NAMES", "Credentials", "file_safe", "request_service_account_token",
+    "ADMIN_GROUPS",
+    "ADMIN_USER",
+    "APISERVER_DNS_NAMES",
+    "Credentials",
+    "file_safe",
+    "request_service_account_token",
 ]
 
 ADMIN_USER = "goodmem-admin"
 ADMIN_GROUPS = ("system:masters",)
 #: the names the API server's serving certificate is valid for (with the IPs 127.0.0.1 and 10.0.0.1)
 APISERVER_DNS_NAMES = (
-    "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
 )
 APISERVER_IPS = (HOST, "10.0.0.1")
 
@@ -50,7 +59,9 @@ class Credentials:
         lay.ca_cert.write_bytes(ca.cert_pem)
         lay.ca_key.touch(mode=0o600)
         lay.ca_key.write_bytes(ca.key_pem)
-        ca.issue_serving(dns=list(APISERVER_DNS_NAMES), ips=list(APISERVER_IPS)).write(lay.apiserver_cert, lay.apiserver_key)
+        ca.issue_serving(dns=list(APISERVER_DNS_NAMES), ips=list(APISERVER_IPS)).write(
+            lay.apiserver_cert, lay.apiserver_key
+        )
         ca.issue_client(ADMIN_USER, ADMIN_GROUPS).write(lay.admin_cert, lay.admin_key)
         write_service_account_keys(lay.sa_key, lay.sa_pub)
 
@@ -65,22 +76,36 @@ class Credentials:
 
     def write_admin_kubeconfig(self) -> Path:
         """The admin kubeconfig (user goodmem-admin, group system:masters; its client certificate inlined)."""
-        return write_kubeconfig(self.layout.kubeconfig, render_kubeconfig(
-            server=self.endpoints.server_url, ca_pem=self.layout.ca_cert.read_bytes(), user=ADMIN_USER,
-            client_cert_pem=self.layout.admin_cert.read_bytes(), client_key_pem=self.layout.admin_key.read_bytes(),
-        ))
+        return write_kubeconfig(
+            self.layout.kubeconfig,
+            render_kubeconfig(
+                server=self.endpoints.server_url,
+                ca_pem=self.layout.ca_cert.read_bytes(),
+                user=ADMIN_USER,
+                client_cert_pem=self.layout.admin_cert.read_bytes(),
+                client_key_pem=self.layout.admin_key.read_bytes(),
+            ),
+        )
 
-    def kubeconfig_for_user(self, user: str, groups: Sequence[str] = (), path: str | os.PathLike[str] | None = None) -> Path:
+    def kubeconfig_for_user(
+        self, user: str, groups: Sequence[str] = (), path: str | os.PathLike[str] | None = None
+    ) -> Path:
         """A kubeconfig authenticating with a client certificate (CN=user, O=groups) from the control plane's CA.
 
         Default path: <state_dir>/kubeconfigs/user-<user>.kubeconfig.
         """
         pair = self.load_ca().issue_client(user, tuple(groups))
         target = Path(path) if path is not None else self.layout.kubeconfigs / f"user-{file_safe(user)}.kubeconfig"
-        return write_kubeconfig(target, render_kubeconfig(
-            server=self.endpoints.server_url, ca_pem=self.layout.ca_cert.read_bytes(), user=user,
-            client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem,
-        ))
+        return write_kubeconfig(
+            target,
+            render_kubeconfig(
+                server=self.endpoints.server_url,
+                ca_pem=self.layout.ca_cert.read_bytes(),
+                user=user,
+                client_cert_pem=pair.cert_pem,
+                client_key_pem=pair.key_pem,
+            ),
+        )
 
     def kubeconfig_for_token(
         self, namespace: str, name: str, token: str, path: str | os.PathLike[str] | None = None
@@ -89,14 +114,29 @@ class Credentials:
 
         Default path: <state_dir>/kubeconfigs/sa-<namespace>-<name>.kubeconfig.
         """
-        target = Path(path) if path is not None else self.layout.kubeconfigs / f"sa-{file_safe(namespace)}-{file_safe(name)}.kubeconfig"
-        return write_kubeconfig(target, render_kubeconfig(
-            server=self.endpoints.server_url, ca_pem=self.layout.ca_cert.read_bytes(),
-            user=f"system:serviceaccount:{namespace}:{name}", token=token, namespace=namespace,
-        ))
+        target = (
+            Path(path)
+            if path is not None
+            else self.layout.kubeconfigs / f"sa-{file_safe(namespace)}-{file_safe(name)}.kubeconfig"
+        )
+        return write_kubeconfig(
+            target,
+            render_kubeconfig(
+                server=self.endpoints.server_url,
+                ca_pem=self.layout.ca_cert.read_bytes(),
+                user=f"system:serviceaccount:{namespace}:{name}",
+                token=token,
+                namespace=namespace,
+            ),
+        )
 
     def kubeconfig_for_service_account(
-        self, api: Any, namespace: str, name: str, path: str | os.PathLike[str] | None = None, *,
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
         expiration_seconds: int = 86400,
     ) -> Path:
         """kubeconfig_for_token() with a token from the TokenRequest API, asked through `api` (an admin
@@ -107,7 +147,9 @@ class Credentials:
         return self.kubeconfig_for_token(namespace, name, token, path)
 
 
-def request_service_account_token(api: Any, namespace: str, name: str, *, audience: str, expiration_seconds: int) -> str:
+def request_service_account_token(
+    api: Any, namespace: str, name: str, *, audience: str, expiration_seconds: int
+) -> str:
     """Create the namespace and the ServiceAccount if missing; return a token from the TokenRequest API."""
     import kubernetes.client
     from kubernetes.client.rest import ApiException
@@ -116,7 +158,9 @@ def request_service_account_token(api: Any, namespace: str, name: str, *, audien
     meta = kubernetes.client.V1ObjectMeta
     for create in (
         lambda: core.create_namespace(kubernetes.client.V1Namespace(metadata=meta(name=namespace))),
-        lambda: core.create_namespaced_service_account(namespace, kubernetes.client.V1ServiceAccount(metadata=meta(name=name))),
+        lambda: core.create_namespaced_service_account(
+            namespace, kubernetes.client.V1ServiceAccount(metadata=meta(name=name))
+        ),
     ):
         try:
             create()

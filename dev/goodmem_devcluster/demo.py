@@ -52,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         say(f"registry emulator at {emu.base_url}")
         cp.kubectl("apply", "-f", str(ROOT / "crds"))
         cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
-        op = OperatorProcess(Path(cp.state_dir) / "logs" / "operator.log", kubeconfig=cp.kubeconfig_path,
-                             base_url=emu.base_url, api_key=emu.api_key, extra_args=["--verbose"]).start()
+        op = OperatorProcess(
+            Path(cp.state_dir) / "logs" / "operator.log",
+            kubeconfig=cp.kubeconfig_path,
+            base_url=emu.base_url,
+            api_key=emu.api_key,
+            extra_args=["--verbose"],
+        ).start()
         say(f"operator running (pid {op.pid}, log {op.log_path})")
         cp.kubectl("create", "namespace", NAMESPACE)
         for manifest in sorted((ROOT / "examples").glob("*.yaml")):
@@ -62,8 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + args.timeout
         while True:
             items = json.loads(cp.kubectl("-n", NAMESPACE, "get", "llms", "-o", "json").stdout)["items"]
-            ready = [i for i in items if any(c["type"] == "Ready" and c["status"] == "True"
-                                             for c in (i.get("status") or {}).get("conditions") or [])]
+            ready = [
+                i
+                for i in items
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (i.get("status") or {}).get("conditions") or []
+                )
+            ]
             if items and len(ready) == len(items):
                 break
             if time.monotonic() > deadline:
@@ -76,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         say("the registry's view (GET /v1/llms through the emulator):")
         for rec in sorted(emu.records(), key=lambda r: r["displayName"]):
             labels = {k: v for k, v in (rec.get("labels") or {}).items()}
-            print(f"  {rec['llmId']}  {rec['providerType']:<14} {rec['modelIdentifier']:<36} "
-                  f"credentials-fp={str(rec.get('credentialsFingerprint'))[:12]}  labels={labels}")
+            print(
+                f"  {rec['llmId']}  {rec['providerType']:<14} {rec['modelIdentifier']:<36} "
+                f"credentials-fp={str(rec.get('credentialsFingerprint'))[:12]}  labels={labels}"
+            )
         ok = True
         if args.keep:
             say("kept running. Point kubectl at it with:")

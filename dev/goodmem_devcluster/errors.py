@@ -16,4 +16,6 @@ class KubectlError(subprocess.CalledProcessError):
     """kubectl exited non-zero; the message carries its stderr (and the start of its stdout)."""
 
     def __str__(self) -> str:
-        return f"{super().__str__()}\nstderr: {(self.stderr or '').strip()}\nstdout: {(self.stdout or '').strip()[:2000]}"
+        return (
+            f"{super().__str__()}\nstderr: {(self.stderr or '').strip()}\nstdout: {(self.stdout or '').strip()[:2000]}"
+        )

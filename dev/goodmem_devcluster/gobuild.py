@@ -23,19 +23,19 @@ from pathlib import Path
 __all__ = [
     "ETCD_VERSION",
     "KUBERNETES_VERSION",
-    "GoUnavailable",
-    "BuildFailed",
-    "Binaries",
-    "hack_dir",
-    "cache_dir",
-    "binaries",
-    "find_go",
-    "build",
-    "parse_gomod_version",
-    "kube_ldflags",
     "TOOLS",
-    "tool_path",
+    "Binaries",
+    "BuildFailed",
+    "GoUnavailable",
+    "binaries",
+    "build",
     "build_tool",
+    "cache_dir",
+    "find_go",
+    "hack_dir",
+    "kube_ldflags",
+    "parse_gomod_version",
+    "tool_path",
 ]
 
 HEARTBEAT_SECONDS = 30.0
@@ -179,7 +179,13 @@ def _steps() -> list[_Step]:
     hd = hack_dir()
     return [
         _Step(f"etcd {ETCD_VERSION}", hd / "etcd", ".", "-s -w", b.etcd),
-        _Step(f"kube-apiserver {KUBERNETES_VERSION}", hd / "kube", "./cmd/kube-apiserver", kube_ldflags(), b.kube_apiserver),
+        _Step(
+            f"kube-apiserver {KUBERNETES_VERSION}",
+            hd / "kube",
+            "./cmd/kube-apiserver",
+            kube_ldflags(),
+            b.kube_apiserver,
+        ),
         _Step(f"kubectl {KUBERNETES_VERSION}", hd / "kube", "./cmd/kubectl", kube_ldflags(), b.kubectl),
     ]
 
@@ -234,7 +240,9 @@ def _build_one(go: str, step: _Step, prefix: str, log) -> None:
     beat.start()
     try:
         with tempfile.TemporaryFile() as out:
-            proc = subprocess.run(cmd, cwd=step.module_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd, cwd=step.module_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
             out.seek(0)
             output = out.read().decode(errors="replace")
         if proc.returncode != 0:
@@ -251,6 +259,7 @@ def _build_one(go: str, step: _Step, prefix: str, log) -> None:
 
 # -- extra tools for the tests (not part of the control plane) -----------------------------------------
 
+
 @dataclass(frozen=True)
 class _Tool:
     module_dir: str  # under hack/go
@@ -263,8 +272,12 @@ class _Tool:
 #: kstatus (tests/integration/test_kstatus.py) and helm (tests/e2e/test_deploy_helm.py).
 TOOLS: dict[str, _Tool] = {
     "kstatus": _Tool("kstatus", "sigs.k8s.io/cli-utils", ".", "-s -w"),
-    "helm": _Tool("helm", "helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm",
-                  "-s -w -X helm.sh/helm/v3/internal/version.version={version}"),
+    "helm": _Tool(
+        "helm",
+        "helm.sh/helm/v3",
+        "helm.sh/helm/v3/cmd/helm",
+        "-s -w -X helm.sh/helm/v3/internal/version.version={version}",
+    ),
 }
 
 
@@ -293,7 +306,12 @@ def build_tool(name: str, *, quiet: bool = False) -> Path:
             fcntl.flock(lock, fcntl.LOCK_EX)
         if not _is_executable(path):
             version = _version_from(tool.module_dir, tool.module)
-            step = _Step(f"{name} {version}", hack_dir() / tool.module_dir, tool.package,
-                         tool.ldflags.format(version=version), path)
+            step = _Step(
+                f"{name} {version}",
+                hack_dir() / tool.module_dir,
+                tool.package,
+                tool.ldflags.format(version=version),
+                path,
+            )
             _build_one(go, step, "[1/1]", log)
     return path

@@ -32,7 +32,9 @@ def _stop(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
 class EmulatorProcess:
     """`python -m goodmem_emulator` on a free loopback port, with an operator key and an admin key."""
 
-    def __init__(self, log_path: Path, *, api_key: str = "demo-operator-key", admin_key: str = "demo-admin-key") -> None:
+    def __init__(
+        self, log_path: Path, *, api_key: str = "demo-operator-key", admin_key: str = "demo-admin-key"
+    ) -> None:
         self.log_path = Path(log_path)
         self.api_key = api_key
         self.admin_key = admin_key
@@ -43,9 +45,22 @@ class EmulatorProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "goodmem_emulator", "--host", "127.0.0.1", "--port", "0",
-             "--api-key", self.api_key, "--admin-key", self.admin_key],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "goodmem_emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--api-key",
+                self.api_key,
+                "--admin-key",
+                self.admin_key,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -70,8 +85,12 @@ class EmulatorProcess:
 
     def _admin(self, method: str, path: str, body: Any = None, *, api_key: str | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers={"x-api-key": api_key or self.admin_key, "content-type": "application/json"})
+        req = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"x-api-key": api_key or self.admin_key, "content-type": "application/json"},
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(req, timeout=10) as resp:
             raw = resp.read()
@@ -107,8 +126,16 @@ class EmulatorProcess:
 class OperatorProcess:
     """`goodmem-operator` as a real process against a kubeconfig and a registry."""
 
-    def __init__(self, log_path: Path, *, kubeconfig: Path, base_url: str, api_key: str,
-                 extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        *,
+        kubeconfig: Path,
+        base_url: str,
+        api_key: str,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = Path(log_path)
         self.kubeconfig = kubeconfig
         self.base_url = base_url
@@ -119,13 +146,21 @@ class OperatorProcess:
 
     def start(self, timeout: float = 30.0) -> OperatorProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), GOODMEM_BASE_URL=self.base_url,
-                   GOODMEM_API_KEY=self.api_key, **self.extra_env)
+        env = dict(
+            os.environ,
+            KUBECONFIG=str(self.kubeconfig),
+            GOODMEM_BASE_URL=self.base_url,
+            GOODMEM_API_KEY=self.api_key,
+            **self.extra_env,
+        )
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         offset = log.tell()  # a restart appends to the same log: look for readiness after this point only
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "goodmem_operator.main", *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
         log.close()
         deadline = time.monotonic() + timeout

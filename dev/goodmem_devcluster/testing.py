@@ -1,21 +1,27 @@
 """pytest helpers: skip (or fail, under GOODMEM_REQUIRE_E2E=1) when no control plane can be built.
 
-    from goodmem_devcluster.testing import require_control_plane, control_plane_session
+from goodmem_devcluster.testing import require_control_plane, control_plane_session
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
-
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from .gobuild import GoUnavailable, binaries, build, build_tool, find_go, tool_path
 from .controlplane import ControlPlane
+from .gobuild import GoUnavailable, binaries, build, build_tool, find_go, tool_path
 
-__all__ = ["REQUIRE_ENV", "unavailable_reason", "require_control_plane", "build_visibly", "control_plane_session",
-           "require_tool"]
+__all__ = [
+    "REQUIRE_ENV",
+    "build_visibly",
+    "control_plane_session",
+    "require_control_plane",
+    "require_tool",
+    "unavailable_reason",
+]
 
 REQUIRE_ENV = "GOODMEM_REQUIRE_E2E"
 
@@ -91,6 +97,8 @@ def require_tool(name: str, pytestconfig: Any = None) -> Path:
         banner = "!" * 20
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(f"{banner} {name} REQUIRED ({REQUIRE_ENV}=1) BUT IT CANNOT BE BUILT: {exc}", pytrace=False)
-        pytest.skip(f"{banner} {name.upper()} SKIPPED, NO GO TO BUILD IT (set {REQUIRE_ENV}=1 to make this fail): {exc}")
+        pytest.skip(
+            f"{banner} {name.upper()} SKIPPED, NO GO TO BUILD IT (set {REQUIRE_ENV}=1 to make this fail): {exc}"
+        )
     with _capture_disabled(pytestconfig):
         return build_tool(name)

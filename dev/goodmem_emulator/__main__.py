@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ._emulator import Emulator
 from ._server import CONFLICT_BODIES
@@ -22,21 +22,27 @@ def _env_keys(name: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="goodmem-emulator", description="Serve an emulated GoodMem LLM registry."
-    )
+    parser = argparse.ArgumentParser(prog="goodmem-emulator", description="Serve an emulated GoodMem LLM registry.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument(
-        "--api-key", action="append", default=[], dest="api_keys",
+        "--api-key",
+        action="append",
+        default=[],
+        dest="api_keys",
         help=f"an ordinary API key (repeatable; also ${ENV_API_KEYS}, comma separated)",
     )
     parser.add_argument(
-        "--admin-key", action="append", default=[], dest="admin_keys",
+        "--admin-key",
+        action="append",
+        default=[],
+        dest="admin_keys",
         help=f"an admin API key (repeatable; also ${ENV_ADMIN_KEYS}, comma separated)",
     )
     parser.add_argument(
-        "--conflict-body", choices=CONFLICT_BODIES, default="named",
+        "--conflict-body",
+        choices=CONFLICT_BODIES,
+        default="named",
         help="named: 409 bodies carry existingLlmId and reason (default); opaque: a 409 body names nothing",
     )
     args = parser.parse_args(argv)
@@ -48,8 +54,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    emu = Emulator(api_keys=args.api_keys, admin_keys=args.admin_keys, access_log=True,
-                   conflict_body=args.conflict_body)
+    emu = Emulator(
+        api_keys=args.api_keys, admin_keys=args.admin_keys, access_log=True, conflict_body=args.conflict_body
+    )
     base_url = await emu.start(host=args.host, port=args.port)
     print(f"goodmem-emulator listening on {base_url}", flush=True)
     stop = asyncio.Event()
@@ -64,9 +71,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(_serve(args))
     return 0
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ._validation import ValidationError
 
@@ -75,13 +76,16 @@ def parse_fault_config(body: Any) -> FaultConfig:
             if not _is_int(value) or not 300 <= value <= 599:
                 raise ValidationError("errorStatus", "must be an HTTP redirect or error status (300..599)")
         elif attr == "error_methods":
-            if (not isinstance(value, list) or not value
-                    or any(not isinstance(m, str) or m.upper() not in _METHODS for m in value)):
+            if (
+                not isinstance(value, list)
+                or not value
+                or any(not isinstance(m, str) or m.upper() not in _METHODS for m in value)
+            ):
                 raise ValidationError("errorMethods", f"must be a non-empty list of {', '.join(_METHODS)} or null")
             value = sorted({m.upper() for m in value})
         elif attr == "rate_limit":
             if not isinstance(value, Mapping) or set(value) - {"retryAfter", "retry_after"}:
-                raise ValidationError("rateLimit", "must be {\"retryAfter\": seconds} or null")
+                raise ValidationError("rateLimit", 'must be {"retryAfter": seconds} or null')
             ra = value.get("retryAfter", value.get("retry_after", 1))
             if isinstance(ra, bool) or not isinstance(ra, (int, float)) or not math.isfinite(ra) or ra < 0:
                 raise ValidationError("rateLimit.retryAfter", "must be a non-negative number")

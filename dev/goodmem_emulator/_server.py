@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -167,7 +168,7 @@ class EmulatorApp:
             return await self._v1(request, handler)
         try:
             return await handler(request)
-        except Exception as exc:  # noqa: BLE001 - every error becomes JSON
+        except Exception as exc:
             if not isinstance(exc, (ApiError, ValidationError, StoreError, web.HTTPException)):
                 log.exception("unexpected error in %s %s", request.method, path)
             return _error_response(_as_api_error(exc))
@@ -207,12 +208,16 @@ class EmulatorApp:
                 raise ApiError(503, "UNAVAILABLE", "registry unavailable (injected outage)")
             if self.faults.roll_error(method):
                 if faults.error_status < 400:  # a misconfigured gateway's redirect, to where the request went
-                    raise ApiError(faults.error_status, "INJECTED_FAULT", "injected redirect",
-                                   headers={"Location": request.path_qs})
+                    raise ApiError(
+                        faults.error_status,
+                        "INJECTED_FAULT",
+                        "injected redirect",
+                        headers={"Location": request.path_qs},
+                    )
                 raise ApiError(faults.error_status, "INJECTED_FAULT", "injected error")
             handled = True
             resp = await handler(request)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not isinstance(exc, (ApiError, ValidationError, StoreError, web.HTTPException)):
                 log.exception("unexpected error in %s %s", method, request.path)
             resp = _error_response(_as_api_error(exc, conflict_body=self.conflict_body), echo_body=echo)

@@ -59,9 +59,7 @@ class Stats:
         with self._lock:
             self._requests[key] += 1
             self._by_status[f"{key} {status}"] += 1
-            self._log.append(
-                {"method": method, "route": route, "path": path, "status": status, "body": body, "ts": ts}
-            )
+            self._log.append({"method": method, "route": route, "path": path, "status": status, "body": body, "ts": ts})
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

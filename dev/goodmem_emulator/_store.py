@@ -11,8 +11,9 @@ import copy
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ._validation import (
     MAX_LABELS,
@@ -195,9 +196,7 @@ class LLMStore:
 
     # -- operations ------------------------------------------------------
 
-    def create(
-        self, principal: Principal, request: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def create(self, principal: Principal, request: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Create from a validated request; return (LLMResponse, statuses)."""
         request = copy.deepcopy(request)
         owner = request.pop("ownerId", None)

@@ -12,8 +12,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 PROVIDER_TYPES: frozenset[str] = frozenset(
@@ -104,9 +105,7 @@ UPDATE_FIELDS: frozenset[str] = frozenset(
     }
 )
 
-_UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class ValidationError(ValueError):
@@ -156,9 +155,7 @@ def _display_name(value: Any, field: str = "displayName") -> str:
 
 def _provider_type(value: Any, field: str = "providerType") -> str:
     if not isinstance(value, str) or value not in PROVIDER_TYPES:
-        raise ValidationError(
-            field, "must be one of " + ", ".join(sorted(PROVIDER_TYPES))
-        )
+        raise ValidationError(field, "must be one of " + ", ".join(sorted(PROVIDER_TYPES)))
     return value
 
 
@@ -167,9 +164,7 @@ def _endpoint_url(value: Any, field: str = "endpointUrl") -> str:
     try:
         canonicalize_url(value)
     except ValueError:
-        raise ValidationError(
-            field, "must be an absolute http(s) URL with a host"
-        ) from None
+        raise ValidationError(field, "must be an absolute http(s) URL with a host") from None
     return value
 
 
@@ -261,9 +256,7 @@ def validate_credentials(value: Any, field: str = "credentials") -> dict[str, An
     if kind is None:
         raise ValidationError(f"{field}.kind", "is required")
     if kind not in CREDENTIAL_KINDS:
-        raise ValidationError(
-            f"{field}.kind", "must be one of " + ", ".join(sorted(CREDENTIAL_KINDS))
-        )
+        raise ValidationError(f"{field}.kind", "must be one of " + ", ".join(sorted(CREDENTIAL_KINDS)))
     expected = CREDENTIAL_KINDS[kind]
     for payload in CREDENTIAL_KINDS.values():
         if payload != expected and _present(obj, payload):
@@ -286,9 +279,7 @@ def _api_key_auth(value: Any, field: str) -> dict[str, Any]:
     has_inline = _present(obj, "inlineSecret")
     has_ref = _present(obj, "secretRef")
     if has_inline == has_ref:
-        raise ValidationError(
-            field, "must carry exactly one of inlineSecret or secretRef"
-        )
+        raise ValidationError(field, "must carry exactly one of inlineSecret or secretRef")
     out: dict[str, Any] = {}
     if has_inline:
         secret = obj["inlineSecret"]
@@ -357,9 +348,7 @@ def validate_sampling_params(value: Any, field: str = "defaultSamplingParams") -
         if not isinstance(seqs, list):
             raise ValidationError(f"{field}.stopSequences", "must be a list of strings")
         if len(seqs) > MAX_STOP_SEQUENCES:
-            raise ValidationError(
-                f"{field}.stopSequences", f"must have at most {MAX_STOP_SEQUENCES} entries"
-            )
+            raise ValidationError(f"{field}.stopSequences", f"must have at most {MAX_STOP_SEQUENCES} entries")
         for i, s in enumerate(seqs):
             _string(s, f"{field}.stopSequences[{i}]")
             if len(s) > MAX_STOP_SEQUENCE_LEN:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ._emulator import Emulator
 
@@ -49,7 +49,7 @@ def run_in_thread(
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(emulator.start(host=host, port=port))
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+        except BaseException as exc:
             failure.append(exc)
             started.set()
             return

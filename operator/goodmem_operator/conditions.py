@@ -72,8 +72,14 @@ def now() -> str:
 
 
 def _make(ctype: ConditionType, status: str, reason: str, message: str) -> Condition:
-    return Condition(type=ctype, status=status, reason=reason, message=message,
-                     last_transition_time=_UNSTAMPED, observed_generation=None)
+    return Condition(
+        type=ctype,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=_UNSTAMPED,
+        observed_generation=None,
+    )
 
 
 # -- named constructors ---------------------------------------------------------------------------
@@ -116,8 +122,9 @@ def stalled(reason: str, message: str) -> Condition:
 # -- the one setter -------------------------------------------------------------------------------
 
 
-def set_conditions(previous: Iterable[Mapping[str, Any]] | None, wanted: Iterable[Condition],
-                   generation: int | None) -> list[Condition]:
+def set_conditions(
+    previous: Iterable[Mapping[str, Any]] | None, wanted: Iterable[Condition], generation: int | None
+) -> list[Condition]:
     """`wanted`, stamped: lastTransitionTime kept from `previous` while a condition's status is unchanged
     (now otherwise), observedGeneration set to `generation`."""
     before = list(previous or [])
@@ -143,6 +150,8 @@ def same(a: list[dict[str, Any]] | None, b: list[dict[str, Any]] | None) -> bool
     """Equal but for lastTransitionTime (which `set_conditions` keeps stable anyway)."""
 
     def strip(cs: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-        return sorted(({k: v for k, v in c.items() if k != "lastTransitionTime"} for c in cs or []), key=lambda c: c["type"])
+        return sorted(
+            ({k: v for k, v in c.items() if k != "lastTransitionTime"} for c in cs or []), key=lambda c: c["type"]
+        )
 
     return strip(a) == strip(b)

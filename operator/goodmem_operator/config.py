@@ -42,35 +42,76 @@ def parse(argv: list[str] | None = None) -> Config:
         prog="goodmem-operator",
         description="Reconcile goodmem.ai/v1alpha1 LLM resources against the GoodMem LLM registry.",
     )
-    p.add_argument("--base-url", default=env("GOODMEM_BASE_URL", "http://localhost:8080"),
-                   help="registry base URL (env GOODMEM_BASE_URL)")
-    p.add_argument("--api-key-file", default=env("GOODMEM_API_KEY_FILE"),
-                   help="file holding the registry API key (env GOODMEM_API_KEY_FILE; else env GOODMEM_API_KEY)")
-    p.add_argument("-n", "--namespace", action="append", default=None,
-                   help="namespace to watch, repeatable (env GOODMEM_WATCH_NAMESPACES, comma separated; default: all)")
-    p.add_argument("--cluster-name", default=env("GOODMEM_CLUSTER_NAME", "default"),
-                   help="name of this cluster in the registry entries' ownership labels (env GOODMEM_CLUSTER_NAME)")
-    p.add_argument("--drift-interval", type=float, default=float(env("GOODMEM_DRIFT_INTERVAL", "600")),
-                   help="seconds between drift checks of each LLM (env GOODMEM_DRIFT_INTERVAL, default 600)")
-    p.add_argument("--metrics-port", type=int, default=int(env("GOODMEM_METRICS_PORT", "0")),
-                   help="serve Prometheus metrics on this port, 0 = off (env GOODMEM_METRICS_PORT)")
-    p.add_argument("--default-deletion-policy", choices=["Delete", "Orphan"],
-                   default=env("GOODMEM_DEFAULT_DELETION_POLICY", "Delete"),
-                   help="deletion policy for LLMs that set none (env GOODMEM_DEFAULT_DELETION_POLICY)")
+    p.add_argument(
+        "--base-url",
+        default=env("GOODMEM_BASE_URL", "http://localhost:8080"),
+        help="registry base URL (env GOODMEM_BASE_URL)",
+    )
+    p.add_argument(
+        "--api-key-file",
+        default=env("GOODMEM_API_KEY_FILE"),
+        help="file holding the registry API key (env GOODMEM_API_KEY_FILE; else env GOODMEM_API_KEY)",
+    )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=None,
+        help="namespace to watch, repeatable (env GOODMEM_WATCH_NAMESPACES, comma separated; default: all)",
+    )
+    p.add_argument(
+        "--cluster-name",
+        default=env("GOODMEM_CLUSTER_NAME", "default"),
+        help="name of this cluster in the registry entries' ownership labels (env GOODMEM_CLUSTER_NAME)",
+    )
+    p.add_argument(
+        "--drift-interval",
+        type=float,
+        default=float(env("GOODMEM_DRIFT_INTERVAL", "600")),
+        help="seconds between drift checks of each LLM (env GOODMEM_DRIFT_INTERVAL, default 600)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("GOODMEM_METRICS_PORT", "0")),
+        help="serve Prometheus metrics on this port, 0 = off (env GOODMEM_METRICS_PORT)",
+    )
+    p.add_argument(
+        "--default-deletion-policy",
+        choices=["Delete", "Orphan"],
+        default=env("GOODMEM_DEFAULT_DELETION_POLICY", "Delete"),
+        help="deletion policy for LLMs that set none (env GOODMEM_DEFAULT_DELETION_POLICY)",
+    )
     p.add_argument("--registry-timeout", type=float, default=float(env("GOODMEM_REGISTRY_TIMEOUT", "10")))
-    p.add_argument("--registry-concurrency", type=int, default=int(env("GOODMEM_REGISTRY_CONCURRENCY", "16")),
-                   help="registry requests in flight at most (env GOODMEM_REGISTRY_CONCURRENCY)")
-    p.add_argument("--registry-rps", type=float, default=float(env("GOODMEM_REGISTRY_RPS", "100")),
-                   help="registry requests per second at most (env GOODMEM_REGISTRY_RPS)")
+    p.add_argument(
+        "--registry-concurrency",
+        type=int,
+        default=int(env("GOODMEM_REGISTRY_CONCURRENCY", "16")),
+        help="registry requests in flight at most (env GOODMEM_REGISTRY_CONCURRENCY)",
+    )
+    p.add_argument(
+        "--registry-rps",
+        type=float,
+        default=float(env("GOODMEM_REGISTRY_RPS", "100")),
+        help="registry requests per second at most (env GOODMEM_REGISTRY_RPS)",
+    )
     p.add_argument("--log-format", choices=["plain", "full", "json"], default=env("GOODMEM_LOG_FORMAT", "plain"))
     p.add_argument("--verbose", action="store_true", default=env("GOODMEM_VERBOSE") == "1")
     p.add_argument("--debug", action="store_true", default=env("GOODMEM_DEBUG") == "1")
-    p.add_argument("--liveness", default=env("GOODMEM_LIVENESS"),
-                   help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz (env GOODMEM_LIVENESS)")
-    p.add_argument("--allow-owner-id", action="append", default=None, metavar="NAMESPACE=OWNER_ID[|OWNER_ID...]",
-                   help="let LLMs of NAMESPACE set spec.ownerId to these registry principals (OWNER_ID '*': any; "
-                        "NAMESPACE '*': every namespace); repeatable (env GOODMEM_ALLOW_OWNER_ID, comma separated). "
-                        "Without it spec.ownerId is refused (OwnerIdNotAllowed)")
+    p.add_argument(
+        "--liveness",
+        default=env("GOODMEM_LIVENESS"),
+        help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz (env GOODMEM_LIVENESS)",
+    )
+    p.add_argument(
+        "--allow-owner-id",
+        action="append",
+        default=None,
+        metavar="NAMESPACE=OWNER_ID[|OWNER_ID...]",
+        help="let LLMs of NAMESPACE set spec.ownerId to these registry principals (OWNER_ID '*': any; "
+        "NAMESPACE '*': every namespace); repeatable (env GOODMEM_ALLOW_OWNER_ID, comma separated). "
+        "Without it spec.ownerId is refused (OwnerIdNotAllowed)",
+    )
     args = p.parse_args(argv)
     try:
         owner_id_grants = parse_owner_id_grants(args.allow_owner_id or _env_list("GOODMEM_ALLOW_OWNER_ID"))

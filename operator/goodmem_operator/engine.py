@@ -41,8 +41,8 @@ from goodmem_operator.registry import (
     RateLimited,
     RegistryError,
     ServerError,
-    UnexpectedResponse,
     Unauthorized,
+    UnexpectedResponse,
     Unreachable,
 )
 
@@ -322,8 +322,14 @@ class Engine:
             return await self._converge(obj, prepared, trigger)
         except Refusal as refusal:
             inputs = prepared.inputs if prepared is not None and refusal.gated else None
-            return self._failed(obj, refusal.reason, refusal.message, permanent=refusal.permanent, inputs=inputs,
-                                delay=self.settings.recheck)
+            return self._failed(
+                obj,
+                refusal.reason,
+                refusal.message,
+                permanent=refusal.permanent,
+                inputs=inputs,
+                delay=self.settings.recheck,
+            )
         except RegistryError as exc:
             return self._registry_failed(obj, exc, prepared)
 
@@ -351,15 +357,23 @@ class Engine:
         """Mirror the entry into status, if the client lets this resource see it; never a write."""
         obs = await self.client.observe(obj, prepared)
         if not obs.exists:
-            return self._failed(obj, Reason.NOT_FOUND,
-                                f"registry entry {obs.name} not found (ObserveOnly never creates it)",
-                                permanent=False, inputs=None, delay=self.settings.recheck)
-        wanted = [cond.observed(f"registry entry {obs.name} exists (ObserveOnly)"),
-                  cond.synced("mirrored into status.observed; never written", Reason.OBSERVE_ONLY)]
+            return self._failed(
+                obj,
+                Reason.NOT_FOUND,
+                f"registry entry {obs.name} not found (ObserveOnly never creates it)",
+                permanent=False,
+                inputs=None,
+                delay=self.settings.recheck,
+            )
+        wanted = [
+            cond.observed(f"registry entry {obs.name} exists (ObserveOnly)"),
+            cond.synced("mirrored into status.observed; never written", Reason.OBSERVE_ONLY),
+        ]
         return Outcome(status=self._status(obj, wanted, last_attempt=None, **obs.status), result=Result.NOOP)
 
-    def _succeeded(self, obj: Resource, obs: Observation, events: list[Event], *, result: Result,
-                   drift: bool) -> Outcome:
+    def _succeeded(
+        self, obj: Resource, obs: Observation, events: list[Event], *, result: Result, drift: bool
+    ) -> Outcome:
         before = cond.find(obj.status.get("conditions"), cond.READY)
         if before and before["status"] != "True":
             events.append(Event("Normal", EventReason.AVAILABLE, f"registry entry {obs.name} is in sync"))
@@ -370,12 +384,16 @@ class Engine:
     def _paused(self, obj: Resource) -> Outcome:
         previous = obj.status.get("conditions")
         carried = cond.find(previous, cond.READY)
-        ready = (Condition.model_validate(carried) if carried
-                 else cond.set_conditions(previous, [cond.ready_unknown(Reason.RECONCILE_PAUSED,
-                                                                         "paused before the first sync")],
-                                          obj.generation)[0])
-        synced = cond.synced_false(Reason.RECONCILE_PAUSED,
-                                   f"annotation {PAUSED_ANNOTATION}=true: no registry calls until it is removed")
+        ready = (
+            Condition.model_validate(carried)
+            if carried
+            else cond.set_conditions(
+                previous, [cond.ready_unknown(Reason.RECONCILE_PAUSED, "paused before the first sync")], obj.generation
+            )[0]
+        )
+        synced = cond.synced_false(
+            Reason.RECONCILE_PAUSED, f"annotation {PAUSED_ANNOTATION}=true: no registry calls until it is removed"
+        )
         conditions = [ready, *cond.set_conditions(previous, [synced], obj.generation)]
         status = self.client.status_type(conditions=conditions)
         return Outcome(status=_dump(status), result=Result.PAUSED)
@@ -386,13 +404,30 @@ class Engine:
         """A registry error: permanent (gated on these inputs) unless retrying can help, then on backoff."""
         reason = reason_for(exc)
         if not exc.retryable:
-            return self._failed(obj, reason, str(exc), permanent=True,
-                                inputs=prepared.inputs if prepared is not None else None)
-        return self._failed(obj, reason, str(exc), permanent=False, inputs=None, delay=self._delay(obj.uid, exc),
-                            creating=prepared is not None and not prepared.known)
+            return self._failed(
+                obj, reason, str(exc), permanent=True, inputs=prepared.inputs if prepared is not None else None
+            )
+        return self._failed(
+            obj,
+            reason,
+            str(exc),
+            permanent=False,
+            inputs=None,
+            delay=self._delay(obj.uid, exc),
+            creating=prepared is not None and not prepared.known,
+        )
 
-    def _failed(self, obj: Resource, reason: str, message: str, *, permanent: bool, inputs: str | None,
-                delay: float | None = None, creating: bool = False) -> Outcome:
+    def _failed(
+        self,
+        obj: Resource,
+        reason: str,
+        message: str,
+        *,
+        permanent: bool,
+        inputs: str | None,
+        delay: float | None = None,
+        creating: bool = False,
+    ) -> Outcome:
         if permanent:
             text = f"{message} {PERMANENT_SUFFIX}"
             delay = None
@@ -407,8 +442,9 @@ class Engine:
         events = []
         if not before or before.get("reason") != reason or before.get("status") != "False":
             events.append(Event("Warning", reason, text))
-        return Outcome(status=status, events=events, retry_after=delay,
-                       result=Result.PERMANENT if permanent else Result.ERROR)
+        return Outcome(
+            status=status, events=events, retry_after=delay, result=Result.PERMANENT if permanent else Result.ERROR
+        )
 
     def _delay(self, uid: str, exc: RegistryError | None) -> float:
         attempt = self._attempts.get(uid, 0)
@@ -443,7 +479,9 @@ class Engine:
     async def _finalize(self, obj: Resource) -> list[Event]:
         name = self.client.external_name(obj)
         if obj.paused:
-            return [Event("Warning", EventReason.ORPHANED, f"deleted while paused: registry entry {name} left untouched")]
+            return [
+                Event("Warning", EventReason.ORPHANED, f"deleted while paused: registry entry {name} left untouched")
+            ]
         if self.client.observe_only(obj):
             return [Event("Normal", EventReason.RELEASED, f"ObserveOnly: registry entry {name} left untouched")]
         try:
@@ -451,8 +489,13 @@ class Engine:
         except RegistryError as exc:
             if not exc.retryable and not isinstance(exc, Conflict):
                 # A permanent answer to a delete (e.g. 400) cannot heal: release rather than block deletion forever.
-                return [Event("Warning", EventReason.DELETE_FAILED,
-                              f"registry entry {name} could not be deleted: {exc}; released")]
+                return [
+                    Event(
+                        "Warning",
+                        EventReason.DELETE_FAILED,
+                        f"registry entry {name} could not be deleted: {exc}; released",
+                    )
+                ]
             raise RetryLater(f"deleting registry entry {name}: {exc}", self._delay(obj.uid, exc)) from None
 
 

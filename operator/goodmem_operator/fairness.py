@@ -58,11 +58,19 @@ def default_per_tenant(concurrency: int) -> int:
 class FairScheduler(Generic[W]):
     """Who gets the next registry slot: per-tenant queues, a per-tenant cap, one global token bucket."""
 
-    def __init__(self, concurrency: int, rate: float, *, burst: int | None = None, per_tenant: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        rate: float,
+        *,
+        burst: int | None = None,
+        per_tenant: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.concurrency = max(1, concurrency)
-        self.per_tenant = max(1, min(self.concurrency, per_tenant if per_tenant is not None
-                                     else default_per_tenant(self.concurrency)))
+        self.per_tenant = max(
+            1, min(self.concurrency, per_tenant if per_tenant is not None else default_per_tenant(self.concurrency))
+        )
         self.rate = max(0.001, rate)
         self.capacity = float(burst if burst is not None else max(1, int(rate)))
         self._clock = clock
@@ -179,10 +187,18 @@ class FairLimiter:
     """At most `concurrency` requests in flight (at most `per_tenant` of one tenant) and `rate` per second,
     granted fairly across tenants (see the module docstring)."""
 
-    def __init__(self, concurrency: int, rate: float, *, burst: int | None = None, per_tenant: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        rate: float,
+        *,
+        burst: int | None = None,
+        per_tenant: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.scheduler: FairScheduler[asyncio.Future[None]] = FairScheduler(
-            concurrency, rate, burst=burst, per_tenant=per_tenant, clock=clock)
+            concurrency, rate, burst=burst, per_tenant=per_tenant, clock=clock
+        )
         self._timer: asyncio.TimerHandle | None = None
 
     def slot(self, tenant: str | None = None) -> _Slot:

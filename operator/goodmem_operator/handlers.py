@@ -72,8 +72,9 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         data = copy.deepcopy(dict(essence))
         meta = data.get("metadata")
         if isinstance(meta, dict):
-            annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
-                           if not k.startswith(f"{self.prefix}/")}
+            annotations = {
+                k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(f"{self.prefix}/")
+            }
             if annotations:
                 meta["annotations"] = annotations
             else:
@@ -203,10 +204,15 @@ class LeanMemories(ResourceMemories):
         meta = raw_body.get("metadata") or {}
         return secret_in_use(rt, meta.get("namespace", ""), meta.get("name", ""))
 
-    async def recall(self, raw_body: Any, *, memobase: Any = None, noticed_by_listing: bool = False,
-                     ephemeral: bool = False) -> Any:
-        return await super().recall(raw_body, memobase=memobase, noticed_by_listing=noticed_by_listing,
-                                    ephemeral=ephemeral or not self._keep(raw_body))
+    async def recall(
+        self, raw_body: Any, *, memobase: Any = None, noticed_by_listing: bool = False, ephemeral: bool = False
+    ) -> Any:
+        return await super().recall(
+            raw_body,
+            memobase=memobase,
+            noticed_by_listing=noticed_by_listing,
+            ephemeral=ephemeral or not self._keep(raw_body),
+        )
 
 
 def _post(body: Any, events: list[Event]) -> None:
@@ -257,8 +263,10 @@ def drift_interval_of(annotations: Any, default: float, floor: float = DRIFT_INT
 def drift_clamped_message(interval: DriftInterval) -> str:
     given = interval.clamped_from or ""
     shown = given if len(given) <= 40 else given[:40] + "..."
-    return (f"annotation {DRIFT_INTERVAL_ANNOTATION}={shown!r} is below the floor of {DRIFT_INTERVAL_FLOOR:g}s "
-            f"or not a number of seconds; drift checks run every {interval.seconds:g}s")
+    return (
+        f"annotation {DRIFT_INTERVAL_ANNOTATION}={shown!r} is below the floor of {DRIFT_INTERVAL_FLOOR:g}s "
+        f"or not a number of seconds; drift checks run every {interval.seconds:g}s"
+    )
 
 
 def _jitter(uid: str) -> float:
@@ -277,8 +285,9 @@ async def run_reconcile(rt: Runtime, body: Any, trigger: str) -> Outcome:
     return outcome
 
 
-def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float,
-                   recheck: float = DRIFT_INTERVAL_FLOOR) -> kopf.OperatorRegistry:
+def build_registry(
+    runtime_ref: dict[str, Runtime], *, drift_interval: float, recheck: float = DRIFT_INTERVAL_FLOOR
+) -> kopf.OperatorRegistry:
     """All handlers, on a registry of their own.  `runtime_ref['rt']` is filled at startup.
 
     Drift: a daemon per LLM reconciles when the LLM's interval (annotation
@@ -389,9 +398,9 @@ def build_registry(runtime_ref: dict[str, Runtime], *, drift_interval: float,
         if kind != "DELETED" and before == cache.peek(namespace, name):
             return
         # All users at once: the registry client's limiter bounds concurrency and rate (bench/ANALYSIS.md #4).
-        await asyncio.gather(*(
-            _reconcile_from_index(rt(), namespace, llm_name, trigger="secret") for llm_name in users
-        ))
+        await asyncio.gather(
+            *(_reconcile_from_index(rt(), namespace, llm_name, trigger="secret") for llm_name in users)
+        )
 
     return registry
 
@@ -435,16 +444,22 @@ async def reconcile_and_write(rt: Runtime, body: dict[str, Any], trigger: str) -
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     try:
         outcome = await run_reconcile(rt, body, trigger)
-    except Exception as exc:  # noqa: BLE001 - kopf is not there to retry this path; never lose the change
-        log.warning("%s/%s: %s reconcile failed: %s; retrying in %gs", namespace, name, trigger,
-                    type(exc).__name__, SIDE_PATH_RETRY)
+    except Exception as exc:
+        log.warning(
+            "%s/%s: %s reconcile failed: %s; retrying in %gs",
+            namespace,
+            name,
+            trigger,
+            type(exc).__name__,
+            SIDE_PATH_RETRY,
+        )
         return SIDE_PATH_RETRY
     written = True
     delta = outcome.status_patch(dict(body.get("status") or {}))
     if delta:
         try:
             await rt.status_writer(namespace, name, delta)
-        except Exception as exc:  # noqa: BLE001 - retried below; the next reconcile rewrites it
+        except Exception as exc:
             log.warning("%s/%s: could not write status: %s", namespace, name, type(exc).__name__)
             written = False
     _post(body, outcome.events)

@@ -125,9 +125,12 @@ class LLMClient:
         fingerprint = credentials_fingerprint(credentials, self.settings.fingerprint_key)
         marks = ownership_labels(self.settings.cluster_name, obj.namespace, obj.name, obj.uid)
         request = desired_request(spec, llm_id=obj.llm_id, marks=marks, credentials=credentials)
-        return Prepared(name=obj.llm_id, inputs=self._inputs_fingerprint(request, fingerprint),
-                        known=bool(obj.status.get("llmId")),
-                        desired=Desired(spec, request, credentials, fingerprint))
+        return Prepared(
+            name=obj.llm_id,
+            inputs=self._inputs_fingerprint(request, fingerprint),
+            known=bool(obj.status.get("llmId")),
+            desired=Desired(spec, request, credentials, fingerprint),
+        )
 
     @staticmethod
     def _validated(obj: LLMObject) -> LLMSpec:
@@ -180,8 +183,13 @@ class LLMClient:
             return self._judge(obj, desired, found, name)
         self._applied[obj.uid] = desired.fingerprint
         # What we just created is ours, whatever the registry echoes of its labels.
-        return Observation(exists=True, name=prepared.name, entry=entry, created=True,
-                           status=self._status(prepared.name, desired.fingerprint, entry))
+        return Observation(
+            exists=True,
+            name=prepared.name,
+            entry=entry,
+            created=True,
+            status=self._status(prepared.name, desired.fingerprint, entry),
+        )
 
     async def update(self, obj: LLMObject, prepared: Prepared[Desired], observation: Observation) -> Observation:
         entry = await self.registry.update_llm(observation.name, observation.update)
@@ -197,8 +205,13 @@ class LLMClient:
             return [Event("Normal", EventReason.DELETED, f"registry entry {llm_id} already gone")]
         labels = observed.get("labels") or {}
         if relation(labels, **self._who(obj, llm_id)) is not Relation.OURS:
-            return [Event("Normal", EventReason.RELEASED,
-                          f"registry entry {llm_id} is not managed by this resource; left in place")]
+            return [
+                Event(
+                    "Normal",
+                    EventReason.RELEASED,
+                    f"registry entry {llm_id} is not managed by this resource; left in place",
+                )
+            ]
         if (obj.spec.get("deletionPolicy") or self.settings.default_deletion_policy) == "Orphan":
             return await self._orphan(obj, llm_id, labels)
         try:
@@ -214,8 +227,14 @@ class LLMClient:
         kept[grant] = Access.ADOPT.value
         if kept != labels:
             await self.registry.update_llm(llm_id, {"replaceLabels": kept})
-        return [Event("Normal", EventReason.ORPHANED, f"registry entry {llm_id} left in place (deletionPolicy Orphan); "
-                                                     f"namespace {obj.namespace} may adopt it back ({grant}=adopt)")]
+        return [
+            Event(
+                "Normal",
+                EventReason.ORPHANED,
+                f"registry entry {llm_id} left in place (deletionPolicy Orphan); "
+                f"namespace {obj.namespace} may adopt it back ({grant}=adopt)",
+            )
+        ]
 
     # -- judging an entry found ------------------------------------------------------------------------
 
@@ -232,8 +251,15 @@ class LLMClient:
         last = self._applied.get(obj.uid) or obj.status.get("credentialsFingerprint")
         if desired.credentials is not None and fingerprint != last:
             update["credentials"] = desired.credentials
-        return Observation(exists=True, name=llm_id, entry=entry, adopted=adopted, update=update,
-                           drifted=drifted_fields(update), status=self._status(llm_id, fingerprint, entry))
+        return Observation(
+            exists=True,
+            name=llm_id,
+            entry=entry,
+            adopted=adopted,
+            update=update,
+            drifted=drifted_fields(update),
+            status=self._status(llm_id, fingerprint, entry),
+        )
 
     @staticmethod
     def _refuse_moving_inherited(desired: Desired, entry: dict[str, Any], llm_id: str) -> None:
@@ -244,7 +270,8 @@ class LLMClient:
                 Reason.CREDENTIALS_NOT_SUPPLIED,
                 f"registry entry {llm_id} keeps credentials that this LLM did not supply; changing its "
                 f"{fields} would send them somewhere new. Set spec.credentials (they replace "
-                f"the stored ones) or keep the entry's {fields}", permanent=True,
+                f"the stored ones) or keep the entry's {fields}",
+                permanent=True,
             )
 
     @staticmethod
@@ -261,21 +288,27 @@ class LLMClient:
         if not may_observe(rel, granted(labels, cluster=self.settings.cluster_name, namespace=obj.namespace)):
             raise self._not_granted(obj, llm_id, rel, Access.OBSERVE, labels)
         owner_visible = rel in (Relation.OURS, Relation.SAME_NAMESPACE)
-        return Observation(exists=True, name=llm_id, entry=entry, status={
-            "llm_id": llm_id, "observed": observed_values(entry, mirror=True, owner_visible=owner_visible)})
+        return Observation(
+            exists=True,
+            name=llm_id,
+            entry=entry,
+            status={"llm_id": llm_id, "observed": observed_values(entry, mirror=True, owner_visible=owner_visible)},
+        )
 
     # -- the tenant boundary (trust.py holds the rules) -------------------------------------------------
 
     def _who(self, obj: LLMObject, llm_id: str) -> dict[str, str]:
         return {"cluster": self.settings.cluster_name, "namespace": obj.namespace, "uid": obj.uid, "llm_id": llm_id}
 
-    def _not_granted(self, obj: LLMObject, llm_id: str, rel: Relation, access: Access,
-                     labels: dict[str, str] | None) -> Refusal:
+    def _not_granted(
+        self, obj: LLMObject, llm_id: str, rel: Relation, access: Access, labels: dict[str, str] | None
+    ) -> Refusal:
         """Refuse to observe or adopt an entry. An entry owned by another LLM is a Conflict that only a spec change
         ends; an unowned one may be granted later by whoever holds the registry key, so it is re-checked slowly."""
         holder = (labels or {}).get(OWNER_LABEL, "")
-        message = not_granted_message(llm_id, rel, access, cluster=self.settings.cluster_name,
-                                      namespace=obj.namespace, holder=holder)
+        message = not_granted_message(
+            llm_id, rel, access, cluster=self.settings.cluster_name, namespace=obj.namespace, holder=holder
+        )
         if rel is Relation.UNOWNED:
             return Refusal(Reason.NOT_GRANTED, message, permanent=False)
         # Refused adoption: these inputs are not tried again. Refused observation: checked on each reconcile.
@@ -292,14 +325,16 @@ class LLMClient:
             raise Refusal(
                 Reason.OWNER_MISMATCH,
                 f"registry entry {llm_id} belongs to another principal than spec.ownerId {owner_id}; "
-                f"not taking it over", permanent=True,
+                f"not taking it over",
+                permanent=True,
             )
         wanted = desired.request["providerType"]
         if observed.get("providerType") and observed["providerType"] != wanted:
             raise Refusal(
                 Reason.INVALID_SPEC,
                 f"registry entry {llm_id} has providerType {observed['providerType']}, which the registry "
-                f"cannot change; the spec asks for {wanted}", permanent=True,
+                f"cannot change; the spec asks for {wanted}",
+                permanent=True,
             )
 
     async def _duplicate(self, obj: LLMObject, desired: Desired, exc: Conflict) -> dict[str, Any]:
@@ -313,10 +348,15 @@ class LLMClient:
         spec = desired.spec
         candidates = await self._candidates(desired, exc)
         relations = [relation(e.get("labels"), **self._who(obj, str(e.get("llmId")))) for e in candidates]
-        same = (f"another registry entry{self._named(obj, candidates, relations)} has the same provider, endpoint, "
-                f"path, model and credentials")
-        if spec.adoption_policy != "IfMatching" or not candidates or relations[0] in (Relation.OTHER_OWNER,
-                                                                                       Relation.SAME_NAMESPACE):
+        same = (
+            f"another registry entry{self._named(obj, candidates, relations)} has the same provider, endpoint, "
+            f"path, model and credentials"
+        )
+        if (
+            spec.adoption_policy != "IfMatching"
+            or not candidates
+            or relations[0] in (Relation.OTHER_OWNER, Relation.SAME_NAMESPACE)
+        ):
             raise Refusal(Reason.ALREADY_EXISTS, f"{same}: {exc.registry_reason or exc}", permanent=True)
         if len(candidates) > 1:
             raise Refusal(
@@ -328,8 +368,9 @@ class LLMClient:
                 permanent=True,
             )
         entry = candidates[0]
-        if not may_adopt(relations[0], granted(entry.get("labels"), cluster=self.settings.cluster_name,
-                                               namespace=obj.namespace)):
+        if not may_adopt(
+            relations[0], granted(entry.get("labels"), cluster=self.settings.cluster_name, namespace=obj.namespace)
+        ):
             raise Refusal(
                 Reason.NOT_GRANTED,
                 f"adoptionPolicy IfMatching: {same}, and it grants namespace {obj.namespace} no adopt access; whoever "
@@ -354,9 +395,11 @@ class LLMClient:
 
     def _named(self, obj: LLMObject, candidates: list[dict[str, Any]], relations: list[Relation]) -> str:
         """` (id, ...)` of the candidates this namespace may see: another tenant's entry id is not its business."""
-        visible = [str(e.get("llmId")) for e, rel in zip(candidates, relations, strict=True)
-                   if may_observe(rel, granted(e.get("labels"), cluster=self.settings.cluster_name,
-                                               namespace=obj.namespace))]
+        visible = [
+            str(e.get("llmId"))
+            for e, rel in zip(candidates, relations, strict=True)
+            if may_observe(rel, granted(e.get("labels"), cluster=self.settings.cluster_name, namespace=obj.namespace))
+        ]
         hidden = len(candidates) - len(visible)
         names = ", ".join(visible + ([f"{hidden} not visible to namespace {obj.namespace}"] if hidden else []))
         return f" ({names})" if names else ""
@@ -368,7 +411,9 @@ class LLMClient:
         if change is Change.ADOPTED:
             return Event("Normal", EventReason.ADOPTED, f"registry entry {llm_id} adopted by {obj.key}")
         if change is Change.DRIFT_CORRECTED:
-            return Event("Warning", EventReason.DRIFT_CORRECTED, f"registry entry {llm_id} differed in {fields}; corrected")
+            return Event(
+                "Warning", EventReason.DRIFT_CORRECTED, f"registry entry {llm_id} differed in {fields}; corrected"
+            )
         if change is Change.UPDATED and observation.drifted == ["credentials"]:
             return Event("Normal", EventReason.CREDENTIALS_ROTATED, f"registry entry {llm_id}: credentials updated")
         if change is Change.UPDATED:

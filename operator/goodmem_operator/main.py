@@ -11,18 +11,18 @@ import kopf
 
 from goodmem_operator import config as config_mod
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
-from goodmem_operator.metrics import Metrics
 from goodmem_operator.handlers import (
     ANNOTATION_PREFIX,
     FINALIZER,
     INDEX_HANDLER,
-    LeanMemories,
     ChangeAwareProgressStorage,
     DigestDiffBaseStorage,
+    LeanMemories,
     Runtime,
     build_registry,
     select_credential_secrets,
 )
+from goodmem_operator.metrics import Metrics
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
 from goodmem_operator.secrets import KubeSecretReader, SecretCache
@@ -133,8 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         # The initial listings come in pages, not as one response of every Secret of the cluster.
         settings.watching.chunk_size = 500
         runtime_ref["rt"] = build_runtime(cfg)
-        log.info("goodmem-operator: registry %s, watching %s", cfg.base_url,
-                 ", ".join(cfg.namespaces) if cfg.namespaces else "all namespaces")
+        log.info(
+            "goodmem-operator: registry %s, watching %s",
+            cfg.base_url,
+            ", ".join(cfg.namespaces) if cfg.namespaces else "all namespaces",
+        )
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -153,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
         def probe(**_: Any) -> str:
             return "ok"
 
-    log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[cfg.log_format]
+    log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[
+        cfg.log_format
+    ]
     kopf.configure(verbose=cfg.verbose, debug=cfg.debug, log_format=log_format)
     logging.getLogger("kopf.objects").addFilter(QuietIndexLog())
     settings = kopf.OperatorSettings()

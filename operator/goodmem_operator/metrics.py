@@ -31,16 +31,32 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.reconcile_total = Counter("goodmem_operator_reconcile", "Reconciles by trigger and result.",
-                                       ["trigger", "result"], registry=r)
-        self.reconcile_seconds = Histogram("goodmem_operator_reconcile_duration_seconds", "Reconcile duration.",
-                                           ["trigger"], buckets=_BUCKETS, registry=r)
-        self.registry_total = Counter("goodmem_operator_registry_requests", "Registry requests by verb and status.",
-                                      ["verb", "status"], registry=r)
-        self.registry_seconds = Histogram("goodmem_operator_registry_request_duration_seconds",
-                                          "Registry request latency.", ["verb"], buckets=_BUCKETS, registry=r)
-        self.drift_total = Counter("goodmem_operator_drift_corrections", "Drift corrections (PUTs made by the drift check).",
-                                   registry=r)
+        self.reconcile_total = Counter(
+            "goodmem_operator_reconcile", "Reconciles by trigger and result.", ["trigger", "result"], registry=r
+        )
+        self.reconcile_seconds = Histogram(
+            "goodmem_operator_reconcile_duration_seconds",
+            "Reconcile duration.",
+            ["trigger"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.registry_total = Counter(
+            "goodmem_operator_registry_requests",
+            "Registry requests by verb and status.",
+            ["verb", "status"],
+            registry=r,
+        )
+        self.registry_seconds = Histogram(
+            "goodmem_operator_registry_request_duration_seconds",
+            "Registry request latency.",
+            ["verb"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.drift_total = Counter(
+            "goodmem_operator_drift_corrections", "Drift corrections (PUTs made by the drift check).", registry=r
+        )
         self.llms = Gauge("goodmem_operator_llms", "LLM resources by Ready status.", ["ready"], registry=r)
         self._ready: dict[str, str] = {}
         for state in ("True", "False", "Unknown"):

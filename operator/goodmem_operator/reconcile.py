@@ -57,13 +57,20 @@ class ReconcileSettings:
     owner_id_grants: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def engine(self) -> EngineSettings:
-        return EngineSettings(backoff_base=self.backoff_base, backoff_cap=self.backoff_cap,
-                              auth_backoff=self.auth_backoff, recheck=self.secret_retry)
+        return EngineSettings(
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            auth_backoff=self.auth_backoff,
+            recheck=self.secret_retry,
+        )
 
     def llm(self) -> LLMSettings:
-        return LLMSettings(cluster_name=self.cluster_name, fingerprint_key=self.fingerprint_key,
-                           default_deletion_policy=self.default_deletion_policy,
-                           owner_id_grants=self.owner_id_grants)
+        return LLMSettings(
+            cluster_name=self.cluster_name,
+            fingerprint_key=self.fingerprint_key,
+            default_deletion_policy=self.default_deletion_policy,
+            owner_id_grants=self.owner_id_grants,
+        )
 
 
 class Reconciler:

@@ -212,7 +212,7 @@ class RegistryClient:
         path = "/v1/llms"
         status, data = await self._call("create", "POST", path, json_body=body)
         llm = data.get("llm") if isinstance(data, dict) else None
-        llm = self._expect_llm("create", "POST", path, status, llm, "an object {\"llm\": {\"llmId\": ...}}")
+        llm = self._expect_llm("create", "POST", path, status, llm, 'an object {"llm": {"llmId": ...}}')
         wanted = body.get("llmId")
         if isinstance(wanted, str) and not _same_id(llm["llmId"], wanted):
             raise self._unexpected("create", "POST", path, "the created entry's llmId is not the one requested", status)
@@ -237,7 +237,7 @@ class RegistryClient:
         status, data = await self._call("list", "GET", path, params=params)
         llms = data.get("llms") if isinstance(data, dict) else None
         if not isinstance(llms, list):
-            raise self._unexpected("list", "GET", path, "the body is not an object {\"llms\": [...]}", status)
+            raise self._unexpected("list", "GET", path, 'the body is not an object {"llms": [...]}', status)
         for llm in llms:
             self._expect_llm("list", "GET", path, status, llm, "a list of LLM objects")
         return [dict(llm) for llm in llms]
@@ -252,16 +252,18 @@ class RegistryClient:
 
     # -- answers of the wrong shape -------------------------------------------------------------
 
-    def _expect_llm(self, verb: str, method: str, path: str, status: int, value: Any, shape: str,
-                    *, llm_id: str | None = None) -> dict[str, Any]:
+    def _expect_llm(
+        self, verb: str, method: str, path: str, status: int, value: Any, shape: str, *, llm_id: str | None = None
+    ) -> dict[str, Any]:
         """`value` if it is an LLM object (a JSON object with a string llmId, the one asked for if given)."""
         if not isinstance(value, dict):
             raise self._unexpected(verb, method, path, f"the body is not {shape}", status)
         if not isinstance(value.get("llmId"), str):
             raise self._unexpected(verb, method, path, f"the body is not {shape}: no string llmId", status)
         if llm_id is not None and not _same_id(value["llmId"], llm_id):
-            raise self._unexpected(verb, method, path, "the body describes another llmId than the one in the path",
-                                   status)
+            raise self._unexpected(
+                verb, method, path, "the body describes another llmId than the one in the path", status
+            )
         return value
 
     @staticmethod
@@ -307,8 +309,15 @@ class RegistryClient:
             if self._observer is not None:
                 self._observer(verb, status_label, time.monotonic() - started)
 
-    def _answer(self, verb: str, method: str, path: str, response: httpx.Response, secrets: list[str],
-                statuses: tuple[int, ...] | None) -> Any:
+    def _answer(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        secrets: list[str],
+        statuses: tuple[int, ...] | None,
+    ) -> Any:
         status = response.status_code
         if status >= 400:
             raise self._error(method, path, response, secrets)
@@ -320,7 +329,9 @@ class RegistryClient:
             raise self._unexpected(verb, method, path, what, status)
         if statuses is not None:
             if status not in statuses:
-                raise self._unexpected(verb, method, path, f"{method} answers {' or '.join(map(str, statuses))}", status)
+                raise self._unexpected(
+                    verb, method, path, f"{method} answers {' or '.join(map(str, statuses))}", status
+                )
             return None
         if status == 204 or not response.content:
             raise self._unexpected(verb, method, path, "the body is empty", status)

@@ -179,7 +179,9 @@ class SecretCache:
             self._entries[key] = _Entry(None)
         else:
             labels = secret_labels(body)
-            self._entries[key] = _Entry(_keepable(SecretData(labels, decode_secret_data(body) if opted_in(labels) else {})))
+            self._entries[key] = _Entry(
+                _keepable(SecretData(labels, decode_secret_data(body) if opted_in(labels) else {}))
+            )
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
@@ -232,14 +234,17 @@ class KubeSecretReader:
             for _ in range(2):
                 try:
                     listed = self._api.list_namespaced_secret(
-                        namespace, label_selector=CREDENTIALS_SELECTOR, field_selector=f"metadata.name={name}",
+                        namespace,
+                        label_selector=CREDENTIALS_SELECTOR,
+                        field_selector=f"metadata.name={name}",
                         _preload_content=False,
                     )
                     items = json.loads(listed.data).get("items") or []
                     if items:
                         return SecretData(secret_labels(items[0]), decode_secret_data(items[0]))
-                    meta = self._api.read_namespaced_secret(name, namespace, _preload_content=False,
-                                                            _headers={"Accept": METADATA_ONLY})
+                    meta = self._api.read_namespaced_secret(
+                        name, namespace, _preload_content=False, _headers={"Accept": METADATA_ONLY}
+                    )
                 except ApiException as exc:
                     if exc.status == 404:
                         return None

@@ -107,15 +107,20 @@ def parse_owner_id_grants(items: list[str]) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def not_granted_message(llm_id: str, rel: Relation, access: Access, *, cluster: str, namespace: str,
-                        holder: str = "") -> str:
+def not_granted_message(
+    llm_id: str, rel: Relation, access: Access, *, cluster: str, namespace: str, holder: str = ""
+) -> str:
     """Why an entry cannot be observed or adopted, and what would allow it. The holder (`cluster/ns/name`)
     is named only when it is of the same namespace: another tenant's names are not this one's business."""
     if rel is Relation.OTHER_OWNER:
-        return (f"registry entry {llm_id} is managed by an LLM of another namespace; namespace {namespace} may "
-                f"not {access.value} it")
+        return (
+            f"registry entry {llm_id} is managed by an LLM of another namespace; namespace {namespace} may "
+            f"not {access.value} it"
+        )
     if rel is Relation.SAME_NAMESPACE:
         return f"registry entry {llm_id} is managed by {holder or 'another LLM of this namespace'}; not taking it over"
-    return (f"registry entry {llm_id} is not managed by any LLM and grants namespace {namespace} no "
-            f"{access.value} access; whoever holds the registry key may allow it with the entry label "
-            f"{grant_label(cluster, namespace)}={access.value}")
+    return (
+        f"registry entry {llm_id} is not managed by any LLM and grants namespace {namespace} no "
+        f"{access.value} access; whoever holds the registry key may allow it with the entry label "
+        f"{grant_label(cluster, namespace)}={access.value}"
+    )

@@ -96,8 +96,17 @@ def test_fair_share(results: dict) -> None:
 
 def test_report_renders_every_section(results: dict) -> None:
     text = render(results)
-    for heading in ("## Results", "## 1. Convergence", "## 2. Calls per change", "## 3. Steady state",
-                    "## 4. Rotation", "## 5. Latency", "## 6. Memory", "## 7. Fair share", "## Scale plan",
-                    "make bench"):
+    for heading in (
+        "## Results",
+        "## 1. Convergence",
+        "## 2. Calls per change",
+        "## 3. Steady state",
+        "## 4. Rotation",
+        "## 5. Latency",
+        "## 6. Memory",
+        "## 7. Fair share",
+        "## Scale plan",
+        "make bench",
+    ):
         assert heading in text
     assert "**miss**" not in text and "(smoke)" in text  # no targets judged at smoke size

@@ -11,14 +11,15 @@ import time
 import pytest
 
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
-
 from tests.leakscan import assert_no_leaks, without_emulator_redactions
 
 from .conftest import CREDENTIALS_LABELS, ROOT, SENTINEL, Kube, llm_manifest, scrape_metrics, secret_manifest
 
 pytestmark = pytest.mark.e2e
 
-REF = {"apiKey": {"secretKeyRef": {"name": "key", "key": "api-key"}, "headerName": "Authorization", "prefix": "Bearer "}}
+REF = {
+    "apiKey": {"secretKeyRef": {"name": "key", "key": "api-key"}, "headerName": "Authorization", "prefix": "Bearer "}
+}
 
 
 def _fp(emulator: EmulatorProcess, llm_id: str) -> str:
@@ -39,7 +40,9 @@ def test_rotation_reaches_only_the_users_of_the_secret(
     kube.apply(namespace, secret_manifest("other", {"api-key": "unrelated"}))
     for name in ("r1", "r2"):
         kube.apply(namespace, llm_manifest(name, credentials=REF))
-    kube.apply(namespace, llm_manifest("r3", credentials={"apiKey": {"secretKeyRef": {"name": "other", "key": "api-key"}}}))
+    kube.apply(
+        namespace, llm_manifest("r3", credentials={"apiKey": {"secretKeyRef": {"name": "other", "key": "api-key"}}})
+    )
     ids = {}
     for name in ("r1", "r2", "r3"):
         kube.wait_condition(namespace, name)
@@ -57,8 +60,11 @@ def test_rotation_reaches_only_the_users_of_the_secret(
     assert _fp(emulator, ids["r3"]) == before["r3"]
     print(f"rotation reached 2 LLMs in {elapsed:.2f}s")
     # The status fingerprint follows for the users only, and a resync sends nothing more.
-    kube.wait_for(lambda: all(_status_fp(kube, namespace, n) != status_fp[n] for n in ("r1", "r2")), 10,
-                  "status fingerprints of the users")
+    kube.wait_for(
+        lambda: all(_status_fp(kube, namespace, n) != status_fp[n] for n in ("r1", "r2")),
+        10,
+        "status fingerprints of the users",
+    )
     assert _status_fp(kube, namespace, "r3") == status_fp["r3"]
     time.sleep(1.0)
     assert len([e for e in emulator.stats()["log"] if e["method"] == "PUT"]) == 2
@@ -89,11 +95,17 @@ def test_switching_secrets_moves_the_rotation(
 ) -> None:
     kube.apply(namespace, secret_manifest("old-key", {"api-key": "old-1"}))
     kube.apply(namespace, secret_manifest("new-key", {"api-key": "new-1"}))
-    kube.apply(namespace, llm_manifest("mover", credentials={"apiKey": {"secretKeyRef": {"name": "old-key", "key": "api-key"}}}))
+    kube.apply(
+        namespace,
+        llm_manifest("mover", credentials={"apiKey": {"secretKeyRef": {"name": "old-key", "key": "api-key"}}}),
+    )
     kube.wait_condition(namespace, "mover")
     llm_id = kube.get(namespace, "llm", "mover")["status"]["llmId"]
     first = _fp(emulator, llm_id)
-    kube.apply(namespace, llm_manifest("mover", credentials={"apiKey": {"secretKeyRef": {"name": "new-key", "key": "api-key"}}}))
+    kube.apply(
+        namespace,
+        llm_manifest("mover", credentials={"apiKey": {"secretKeyRef": {"name": "new-key", "key": "api-key"}}}),
+    )
     kube.wait_for(lambda: _fp(emulator, llm_id) != first, 20, "credentials from the new Secret")
     moved = _fp(emulator, llm_id)
     time.sleep(1.0)
@@ -145,9 +157,7 @@ def test_cross_namespace_reference_refused(
     assert all(r["displayName"] != "LLM borrow" for r in emulator.records())
 
 
-def test_sentinel_never_leaks(
-    kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess
-) -> None:
+def test_sentinel_never_leaks(kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess) -> None:
     """Plant the sentinel, drive create, rotation and registry errors that echo the request; scan everything.
 
     Only the PUT fails (errorMethods), so the rotation's credentials really go out and come back in the error
@@ -161,8 +171,9 @@ def test_sentinel_never_leaks(
         kube.apply(namespace, secret_manifest("key", {"api-key": SENTINEL + "-v2"}))
         cond = kube.wait_condition(namespace, "leak", "False", "InvalidSpec", ctype="Synced", timeout=20)
         assert "registry answered 400" in cond["message"]
-        assert "request body as received" in cond["message"] and "<redacted>" in cond["message"], \
+        assert "request body as received" in cond["message"] and "<redacted>" in cond["message"], (
             "the echoed credentials reached the operator (and were redacted)"
+        )
     finally:
         emulator.clear_faults()
     emulator.set_faults(errorRate=1.0, errorStatus=503, errorMethods=["PUT"], echoRequest=True)
@@ -263,9 +274,12 @@ def test_unlabelled_secret_is_refused_until_labelled(
     posts = [e for e in emulator.stats()["log"] if e["method"] == "POST"]
     assert len(posts) == 1 and emulator.record(after["status"]["llmId"]) is not None
 
-    places = {"operator log (debug)": operator.log_text(),
-              "LLM object and status": json.dumps(after), "events": json.dumps(kube.events(namespace)),
-              "metrics": scrape_metrics(operator)}
+    places = {
+        "operator log (debug)": operator.log_text(),
+        "LLM object and status": json.dumps(after),
+        "events": json.dumps(kube.events(namespace)),
+        "metrics": scrape_metrics(operator),
+    }
     assert_no_leaks(places, SENTINEL)
 
 
@@ -296,18 +310,26 @@ def test_readme_upgrade_command_labels_every_secret_in_use(
 ) -> None:
     """The upgrade note's one-liner, run as README.md prints it: it labels the Secrets LLMs use, no other."""
     readme = (ROOT / "README.md").read_text()
-    [line] = [x for x in readme.splitlines() if x.startswith("kubectl get llms -A -o jsonpath=") and "label secret" in x]
+    [line] = [
+        x for x in readme.splitlines() if x.startswith("kubectl get llms -A -o jsonpath=") and "label secret" in x
+    ]
     for name in ("a", "b", "unused"):
         kube.apply(namespace, secret_manifest(name, {"api-key": f"value-{name}"}, labelled=False))
     users = {"u1": "a", "u2": "a", "u3": "b"}
     for llm, secret in users.items():
-        kube.apply(namespace, llm_manifest(llm, credentials={"apiKey": {"secretKeyRef": {"name": secret, "key": "api-key"}}}))
+        kube.apply(
+            namespace, llm_manifest(llm, credentials={"apiKey": {"secretKeyRef": {"name": secret, "key": "api-key"}}})
+        )
     kube.apply(namespace, llm_manifest("u4"))  # no credentials: nothing to label
     for llm in users:
         kube.wait_condition(namespace, llm, "False", "SecretNotLabelled")
 
-    env = {**os.environ, "PATH": f"{control_plane.kubectl_path.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "KUBECONFIG": str(control_plane.kubeconfig_path), "KUBECACHEDIR": str(tmp_path / "kubectl-cache")}
+    env = {
+        **os.environ,
+        "PATH": f"{control_plane.kubectl_path.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(control_plane.kubeconfig_path),
+        "KUBECACHEDIR": str(tmp_path / "kubectl-cache"),
+    }
     done = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     for llm in [*users, "u4"]:

@@ -63,9 +63,11 @@ def test_overlays_render_and_the_api_server_accepts_them(control_plane: ControlP
     wide = _render(cp, DEPLOY / "overlays" / "cluster-wide")
     single = _render(cp, DEPLOY / "overlays" / "single-namespace")
     assert sorted(d["kind"] for d in wide) == sorted(
-        ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Secret", "Deployment"])
+        ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Secret", "Deployment"]
+    )
     assert sorted(d["kind"] for d in single) == sorted(
-        ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Deployment"])
+        ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Deployment"]
+    )
     watched = _one(single, "ConfigMap")["data"]["GOODMEM_WATCH_NAMESPACES"]
     assert _one(single, "Role")["metadata"]["namespace"] == watched
     assert _one(single, "RoleBinding")["metadata"]["namespace"] == watched
@@ -77,7 +79,8 @@ def test_overlays_render_and_the_api_server_accepts_them(control_plane: ControlP
         key_volume = next(v for v in pod["volumes"] if v["name"] == "registry-api-key")
         assert key_volume["secret"]["secretName"] == _one(docs, "Secret")["metadata"]["name"]
         assert {d["metadata"].get("namespace") for d in docs if d["kind"] in ("ServiceAccount", "Deployment")} == {
-            "goodmem-system"}
+            "goodmem-system"
+        }
     # The namespace for real (it is what both overlays install into), then everything as a server-side dry run.
     cp.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(_one(wide, "Namespace")))
     res = _dry_run(cp, wide)
@@ -89,8 +92,12 @@ def test_overlays_render_and_the_api_server_accepts_them(control_plane: ControlP
 
 
 def _pod_from(deployment: dict[str, Any], namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "goodmem-operator-psa", "namespace": namespace},
-            "spec": copy.deepcopy(deployment["spec"]["template"]["spec"])}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "goodmem-operator-psa", "namespace": namespace},
+        "spec": copy.deepcopy(deployment["spec"]["template"]["spec"]),
+    }
 
 
 def _container(pod: dict[str, Any]) -> dict[str, Any]:
@@ -101,10 +108,14 @@ VIOLATIONS = {
     "privilege-escalation": lambda p: _container(p)["securityContext"].update(allowPrivilegeEscalation=True),
     "capabilities-kept": lambda p: _container(p)["securityContext"].update(capabilities={"drop": ["NET_RAW"]}),
     "capability-added": lambda p: _container(p)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]),
-    "root": lambda p: (p["spec"]["securityContext"].update(runAsNonRoot=False, runAsUser=0),
-                       _container(p)["securityContext"].update(runAsNonRoot=False, runAsUser=0)),
-    "no-seccomp": lambda p: (p["spec"]["securityContext"].pop("seccompProfile"),
-                             _container(p)["securityContext"].pop("seccompProfile")),
+    "root": lambda p: (
+        p["spec"]["securityContext"].update(runAsNonRoot=False, runAsUser=0),
+        _container(p)["securityContext"].update(runAsNonRoot=False, runAsUser=0),
+    ),
+    "no-seccomp": lambda p: (
+        p["spec"]["securityContext"].pop("seccompProfile"),
+        _container(p)["securityContext"].pop("seccompProfile"),
+    ),
     "host-path": lambda p: p["spec"]["volumes"].append({"name": "h", "hostPath": {"path": "/etc"}}),
     "privileged": lambda p: _container(p)["securityContext"].update(privileged=True, allowPrivilegeEscalation=True),
 }
@@ -148,8 +159,12 @@ def test_a_weaker_pod_is_refused(control_plane: ControlPlane, deployment: dict[s
 def helm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Any:
     binary = require_tool("helm", pytestconfig)
     home = tmp_path_factory.mktemp("helm-home")
-    env = dict(os.environ, HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
-               HELM_DATA_HOME=str(home / "data"))
+    env = dict(
+        os.environ,
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
+    )
 
     def run(*args: str) -> str:
         res = subprocess.run([str(binary), *args], capture_output=True, text=True, env=env, timeout=120)
@@ -166,10 +181,20 @@ def test_helm_chart_lints(helm: Any) -> None:
 def test_helm_chart_cluster_wide_dry_runs_on_the_api_server(control_plane: ControlPlane, helm: Any) -> None:
     cp = control_plane
     release_ns = _ns(cp, "pod-security.kubernetes.io/enforce=restricted")
-    docs = _docs(helm("template", "gm", str(CHART), "--namespace", release_ns,
-                      "--set", "registry.baseUrl=https://registry.example.test"))
+    docs = _docs(
+        helm(
+            "template",
+            "gm",
+            str(CHART),
+            "--namespace",
+            release_ns,
+            "--set",
+            "registry.baseUrl=https://registry.example.test",
+        )
+    )
     assert sorted(d["kind"] for d in docs) == sorted(
-        ["ServiceAccount", "Secret", "ClusterRole", "ClusterRoleBinding", "Deployment"])
+        ["ServiceAccount", "Secret", "ClusterRole", "ClusterRoleBinding", "Deployment"]
+    )
     kustomize_rules = _one(_render(cp, DEPLOY / "overlays" / "cluster-wide"), "ClusterRole")["rules"]
     assert _one(docs, "ClusterRole")["rules"] == kustomize_rules
     res = _dry_run(cp, docs)
@@ -185,9 +210,19 @@ def test_helm_chart_cluster_wide_dry_runs_on_the_api_server(control_plane: Contr
 def test_helm_chart_watching_namespaces_has_no_cluster_role(control_plane: ControlPlane, helm: Any) -> None:
     cp = control_plane
     release_ns, team_a, team_b = _ns(cp), _ns(cp), _ns(cp)
-    docs = _docs(helm("template", "gm", str(CHART), "--namespace", release_ns,
-                      "--set", f"watchNamespaces={{{team_a},{team_b}}}",
-                      "--set", "registry.apiKey.existingSecret=my-registry-key"))
+    docs = _docs(
+        helm(
+            "template",
+            "gm",
+            str(CHART),
+            "--namespace",
+            release_ns,
+            "--set",
+            f"watchNamespaces={{{team_a},{team_b}}}",
+            "--set",
+            "registry.apiKey.existingSecret=my-registry-key",
+        )
+    )
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["ServiceAccount", "Role", "Role", "RoleBinding", "RoleBinding", "Deployment"]), kinds
     assert {d["metadata"]["namespace"] for d in docs if d["kind"] in ("Role", "RoleBinding")} == {team_a, team_b}
@@ -205,13 +240,26 @@ def test_argocd_cm_patch_from_the_readme_adds_only_the_health_check(control_plan
     cp = control_plane
     ns = _ns(cp)  # stands in for `argocd`
     cp.kubectl("-n", ns, "create", "configmap", "argocd-cm", "--from-literal=url=https://argocd.example.test")
-    cp.kubectl("-n", ns, "patch", "configmap", "argocd-cm", "--type", "merge",
-               "--patch-file", str(DEPLOY / "argocd" / "argocd-cm.yaml"))
+    cp.kubectl(
+        "-n",
+        ns,
+        "patch",
+        "configmap",
+        "argocd-cm",
+        "--type",
+        "merge",
+        "--patch-file",
+        str(DEPLOY / "argocd" / "argocd-cm.yaml"),
+    )
     data = json.loads(cp.kubectl("-n", ns, "get", "configmap", "argocd-cm", "-o", "json").stdout)["data"]
-    assert data == {"url": "https://argocd.example.test",
-                    "resource.customizations.health.goodmem.ai_LLM": (DEPLOY / "argocd" / "health.lua").read_text()}
+    assert data == {
+        "url": "https://argocd.example.test",
+        "resource.customizations.health.goodmem.ai_LLM": (DEPLOY / "argocd" / "health.lua").read_text(),
+    }
     readme = (ROOT / "README.md").read_text()
-    assert "kubectl -n argocd patch configmap argocd-cm --type merge --patch-file deploy/argocd/argocd-cm.yaml" in readme
+    assert (
+        "kubectl -n argocd patch configmap argocd-cm --type merge --patch-file deploy/argocd/argocd-cm.yaml" in readme
+    )
 
 
 def test_the_readme_overlay_example_renders(control_plane: ControlPlane, tmp_path: Path) -> None:

@@ -29,12 +29,11 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 import yaml
 
 from goodmem_devcluster import ControlPlane
@@ -50,12 +49,18 @@ pytestmark = pytest.mark.e2e
 SYSTEM_NS = "goodmem-system"
 SA = "goodmem-operator"
 SA_USER = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
-REF = {"apiKey": {"secretKeyRef": {"name": "key", "key": "api-key"}, "headerName": "Authorization", "prefix": "Bearer "}}
+REF = {
+    "apiKey": {"secretKeyRef": {"name": "key", "key": "api-key"}, "headerName": "Authorization", "prefix": "Bearer "}
+}
 #: The documented rules, as (apiGroup, resource, verb).
 GRANTED = {
-    ("goodmem.ai", "llms", "list"), ("goodmem.ai", "llms", "watch"), ("goodmem.ai", "llms", "patch"),
+    ("goodmem.ai", "llms", "list"),
+    ("goodmem.ai", "llms", "watch"),
+    ("goodmem.ai", "llms", "patch"),
     ("goodmem.ai", "llms/status", "patch"),
-    ("", "secrets", "get"), ("", "secrets", "list"), ("", "secrets", "watch"),
+    ("", "secrets", "get"),
+    ("", "secrets", "list"),
+    ("", "secrets", "watch"),
     ("", "events", "create"),
 }
 CLUSTER_ROLE = ROOT / "deploy" / "overlays" / "cluster-wide" / "clusterrole.yaml"
@@ -66,8 +71,15 @@ def manifest_rules(path: Path = CLUSTER_ROLE) -> list[tuple[str, str, str]]:
     """Every (apiGroup, resource, verb) the deploy/ ClusterRole grants (tests/unit/test_deploy.py keeps the
     Role and the Helm chart equal to it)."""
     role = yaml.safe_load(path.read_text())
-    return sorted({(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
-                   for resource in rule["resources"] for verb in rule["verbs"]})
+    return sorted(
+        {
+            (group, resource, verb)
+            for rule in role["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+    )
 
 
 #: What breaks without each rule; the 403 the API server answers is for that same verb and resource.
@@ -116,8 +128,11 @@ def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    emu = EmulatorProcess(tmp_path_factory.mktemp("rbac-emulator") / "emulator.log",
-                          api_key="rbac-operator-key", admin_key="rbac-admin-key").start()
+    emu = EmulatorProcess(
+        tmp_path_factory.mktemp("rbac-emulator") / "emulator.log",
+        api_key="rbac-operator-key",
+        admin_key="rbac-admin-key",
+    ).start()
     try:
         yield emu
     finally:
@@ -139,8 +154,14 @@ def can_i(cp: ControlPlane, kubeconfig: Path, verb: str, resource: str, namespac
 def rules_in(cp: ControlPlane, kubeconfig: Path, namespace: str) -> set[tuple[str, str, str]]:
     """Every (apiGroup, resource, verb) the identity holds in `namespace` (a SelfSubjectRulesReview),
     less the self-review APIs every authenticated user has."""
-    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": namespace}}
-    res = cp.kubectl("create", "--validate=false", "-o", "json", "-f", "-", input=json.dumps(review), kubeconfig=kubeconfig)
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
+    res = cp.kubectl(
+        "create", "--validate=false", "-o", "json", "-f", "-", input=json.dumps(review), kubeconfig=kubeconfig
+    )
     out: set[tuple[str, str, str]] = set()
     for rule in json.loads(res.stdout)["status"]["resourceRules"]:
         for group in rule.get("apiGroups", []):
@@ -177,8 +198,11 @@ def sa_requests(cp: ControlPlane, since: datetime) -> list[tuple[str, str, str, 
 
 def sa_writes(cp: ControlPlane, since: datetime) -> set[tuple[str, str, str]]:
     """(verb, resource[/subresource], response code) of every write the operator's identity made since `since`."""
-    return {(verb, resource, code) for verb, resource, code, stage in sa_requests(cp, since)
-            if stage == "ResponseComplete" and verb in WRITE_VERBS}
+    return {
+        (verb, resource, code)
+        for verb, resource, code, stage in sa_requests(cp, since)
+        if stage == "ResponseComplete" and verb in WRITE_VERBS
+    }
 
 
 def sa_denied(cp: ControlPlane, since: datetime) -> set[tuple[str, str]]:
@@ -187,8 +211,13 @@ def sa_denied(cp: ControlPlane, since: datetime) -> set[tuple[str, str]]:
 
 
 def start_operator(kubeconfig: Path, registry: EmulatorProcess, log: Path, *args: str) -> OperatorProcess:
-    return OperatorProcess(log, kubeconfig=kubeconfig, base_url=registry.base_url, api_key=registry.api_key,
-                           extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600", *args]).start()
+    return OperatorProcess(
+        log,
+        kubeconfig=kubeconfig,
+        base_url=registry.base_url,
+        api_key=registry.api_key,
+        extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600", *args],
+    ).start()
 
 
 def _healthy(port: int) -> bool:
@@ -214,10 +243,11 @@ def test_cluster_wide_install_runs_a_full_cycle_with_only_its_identity(
     ns = _fresh_namespace(cp)
     assert rules_in(cp, kubeconfig, ns) == GRANTED, "exactly the documented rules, nothing more"
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     [health_port] = free_ports(1)
-    op = start_operator(kubeconfig, registry, tmp_path / "operator.log",
-                        f"--liveness=http://127.0.0.1:{health_port}/healthz")  # the Deployment's probe, on a free port
+    op = start_operator(
+        kubeconfig, registry, tmp_path / "operator.log", f"--liveness=http://127.0.0.1:{health_port}/healthz"
+    )  # the Deployment's probe, on a free port
     try:
         kube.wait_for(lambda: _healthy(health_port), 15, "the liveness endpoint")
         # create, with credentials from a Secret
@@ -233,7 +263,9 @@ def test_cluster_wide_install_runs_a_full_cycle_with_only_its_identity(
 
         # update: one PUT of the changed field
         registry.reset_stats()
-        kube.run("-n", ns, "patch", "llm", "rbac", "--type", "merge", "-p", '{"spec":{"description":"least privilege"}}')
+        kube.run(
+            "-n", ns, "patch", "llm", "rbac", "--type", "merge", "-p", '{"spec":{"description":"least privilege"}}'
+        )
         kube.wait_for(lambda: kube.get(ns, "llm", "rbac")["status"].get("observedGeneration") == 2, 30, "generation 2")
         kube.wait_condition(ns, "rbac", "True", "Available")
         puts = _puts(registry, llm_id)
@@ -259,7 +291,10 @@ def test_cluster_wide_install_runs_a_full_cycle_with_only_its_identity(
     assert not denied, "\n".join(denied[:10])
     writes = sa_writes(cp, started)
     assert {(verb, resource) for verb, resource, _ in writes} == {
-        ("patch", "llms"), ("patch", "llms/status"), ("create", "events")}, writes
+        ("patch", "llms"),
+        ("patch", "llms/status"),
+        ("create", "events"),
+    }, writes
     assert {code for *_, code in writes} <= {"200", "201"}, writes
 
 
@@ -274,16 +309,30 @@ def test_the_identity_cannot_write_secrets_nor_touch_anything_else(cluster: Cont
     for verb in ("create", "update", "patch", "delete", "deletecollection"):
         assert not can_i(cp, kubeconfig, verb, "secrets", ns), f"{verb} secrets"
     for verb, resource in [
-        ("get", "configmaps"), ("create", "configmaps"), ("get", "deployments.apps"), ("create", "deployments.apps"),
-        ("get", "pods"), ("create", "pods"), ("delete", "pods"), ("create", "serviceaccounts/token"),
-        ("create", "llms.goodmem.ai"), ("update", "llms.goodmem.ai"), ("delete", "llms.goodmem.ai"),
-        ("get", "llms.goodmem.ai"), ("delete", "events"), ("patch", "events"),
-        ("list", "namespaces"), ("list", "customresourcedefinitions.apiextensions.k8s.io"),
-        ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+        ("get", "configmaps"),
+        ("create", "configmaps"),
+        ("get", "deployments.apps"),
+        ("create", "deployments.apps"),
+        ("get", "pods"),
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("create", "serviceaccounts/token"),
+        ("create", "llms.goodmem.ai"),
+        ("update", "llms.goodmem.ai"),
+        ("delete", "llms.goodmem.ai"),
+        ("get", "llms.goodmem.ai"),
+        ("delete", "events"),
+        ("patch", "events"),
+        ("list", "namespaces"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ]:
         assert not can_i(cp, kubeconfig, verb, resource, ns), f"{verb} {resource}"
     # And for real, not only as a review: writing a Secret is refused by the API server.
-    res = cp.kubectl("-n", ns, "create", "secret", "generic", "stolen", "--from-literal=k=v", kubeconfig=kubeconfig, check=False)
+    res = cp.kubectl(
+        "-n", ns, "create", "secret", "generic", "stolen", "--from-literal=k=v", kubeconfig=kubeconfig, check=False
+    )
     assert res.returncode != 0 and "forbidden" in res.stderr.lower(), res.stderr
     res = cp.kubectl("-n", ns, "create", "configmap", "nope", kubeconfig=kubeconfig, check=False)
     assert res.returncode != 0 and "forbidden" in res.stderr.lower(), res.stderr
@@ -348,8 +397,13 @@ def test_readme_command_releases_finalizers_left_by_an_uninstalled_operator(
     them and leaves the registry entries as they are."""
     cp, kube = cluster, Kube(cluster)
     ns = _fresh_namespace(cp)
-    op = OperatorProcess(tmp_path / "operator.log", kubeconfig=cp.kubeconfig_path, base_url=registry.base_url,
-                         api_key=registry.api_key, extra_args=["--namespace", ns]).start()
+    op = OperatorProcess(
+        tmp_path / "operator.log",
+        kubeconfig=cp.kubeconfig_path,
+        base_url=registry.base_url,
+        api_key=registry.api_key,
+        extra_args=["--namespace", ns],
+    ).start()
     try:
         for name in ("left-1", "left-2"):
             kube.apply(ns, llm_manifest(name))
@@ -369,8 +423,13 @@ def test_readme_command_releases_finalizers_left_by_an_uninstalled_operator(
     kubectl = shim / "kubectl"
     kubectl.write_text("#!/bin/sh\nexec " + shlex.join(cp.kubectl_command()) + ' "$@"\n')
     kubectl.chmod(0o755)
-    res = subprocess.run(["bash", "-euo", "pipefail", "-c", block], capture_output=True, text=True, timeout=60,
-                         env=dict(cp.kubectl_env(), PATH=f"{shim}:{os.environ['PATH']}"))
+    res = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(cp.kubectl_env(), PATH=f"{shim}:{os.environ['PATH']}"),
+    )
     assert res.returncode == 0, res.stderr
     kube.wait_for(lambda: all(kube.get(ns, "llm", n) is None for n in ("left-1", "left-2")), 15, "LLMs gone")
     for llm_id in ids:
@@ -408,8 +467,9 @@ def _watching(requests: list[tuple[str, str, str, str]], resource: str) -> bool:
 
 
 @pytest.mark.parametrize("rule", manifest_rules(), ids=lambda r: f"{r[1]}-{r[2]}")
-def test_each_rule_is_needed(cluster: ControlPlane, registry: EmulatorProcess, tmp_path: Path,
-                             rule: tuple[str, str, str]) -> None:
+def test_each_rule_is_needed(
+    cluster: ControlPlane, registry: EmulatorProcess, tmp_path: Path, rule: tuple[str, str, str]
+) -> None:
     """deploy/'s ClusterRole less the one verb `rule` names: the operator meets a 403 for exactly that verb and
     resource (the audit log), and no other. One short scenario each: a labelled Secret, the operator started with
     the ServiceAccount's token, once its watches are open an LLM that uses the Secret; stop at the 403. (The
@@ -427,19 +487,27 @@ def test_each_rule_is_needed(cluster: ControlPlane, registry: EmulatorProcess, t
         # Labelled Secrets are read with a list by name (label selector); `get` is the metadata-only read that tells
         # an unlabelled Secret from a missing one, so its case uses a Secret that did not opt in.
         labels = {} if rule == ("", "secrets", "get") else CREDENTIALS_LABEL
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "key", "labels": labels},
-                  "stringData": {"api-key": "rule-value"}}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "key", "labels": labels},
+            "stringData": {"api-key": "rule-value"},
+        }
         kube.apply(ns, json.dumps(secret))
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         op = start_operator(kubeconfig, registry, tmp_path / "operator.log")
         expected = (verb, resource)
         try:
+
             def seen() -> bool:
                 return expected in sa_denied(cp, started)
 
             # Once both watches are open (or the 403 came first), the LLM: finalizer, Secret read, status, Event.
-            kube.wait_for(lambda: seen() or all(_watching(sa_requests(cp, started), r) for r in ("llms", "secrets")),
-                          30, "the operator's watches")
+            kube.wait_for(
+                lambda: seen() or all(_watching(sa_requests(cp, started), r) for r in ("llms", "secrets")),
+                30,
+                "the operator's watches",
+            )
             if not seen():
                 kube.apply(ns, llm_manifest("needs-" + verb, credentials=REF))
             kube.wait_for(seen, 30, f"a 403 for {verb} {resource} ({WITHOUT_RULE[rule]})")
@@ -448,6 +516,8 @@ def test_each_rule_is_needed(cluster: ControlPlane, registry: EmulatorProcess, t
         denied = sa_denied(cp, started)
         assert denied == {expected}, f"only the removed rule is missing: {denied}"
         log_lines = [line[:200] for line in op.log_text().splitlines() if "forbidden" in line.lower()]
-        print(f"\nwithout {verb} {resource}: 403 in the audit log ({WITHOUT_RULE[rule]}); operator log: {log_lines[:1]}")
+        print(
+            f"\nwithout {verb} {resource}: 403 in the audit log ({WITHOUT_RULE[rule]}); operator log: {log_lines[:1]}"
+        )
     finally:
         cp.kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / "cluster-wide"))

@@ -37,9 +37,8 @@ def test_service_account_without_bindings_is_forbidden(control_plane: ControlPla
     from kubernetes.client.rest import ApiException
 
     kubeconfig = control_plane.kubeconfig_for_service_account(namespace, "no-rights")
-    with control_plane.api_client(kubeconfig) as api:
-        with pytest.raises(ApiException) as exc:
-            kubernetes.client.CoreV1Api(api).list_namespaced_secret(namespace)
+    with control_plane.api_client(kubeconfig) as api, pytest.raises(ApiException) as exc:
+        kubernetes.client.CoreV1Api(api).list_namespaced_secret(namespace)
     assert exc.value.status == 403
     assert f"system:serviceaccount:{namespace}:no-rights" in exc.value.body
 
@@ -52,8 +51,13 @@ def test_service_account_without_bindings_is_forbidden(control_plane: ControlPla
     # here, because aggregation is done by kube-controller-manager, which does not run.)
     control_plane.kubectl("create", "role", "read-secrets", "-n", namespace, "--verb=list", "--resource=secrets")
     control_plane.kubectl(
-        "create", "rolebinding", "read-secrets", "-n", namespace,
-        "--role=read-secrets", f"--serviceaccount={namespace}:no-rights",
+        "create",
+        "rolebinding",
+        "read-secrets",
+        "-n",
+        namespace,
+        "--role=read-secrets",
+        f"--serviceaccount={namespace}:no-rights",
     )
     deadline = time.monotonic() + 10
     with control_plane.api_client(kubeconfig) as api:
@@ -70,11 +74,16 @@ def test_service_account_without_bindings_is_forbidden(control_plane: ControlPla
 def test_audit_log_records_writes_by_user(control_plane: ControlPlane, namespace: str) -> None:
     control_plane.kubectl("create", "configmap", "audited", "-n", namespace)
     events = [
-        e for e in control_plane.audit_events()
+        e
+        for e in control_plane.audit_events()
         if e.get("stage") == "ResponseComplete" and e["objectRef"].get("namespace") == namespace
     ]
-    assert any(e["verb"] == "create" and e["objectRef"]["resource"] == "configmaps"
-               and e["user"]["username"] == "goodmem-admin" for e in events)
+    assert any(
+        e["verb"] == "create"
+        and e["objectRef"]["resource"] == "configmaps"
+        and e["user"]["username"] == "goodmem-admin"
+        for e in events
+    )
     assert control_plane.writes_by_user()["goodmem-admin"] >= 2
 
 
@@ -108,7 +117,9 @@ def test_restart_apiserver_keeps_data_then_stop_leaves_nothing(own_control_plane
 
     cp.stop_etcd()
     cp.start_etcd()
-    assert json.loads(cp.kubectl("get", "configmap", "survivor", "-n", "keep", "-o", "json").stdout)["data"] == {"a": "b"}
+    assert json.loads(cp.kubectl("get", "configmap", "survivor", "-n", "keep", "-o", "json").stdout)["data"] == {
+        "a": "b"
+    }
 
     pids, ports, state_dir = list(cp.pids.values()), [p for p in cp.ports.values() if p], cp.state_dir
     assert len(pids) == 2 and len(ports) == 3

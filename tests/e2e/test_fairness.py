@@ -23,20 +23,25 @@ def _gets(emulator: EmulatorProcess, llm_id: str) -> int:
 
 
 def _clamped_events(kube: Kube, namespace: str, name: str) -> list[dict]:
-    return [e for e in kube.events(namespace)
-            if e["reason"] == "DriftIntervalClamped" and e["involvedObject"]["name"] == name]
+    return [
+        e
+        for e in kube.events(namespace)
+        if e["reason"] == "DriftIntervalClamped" and e["involvedObject"]["name"] == name
+    ]
 
 
 def test_a_drift_loop_annotation_is_clamped_to_the_floor_with_a_warning(
-        kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess) -> None:
+    kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess
+) -> None:
     """`drift-interval: "0.0001"` once made 395 GETs in 3 s from one LLM; now it is a 30 s interval."""
     manifest = json.loads(llm_manifest("tight-loop"))
     manifest["metadata"]["annotations"] = {ANNOTATION: "0.0001"}
     kube.apply(namespace, json.dumps(manifest))
     kube.wait_condition(namespace, "tight-loop")
     llm_id = kube.get(namespace, "llm", "tight-loop")["status"]["llmId"]
-    event = kube.wait_for(lambda: next(iter(_clamped_events(kube, namespace, "tight-loop")), None), 30,
-                          "the DriftIntervalClamped Warning")
+    event = kube.wait_for(
+        lambda: next(iter(_clamped_events(kube, namespace, "tight-loop")), None), 30, "the DriftIntervalClamped Warning"
+    )
     assert event["type"] == "Warning"
     assert "'0.0001'" in event["message"] and "every 30s" in event["message"]
     before = _gets(emulator, llm_id)
@@ -46,7 +51,8 @@ def test_a_drift_loop_annotation_is_clamped_to_the_floor_with_a_warning(
 
 
 def test_a_drift_interval_set_after_creation_is_honoured(
-        kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess) -> None:
+    kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess
+) -> None:
     """Created with the operator's default (an hour here), then annotated 30 s: a drift check follows within about
     a minute (the annotation is re-read at least every 30 s), not after the first default interval."""
     kube.apply(namespace, llm_manifest("late-annotation"))

@@ -37,8 +37,9 @@ def _ready_reason(kube: Kube, namespace: str, name: str, reason: str) -> dict:
     return kube.wait_condition(namespace, name, "False", reason, ctype="Synced", timeout=30)
 
 
-def test_namespace_b_cannot_reach_namespace_a(kube: Kube, namespace: str, evil: str, operator: OperatorProcess,
-                                              emulator: EmulatorProcess) -> None:
+def test_namespace_b_cannot_reach_namespace_a(
+    kube: Kube, namespace: str, evil: str, operator: OperatorProcess, emulator: EmulatorProcess
+) -> None:
     team_a = namespace
     # -- team A: a live entry with a key from a Secret, and one orphaned entry granted back to A -----------
     kube.apply(team_a, secret_manifest("a-key", {"api-key": SENTINEL}))
@@ -69,8 +70,9 @@ def test_namespace_b_cannot_reach_namespace_a(kube: Kube, namespace: str, evil: 
         "matching": {**{k: plain["spec"][k] for k in identity}, "adoptionPolicy": "IfMatching"},
         "matching-orphan": {**{k: llm_manifest_spec("old")[k] for k in identity}, "adoptionPolicy": "IfMatching"},
         # read A's Secret through the operator
-        "borrow": {"credentials": {"apiKey": {"secretKeyRef": {"name": "a-key", "key": "api-key",
-                                                                "namespace": team_a}}}},
+        "borrow": {
+            "credentials": {"apiKey": {"secretKeyRef": {"name": "a-key", "key": "api-key", "namespace": team_a}}}
+        },
         # act as another registry principal
         "owner": {"ownerId": "0b0e6f1c-3a4e-4b7d-9e8f-1c2d3e4f5a6b"},
         # send a Secret of its own namespace that never opted in to being credentials
@@ -78,40 +80,60 @@ def test_namespace_b_cannot_reach_namespace_a(kube: Kube, namespace: str, evil: 
     }
     for name, spec in moves.items():
         kube.apply(evil, llm_manifest(f"b-{name}", **spec))
-    observe = {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM", "metadata": {"name": "b-observe"},
-               "spec": {"managementPolicy": "ObserveOnly", "llmId": live_id}}
+    observe = {
+        "apiVersion": "goodmem.ai/v1alpha1",
+        "kind": "LLM",
+        "metadata": {"name": "b-observe"},
+        "spec": {"managementPolicy": "ObserveOnly", "llmId": live_id},
+    }
     kube.apply(evil, json.dumps(observe))
 
     expected = {
-        "b-by-id": "Conflict", "b-orphan": "NotGranted", "b-matching": "AlreadyExists", "b-matching-orphan": "NotGranted",
-        "b-borrow": "SecretNotAllowed", "b-owner": "OwnerIdNotAllowed", "b-observe": "Conflict",
+        "b-by-id": "Conflict",
+        "b-orphan": "NotGranted",
+        "b-matching": "AlreadyExists",
+        "b-matching-orphan": "NotGranted",
+        "b-borrow": "SecretNotAllowed",
+        "b-owner": "OwnerIdNotAllowed",
+        "b-observe": "Conflict",
         "b-unlabelled": "SecretNotLabelled",
     }
     # Meanwhile team A changes its spec: it must keep converging.
-    kube.apply(team_a, llm_manifest("live", credentials=key_ref, labels={"project": "a-secret-project"},
-                                    description="changed during the attack"))
+    kube.apply(
+        team_a,
+        llm_manifest(
+            "live", credentials=key_ref, labels={"project": "a-secret-project"}, description="changed during the attack"
+        ),
+    )
     for name, reason in expected.items():
         cond = _ready_reason(kube, evil, name, reason)
         # (b-borrow's message repeats the namespace B itself wrote; it says nothing of whether A's Secret exists)
-        assert (name == "b-borrow" or team_a not in cond["message"]) and "a-secret-project" not in cond["message"], \
-            (name, cond["message"])
+        assert (name == "b-borrow" or team_a not in cond["message"]) and "a-secret-project" not in cond["message"], (
+            name,
+            cond["message"],
+        )
         status = kube.get(evil, "llm", name)["status"]
         assert "observed" not in status, f"{name}: nothing of A's entry mirrored"
         assert name == "b-borrow" or team_a not in json.dumps(status), name
         if name.startswith("b-matching"):
             assert plain_id not in cond["message"] and orphan_id not in cond["message"], "A's ids are not named"
-    kube.wait_for(lambda: emulator.record(live_id)["description"] == "changed during the attack", 30,
-                  "team A's change applied during the attack")
+    kube.wait_for(
+        lambda: emulator.record(live_id)["description"] == "changed during the attack",
+        30,
+        "team A's change applied during the attack",
+    )
     kube.wait_condition(team_a, "live")
 
     # -- A's entries received no write but A's own update ------------------------------------------------
     # (The session's registry is shared with other tests: count what is A's or came from B, nothing else.)
     log = [e for e in emulator.stats()["log"] if e["method"] != "GET"]
-    on_a = [(e["method"], e["path"]) for e in log if live_id in e["path"] or orphan_id in e["path"]
-            or plain_id in e["path"]]
+    on_a = [
+        (e["method"], e["path"]) for e in log if live_id in e["path"] or orphan_id in e["path"] or plain_id in e["path"]
+    ]
     assert on_a == [("PUT", f"/v1/llms/{live_id}")], f"A's entries got a write besides A's own change: {on_a}"
-    from_b = [(e["method"], e["status"]) for e in log
-              if f"/{evil}/" in json.dumps((e.get("body") or {}).get("labels") or {})]
+    from_b = [
+        (e["method"], e["status"]) for e in log if f"/{evil}/" in json.dumps((e.get("body") or {}).get("labels") or {})
+    ]
     # B's two matching creates reached the registry and were refused (409); nothing else B asked for was written.
     assert from_b == [("POST", 409), ("POST", 409)], from_b
     assert not [r for r in emulator.records() if f"/{evil}/" in json.dumps(r.get("labels") or {})], "no entry for B"

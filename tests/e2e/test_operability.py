@@ -16,13 +16,19 @@ from .conftest import Kube, llm_manifest
 pytestmark = pytest.mark.e2e
 
 
-def test_json_log_format(control_plane: ControlPlane, emulator: EmulatorProcess, crds: None, kube: Kube,
-                         tmp_path: Path) -> None:
+def test_json_log_format(
+    control_plane: ControlPlane, emulator: EmulatorProcess, crds: None, kube: Kube, tmp_path: Path
+) -> None:
     """`--log-format json` writes one JSON object per line (a second operator, confined to its own namespace)."""
     ns = f"json-{int(time.time() * 1000) % 10**9}"
     control_plane.kubectl("create", "namespace", ns)
-    op = OperatorProcess(tmp_path / "op.log", kubeconfig=control_plane.kubeconfig_path, base_url=emulator.base_url,
-                         api_key=emulator.api_key, extra_args=["--log-format", "json", "--verbose", "-n", ns])
+    op = OperatorProcess(
+        tmp_path / "op.log",
+        kubeconfig=control_plane.kubeconfig_path,
+        base_url=emulator.base_url,
+        api_key=emulator.api_key,
+        extra_args=["--log-format", "json", "--verbose", "-n", ns],
+    )
     # The session operator sees this namespace too; both converge on the same derived id (a second
     # create gets 409 for its own id and reads it back), so two operators at once stay harmless.
     op.start()

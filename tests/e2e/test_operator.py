@@ -28,8 +28,13 @@ def test_examples_become_ready_and_match_the_registry(
     assert EXAMPLES, "examples/ must ship manifests"
     for path in EXAMPLES:
         kube.run("-n", namespace, "apply", "-f", str(path))
-    names = [json.loads(line)["metadata"]["name"] for line in kube.run(
-        "-n", namespace, "get", "llms", "-o", "jsonpath={range .items[*]}{@}{\"\\n\"}{end}").stdout.splitlines() if line]
+    names = [
+        json.loads(line)["metadata"]["name"]
+        for line in kube.run(
+            "-n", namespace, "get", "llms", "-o", 'jsonpath={range .items[*]}{@}{"\\n"}{end}'
+        ).stdout.splitlines()
+        if line
+    ]
     assert len(names) >= 4
     for name in names:
         kube.wait_condition(namespace, name, "True", "Available")
@@ -53,8 +58,12 @@ def test_update_sends_exactly_one_put_with_that_field(
     kube.wait_condition(namespace, "upd")
     llm_id = kube.get(namespace, "llm", "upd")["status"]["llmId"]
     assert _puts(emulator, llm_id) == []
-    kube.run("-n", namespace, "patch", "llm", "upd", "--type", "merge", "-p", '{"spec":{"description":"now described"}}')
-    kube.wait_for(lambda: (kube.get(namespace, "llm", "upd")["status"].get("observedGeneration") == 2), 30, "generation 2")
+    kube.run(
+        "-n", namespace, "patch", "llm", "upd", "--type", "merge", "-p", '{"spec":{"description":"now described"}}'
+    )
+    kube.wait_for(
+        lambda: kube.get(namespace, "llm", "upd")["status"].get("observedGeneration") == 2, 30, "generation 2"
+    )
     kube.wait_condition(namespace, "upd")
     puts = _puts(emulator, llm_id)
     assert len(puts) == 1, puts
@@ -130,7 +139,8 @@ def test_status_goes_through_the_status_subresource(
     # ...so the operator's status must have come through /status: the audit log shows it.
     audit = Path(control_plane.audit_log_path).read_text().splitlines()
     status_writes = [
-        json.loads(line) for line in audit
+        json.loads(line)
+        for line in audit
         if '"subresource":"status"' in line and f'"namespace":"{namespace}"' in line and '"name":"sub"' in line
     ]
     assert any(e["verb"] == "patch" and e["objectRef"]["resource"] == "llms" for e in status_writes)
@@ -154,10 +164,18 @@ def test_kopf_writes_metadata_only_for_its_finalizer(
     def operator_writes() -> list[tuple[str, str]]:
         out = []
         for line in Path(control_plane.audit_log_path).read_text().splitlines():
-            if '"resource":"llms"' not in line or f'"namespace":"{namespace}"' not in line or '"name":"lean"' not in line:
+            if (
+                '"resource":"llms"' not in line
+                or f'"namespace":"{namespace}"' not in line
+                or '"name":"lean"' not in line
+            ):
                 continue
             event = json.loads(line)
-            if event["stage"] == "ResponseComplete" and event["userAgent"].startswith("kopf/") and event["verb"] != "get":
+            if (
+                event["stage"] == "ResponseComplete"
+                and event["userAgent"].startswith("kopf/")
+                and event["verb"] != "get"
+            ):
                 out.append((event["verb"], event["objectRef"].get("subresource", "")))
         return out
 
@@ -167,7 +185,9 @@ def test_kopf_writes_metadata_only_for_its_finalizer(
 
 
 def test_describe_shows_why_not_ready(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
-    kube.apply(namespace, llm_manifest("nosecret", credentials={"apiKey": {"secretKeyRef": {"name": "absent", "key": "k"}}}))
+    kube.apply(
+        namespace, llm_manifest("nosecret", credentials={"apiKey": {"secretKeyRef": {"name": "absent", "key": "k"}}})
+    )
     kube.wait_condition(namespace, "nosecret", "False", "SecretNotFound")
     out = kube.run("-n", namespace, "describe", "llm", "nosecret").stdout
     assert "SecretNotFound" in out and f"Secret {namespace}/absent not found" in out

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -80,8 +80,11 @@ def test_cli_serves_prints_one_line_and_logs_without_bodies(cli: list[subprocess
 
 
 def test_cli_reads_keys_from_the_environment(cli: list[subprocess.Popen[str]]) -> None:
-    proc = _spawn("--api-key", "flag-key",
-                  env={"GOODMEM_EMULATOR_API_KEYS": "env-a, env-b", "GOODMEM_EMULATOR_ADMIN_KEYS": "env-root"})
+    proc = _spawn(
+        "--api-key",
+        "flag-key",
+        env={"GOODMEM_EMULATOR_API_KEYS": "env-a, env-b", "GOODMEM_EMULATOR_ADMIN_KEYS": "env-root"},
+    )
     cli.append(proc)
     m = LINE.match(_read_line(proc))
     assert m
@@ -93,8 +96,9 @@ def test_cli_reads_keys_from_the_environment(cli: list[subprocess.Popen[str]]) -
         assert http.get("/v1/llms", headers={"x-api-key": "other"}).status_code == 401
 
 
-@pytest.mark.parametrize(("flag", "named"), [((), True), (("--conflict-body", "named"), True),
-                                            (("--conflict-body", "opaque"), False)])
+@pytest.mark.parametrize(
+    ("flag", "named"), [((), True), (("--conflict-body", "named"), True), (("--conflict-body", "opaque"), False)]
+)
 def test_cli_conflict_body(cli: list[subprocess.Popen[str]], flag: tuple[str, ...], named: bool) -> None:
     proc = _spawn("--api-key", "u1", *flag)
     cli.append(proc)
@@ -109,8 +113,12 @@ def test_cli_conflict_body(cli: list[subprocess.Popen[str]], flag: tuple[str, ..
 
 
 def test_cli_refuses_an_unknown_conflict_body() -> None:
-    proc = subprocess.run([sys.executable, "-m", "goodmem_emulator", "--api-key", "k", "--conflict-body", "nope"],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "goodmem_emulator", "--api-key", "k", "--conflict-body", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2 and "--conflict-body" in proc.stderr
 
 
@@ -118,7 +126,10 @@ def test_cli_without_any_key_refuses_to_start() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOODMEM_EMULATOR_")}
     proc = subprocess.run(
         [sys.executable, "-m", "goodmem_emulator", "--port", "0"],
-        capture_output=True, text=True, env=env, timeout=30,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
     )
     assert proc.returncode == 2
     assert proc.stdout == "" and "--api-key" in proc.stderr

@@ -100,7 +100,9 @@ async def test_stats_count_v1_requests_by_route_and_status(api: Api, http: httpx
     assert SECRET not in resp.text
 
 
-async def test_stats_log_keeps_the_query_and_unparseable_bodies_are_not_logged(api: Api, http: httpx.AsyncClient, emu: Emulator) -> None:
+async def test_stats_log_keeps_the_query_and_unparseable_bodies_are_not_logged(
+    api: Api, http: httpx.AsyncClient, emu: Emulator
+) -> None:
     await api.list({"label.env": "prod"})
     await http.post("/v1/llms", content=b"inlineSecret=" + SECRET.encode(), headers=headers())
     log = emu.stats()["log"]
@@ -114,11 +116,21 @@ async def test_stats_reset(api: Api, http: httpx.AsyncClient, emu: Emulator) -> 
     resp = await http.post("/_emulator/stats/reset", headers=ADMIN)
     assert resp.status_code == 200
     assert emu.stats() == {
-        "requests": {"POST /v1/llms": 0, "GET /v1/llms": 0, "GET /v1/llms/{id}": 0,
-                     "PUT /v1/llms/{id}": 0, "DELETE /v1/llms/{id}": 0},
+        "requests": {
+            "POST /v1/llms": 0,
+            "GET /v1/llms": 0,
+            "GET /v1/llms/{id}": 0,
+            "PUT /v1/llms/{id}": 0,
+            "DELETE /v1/llms/{id}": 0,
+        },
         "byStatus": {},
-        "inFlight": {"POST /v1/llms": 0, "GET /v1/llms": 0, "GET /v1/llms/{id}": 0,
-                     "PUT /v1/llms/{id}": 0, "DELETE /v1/llms/{id}": 0},
+        "inFlight": {
+            "POST /v1/llms": 0,
+            "GET /v1/llms": 0,
+            "GET /v1/llms/{id}": 0,
+            "PUT /v1/llms/{id}": 0,
+            "DELETE /v1/llms/{id}": 0,
+        },
         "log": [],
     }
     await api.list()
@@ -127,7 +139,7 @@ async def test_stats_reset(api: Api, http: httpx.AsyncClient, emu: Emulator) -> 
 
 
 async def test_stats_log_is_bounded(api: Api, emu: Emulator) -> None:
-    emu.stats_store._log_limit = 3  # noqa: SLF001 - exercise the cap cheaply
+    emu.stats_store._log_limit = 3
     emu.reset_stats()
     for _ in range(5):
         await api.list()
@@ -138,7 +150,9 @@ async def test_stats_log_is_bounded(api: Api, emu: Emulator) -> None:
 # ---------------------------------------------------------------- records
 
 
-async def test_emulator_llms_shows_full_records_without_the_secret(api: Api, http: httpx.AsyncClient, emu: Emulator) -> None:
+async def test_emulator_llms_shows_full_records_without_the_secret(
+    api: Api, http: httpx.AsyncClient, emu: Emulator
+) -> None:
     creds = api_key_credentials(prefix="Bearer ")
     llm = await api.created(llm_body(credentials=creds, endpointUrl="https://API.openai.com/v1/"))
     resp = await http.get("/_emulator/llms", headers=ADMIN)
@@ -149,7 +163,10 @@ async def test_emulator_llms_shows_full_records_without_the_secret(api: Api, htt
     assert {k: v for k, v in rec.items() if k in llm} == llm
     assert rec["ownerId"] == emu.owner_id(USER_KEY)
     assert rec["credentialsFingerprint"] == credentials_fingerprint(creds)
-    assert rec["credentials"] == {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "<redacted>", "prefix": "Bearer "}}
+    assert rec["credentials"] == {
+        "kind": "CREDENTIAL_KIND_API_KEY",
+        "apiKey": {"inlineSecret": "<redacted>", "prefix": "Bearer "},
+    }
     assert rec["canonicalEndpointUrl"] == "https://api.openai.com/v1"
 
 
@@ -159,9 +176,22 @@ async def test_emulator_llms_shows_full_records_without_the_secret(api: Api, htt
 def test_fault_config_parsing() -> None:
     cfg = parse_fault_config({"latencyMs": 5, "error_rate": 0.5, "rateLimit": {"retryAfter": 1.2}, "seed": 3})
     assert (cfg.latency_ms, cfg.error_rate, cfg.error_status, cfg.retry_after_header) == (5, 0.5, 503, "2")
-    for bad in ({"latencyMs": -1}, {"errorRate": 1.5}, {"errorStatus": 200}, {"errorMethods": []}, {"errorMethods": ["PATCH"]}, {"errorMethods": "PUT"}, {"errorStatus": 299}, {"errorStatus": 600}, {"rateLimit": {"x": 1}},
-                {"rateLimit": {"retryAfter": -1}}, {"outage": "yes"}, {"echoRequest": 1},
-                {"dropResponseAfterCommit": True}, {"bogus": 1}):
+    for bad in (
+        {"latencyMs": -1},
+        {"errorRate": 1.5},
+        {"errorStatus": 200},
+        {"errorMethods": []},
+        {"errorMethods": ["PATCH"]},
+        {"errorMethods": "PUT"},
+        {"errorStatus": 299},
+        {"errorStatus": 600},
+        {"rateLimit": {"x": 1}},
+        {"rateLimit": {"retryAfter": -1}},
+        {"outage": "yes"},
+        {"echoRequest": 1},
+        {"dropResponseAfterCommit": True},
+        {"bogus": 1},
+    ):
         with pytest.raises(ValidationError):
             parse_fault_config(bad)
 
@@ -171,9 +201,17 @@ async def test_faults_put_get_delete(http: httpx.AsyncClient, emu: Emulator) -> 
     assert resp.status_code == 200
     current = (await http.get("/_emulator/faults", headers=ADMIN)).json()
     assert current == resp.json() == emu.get_faults()
-    assert current == {"latencyMs": 1, "errorRate": 0.0, "errorStatus": 500, "rateLimit": None,
-                       "outage": False, "echoRequest": False, "dropResponseAfterCommit": 0, "seed": None,
-                       "errorMethods": None}
+    assert current == {
+        "latencyMs": 1,
+        "errorRate": 0.0,
+        "errorStatus": 500,
+        "rateLimit": None,
+        "outage": False,
+        "echoRequest": False,
+        "dropResponseAfterCommit": 0,
+        "seed": None,
+        "errorMethods": None,
+    }
     # PUT replaces the whole configuration.
     await http.put("/_emulator/faults", headers=ADMIN, json={"outage": True})
     assert emu.get_faults()["latencyMs"] == 0 and emu.get_faults()["outage"] is True
@@ -242,14 +280,16 @@ async def test_latency(api: Api, emu: Emulator) -> None:
     assert time.monotonic() - start >= 0.29
 
 
-async def test_in_flight_counts_requests_received_and_not_yet_answered(api: Api, http: httpx.AsyncClient,
-                                                                      emu: Emulator) -> None:
+async def test_in_flight_counts_requests_received_and_not_yet_answered(
+    api: Api, http: httpx.AsyncClient, emu: Emulator
+) -> None:
     """The gauge a SIGKILL test reads (tests/e2e/test_lifecycle.py): a POST held by latency is in flight from
     the moment it arrives until it is answered, also across a stats reset and after its client went away."""
     assert set(emu.stats()["inFlight"].values()) == {0}
     emu.set_faults(latencyMs=600)
-    creates = [asyncio.ensure_future(api.create(llm_body(endpointUrl=f"https://held-{i}.example.test/v1")))
-               for i in range(2)]
+    creates = [
+        asyncio.ensure_future(api.create(llm_body(endpointUrl=f"https://held-{i}.example.test/v1"))) for i in range(2)
+    ]
     listing = asyncio.ensure_future(api.list())
     await _until(lambda: emu.stats()["inFlight"]["POST /v1/llms"] == 2 and emu.stats()["inFlight"]["GET /v1/llms"] == 1)
     assert emu.records() == [], "held: nothing committed yet"
@@ -288,7 +328,9 @@ async def test_echo_request_reflects_the_raw_body_in_error_responses(api: Api, e
     assert json.loads(resp.json()["requestBody"]) == bad
     # The raw body also stands in the message, the text a client reads: a client that does not redact leaks it.
     message = resp.json()["message"]
-    assert message.startswith("providerType: ") and message.endswith(f"request body as received: {resp.request.content.decode()}")
+    assert message.startswith("providerType: ") and message.endswith(
+        f"request body as received: {resp.request.content.decode()}"
+    )
     assert SECRET in message
     ok = await api.create(llm_body(credentials=api_key_credentials()))
     assert ok.status_code == 201 and SECRET not in ok.text  # successes never echo

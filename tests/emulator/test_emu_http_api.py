@@ -23,9 +23,20 @@ ALL_CAPS = {
     "supportsSamplingParameters": True,
 }
 RESPONSE_KEYS = {
-    "llmId", "displayName", "providerType", "endpointUrl", "apiPath", "modelIdentifier",
-    "supportedModalities", "labels", "capabilities", "ownerId", "createdAt", "updatedAt",
-    "createdById", "updatedById",
+    "llmId",
+    "displayName",
+    "providerType",
+    "endpointUrl",
+    "apiPath",
+    "modelIdentifier",
+    "supportedModalities",
+    "labels",
+    "capabilities",
+    "ownerId",
+    "createdAt",
+    "updatedAt",
+    "createdById",
+    "updatedById",
 }
 
 
@@ -81,8 +92,12 @@ async def test_create_minimal_applies_defaults_and_reports_inference(api: Api, e
     assert llm["ownerId"] == llm["createdById"] == llm["updatedById"] == owner_id_for_key(USER_KEY)
     assert llm["createdAt"] == llm["updatedAt"] and llm["createdAt"] > 1_600_000_000_000  # ms
     assert llm["capabilities"] == {
-        "supportsChat": True, "supportsCompletion": False, "supportsFunctionCalling": True,
-        "supportsSystemMessages": True, "supportsStreaming": True, "supportsSamplingParameters": True,
+        "supportsChat": True,
+        "supportsCompletion": False,
+        "supportsFunctionCalling": True,
+        "supportsSystemMessages": True,
+        "supportsStreaming": True,
+        "supportsSamplingParameters": True,
     }
     assert [s["code"] for s in body["statuses"]] == ["LLM_CAPABILITY_INFERRED"]
     assert all(isinstance(s["message"], str) for s in body["statuses"])
@@ -90,13 +105,25 @@ async def test_create_minimal_applies_defaults_and_reports_inference(api: Api, e
 
 async def test_create_full_echoes_everything_but_credentials(api: Api) -> None:
     body = llm_body(
-        description="desc", apiPath="/v1/chat", supportedModalities=["TEXT", "IMAGE"],
+        description="desc",
+        apiPath="/v1/chat",
+        supportedModalities=["TEXT", "IMAGE"],
         credentials=api_key_credentials(headerName="Authorization", prefix="Bearer "),
-        labels={"env": "prod"}, version="1.2", monitoringEndpoint="https://mon.example/x",
+        labels={"env": "prod"},
+        version="1.2",
+        monitoringEndpoint="https://mon.example/x",
         capabilities=ALL_CAPS,
-        defaultSamplingParams={"maxTokens": 10, "temperature": 0.5, "topP": 0.9, "topK": 5,
-                               "frequencyPenalty": -1.5, "presencePenalty": 1.5, "stopSequences": ["END"]},
-        maxContextLength=32768, clientConfig={"timeout": 5, "nested": {"a": [1, 2]}},
+        defaultSamplingParams={
+            "maxTokens": 10,
+            "temperature": 0.5,
+            "topP": 0.9,
+            "topK": 5,
+            "frequencyPenalty": -1.5,
+            "presencePenalty": 1.5,
+            "stopSequences": ["END"],
+        },
+        maxContextLength=32768,
+        clientConfig={"timeout": 5, "nested": {"a": [1, 2]}},
     )
     resp = await api.create(body)
     assert resp.status_code == 201
@@ -138,14 +165,26 @@ async def test_create_keeps_endpoint_url_verbatim(api: Api) -> None:
         ({"llmId": "123"}, "llmId"),
         ({"ownerId": "me"}, "ownerId"),
         ({"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {}}}, "credentials.apiKey"),
-        ({"credentials": {"kind": "CREDENTIAL_KIND_API_KEY",
-                          "apiKey": {"inlineSecret": SECRET, "secretRef": {"uri": "vault://x"}}}}, "credentials.apiKey"),
-        ({"credentials": {"kind": "CREDENTIAL_KIND_GCP_ADC", "apiKey": {"inlineSecret": SECRET}}}, "credentials.apiKey"),
+        (
+            {
+                "credentials": {
+                    "kind": "CREDENTIAL_KIND_API_KEY",
+                    "apiKey": {"inlineSecret": SECRET, "secretRef": {"uri": "vault://x"}},
+                }
+            },
+            "credentials.apiKey",
+        ),
+        (
+            {"credentials": {"kind": "CREDENTIAL_KIND_GCP_ADC", "apiKey": {"inlineSecret": SECRET}}},
+            "credentials.apiKey",
+        ),
         ({"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "gcpAdc": {"scopes": []}}}, "credentials.gcpAdc"),
         ({"unexpected": 1}, "unexpected"),
     ],
 )
-async def test_create_validation_is_400_naming_the_field(api: Api, emu: Emulator, patch: dict[str, Any], field: str) -> None:
+async def test_create_validation_is_400_naming_the_field(
+    api: Api, emu: Emulator, patch: dict[str, Any], field: str
+) -> None:
     resp = await api.create(llm_body() | patch)
     body = assert_error(resp, 400, field)
     assert body["error"] == "INVALID_ARGUMENT"
@@ -347,40 +386,68 @@ async def test_list_invalid_filters_are_400(api: Api, params: dict[str, str], fi
 
 
 async def test_update_changes_only_present_fields(api: Api) -> None:
-    llm = await api.created(llm_body(
-        description="d", labels={"a": "1", "b": "2"}, clientConfig={"x": 1, "y": 2},
-        supportedModalities=["TEXT", "IMAGE"], capabilities=ALL_CAPS, version="1",
-        defaultSamplingParams={"maxTokens": 5, "temperature": 1.0},
-    ))
+    llm = await api.created(
+        llm_body(
+            description="d",
+            labels={"a": "1", "b": "2"},
+            clientConfig={"x": 1, "y": 2},
+            supportedModalities=["TEXT", "IMAGE"],
+            capabilities=ALL_CAPS,
+            version="1",
+            defaultSamplingParams={"maxTokens": 5, "temperature": 1.0},
+        )
+    )
     resp = await api.update(llm["llmId"], {"displayName": "renamed"})
     assert resp.status_code == 200
     out = resp.json()
     assert out["displayName"] == "renamed"
-    assert {k: v for k, v in out.items() if k not in ("displayName", "updatedAt")} == \
-        {k: v for k, v in llm.items() if k not in ("displayName", "updatedAt")}
+    assert {k: v for k, v in out.items() if k not in ("displayName", "updatedAt")} == {
+        k: v for k, v in llm.items() if k not in ("displayName", "updatedAt")
+    }
     assert out["updatedAt"] > llm["updatedAt"]
     assert (await api.get(llm["llmId"])).json() == out
 
 
 async def test_update_replace_semantics(api: Api) -> None:
-    llm = await api.created(llm_body(
-        labels={"a": "1", "b": "2"}, clientConfig={"x": 1, "y": 2}, supportedModalities=["TEXT", "IMAGE"],
-        defaultSamplingParams={"maxTokens": 5, "temperature": 1.0},
-    ))
+    llm = await api.created(
+        llm_body(
+            labels={"a": "1", "b": "2"},
+            clientConfig={"x": 1, "y": 2},
+            supportedModalities=["TEXT", "IMAGE"],
+            defaultSamplingParams={"maxTokens": 5, "temperature": 1.0},
+        )
+    )
     caps = {k: not v for k, v in ALL_CAPS.items()}
-    out = (await api.update(llm["llmId"], {
-        "mergeLabels": {"b": "3", "c": "4"}, "clientConfig": {"z": 9}, "supportedModalities": [],
-        "capabilities": caps, "defaultSamplingParams": {"topK": 3}, "description": "new",
-        "endpointUrl": "http://vllm:8000/v1", "apiPath": "/v1/chat", "modelIdentifier": "llama",
-        "version": "2", "monitoringEndpoint": "https://m", "maxContextLength": 4096,
-    })).json()
+    out = (
+        await api.update(
+            llm["llmId"],
+            {
+                "mergeLabels": {"b": "3", "c": "4"},
+                "clientConfig": {"z": 9},
+                "supportedModalities": [],
+                "capabilities": caps,
+                "defaultSamplingParams": {"topK": 3},
+                "description": "new",
+                "endpointUrl": "http://vllm:8000/v1",
+                "apiPath": "/v1/chat",
+                "modelIdentifier": "llama",
+                "version": "2",
+                "monitoringEndpoint": "https://m",
+                "maxContextLength": 4096,
+            },
+        )
+    ).json()
     assert out["labels"] == {"a": "1", "b": "3", "c": "4"}
     assert out["clientConfig"] == {"z": 9}
     assert out["supportedModalities"] == ["TEXT", "IMAGE"]
     assert out["capabilities"] == caps
     assert out["defaultSamplingParams"] == {"topK": 3}
-    assert (out["description"], out["endpointUrl"], out["apiPath"], out["modelIdentifier"]) == \
-        ("new", "http://vllm:8000/v1", "/v1/chat", "llama")
+    assert (out["description"], out["endpointUrl"], out["apiPath"], out["modelIdentifier"]) == (
+        "new",
+        "http://vllm:8000/v1",
+        "/v1/chat",
+        "llama",
+    )
     assert (out["version"], out["monitoringEndpoint"], out["maxContextLength"]) == ("2", "https://m", 4096)
     assert out["providerType"] == "OPENAI"
     out = (await api.update(llm["llmId"], {"replaceLabels": {"only": "x"}, "supportedModalities": ["VIDEO"]})).json()

@@ -69,8 +69,13 @@ def test_llm_id_in_use_is_409_naming_it(store: LLMStore) -> None:
 def test_duplicate_identity_is_per_owner_and_uses_canonical_url(store: LLMStore) -> None:
     first = create(store, credentials=api_key_credentials())
     with pytest.raises(AlreadyExists) as info:
-        create(store, displayName="other name", endpointUrl="HTTPS://API.OPENAI.COM:443/v1/",
-               credentials=api_key_credentials(), labels={"x": "y"})
+        create(
+            store,
+            displayName="other name",
+            endpointUrl="HTTPS://API.OPENAI.COM:443/v1/",
+            credentials=api_key_credentials(),
+            labels={"x": "y"},
+        )
     assert info.value.existing_llm_id == first["llmId"] and info.value.reason == "DUPLICATE_IDENTITY"
     # Another owner may register the same identity.
     create(store, BOB, credentials=api_key_credentials())
@@ -117,10 +122,16 @@ def update(store: LLMStore, llm_id: str, body: dict[str, Any], principal: Princi
 
 
 def test_update_semantics(store: LLMStore) -> None:
-    llm = create(store, labels={"a": "1", "b": "2"}, clientConfig={"x": 1, "y": 2},
-                 supportedModalities=["TEXT", "IMAGE"], credentials=api_key_credentials())
-    out = update(store, llm["llmId"], {"mergeLabels": {"b": "3", "c": "4"}, "clientConfig": {"z": 3},
-                                      "supportedModalities": []})
+    llm = create(
+        store,
+        labels={"a": "1", "b": "2"},
+        clientConfig={"x": 1, "y": 2},
+        supportedModalities=["TEXT", "IMAGE"],
+        credentials=api_key_credentials(),
+    )
+    out = update(
+        store, llm["llmId"], {"mergeLabels": {"b": "3", "c": "4"}, "clientConfig": {"z": 3}, "supportedModalities": []}
+    )
     assert out["labels"] == {"a": "1", "b": "3", "c": "4"}
     assert out["clientConfig"] == {"z": 3}
     assert out["supportedModalities"] == ["TEXT", "IMAGE"]
@@ -133,7 +144,9 @@ def test_update_semantics(store: LLMStore) -> None:
     update(store, llm["llmId"], {"displayName": "renamed"})
     assert store.records()[0]["credentialsFingerprint"] == credentials_fingerprint(api_key_credentials())
     update(store, llm["llmId"], {"credentials": api_key_credentials("rotated")})
-    assert store.get(ADMIN, llm["llmId"], include_credentials=True)["credentials"]["apiKey"]["inlineSecret"] == "rotated"
+    assert (
+        store.get(ADMIN, llm["llmId"], include_credentials=True)["credentials"]["apiKey"]["inlineSecret"] == "rotated"
+    )
 
 
 def test_update_that_changes_nothing_keeps_updated_at(store: LLMStore) -> None:

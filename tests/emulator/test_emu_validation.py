@@ -66,7 +66,17 @@ def test_canonicalize_url(url: str, canonical: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["", "api.openai.com/v1", "ftp://host/x", "https://", "https://host:99999/", "https://host:x/", " https://h", "https://h /v1"]
+    "url",
+    [
+        "",
+        "api.openai.com/v1",
+        "ftp://host/x",
+        "https://",
+        "https://host:99999/",
+        "https://host:x/",
+        " https://h",
+        "https://h /v1",
+    ],
 )
 def test_canonicalize_url_rejects(url: str) -> None:
     with pytest.raises(ValueError):
@@ -106,16 +116,18 @@ def test_fingerprint_of_no_credentials_is_sha256_of_empty_string() -> None:
 
 def test_fingerprint_is_sha256_of_canonical_json() -> None:
     creds = {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"prefix": "Bearer ", "inlineSecret": "s"}}
-    expected = hashlib.sha256(
-        json.dumps(creds, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    expected = hashlib.sha256(json.dumps(creds, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert credentials_fingerprint(creds) == expected
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=5), max_size=6))
 def test_fingerprint_ignores_key_order(labels: dict[str, str]) -> None:
     a = {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "s"}, "labels": labels}
-    b = {"labels": dict(reversed(list(labels.items()))), "apiKey": {"inlineSecret": "s"}, "kind": "CREDENTIAL_KIND_API_KEY"}
+    b = {
+        "labels": dict(reversed(list(labels.items()))),
+        "apiKey": {"inlineSecret": "s"},
+        "kind": "CREDENTIAL_KIND_API_KEY",
+    }
     assert credentials_fingerprint(a) == credentials_fingerprint(b)
 
 
@@ -132,8 +144,17 @@ def test_create_applies_defaults_and_keeps_unset_fields_absent() -> None:
     assert out["supportedModalities"] == ["TEXT"]
     assert out["labels"] == {}
     assert out["capabilities"] == {}
-    for absent in ("description", "credentials", "version", "monitoringEndpoint",
-                   "defaultSamplingParams", "maxContextLength", "clientConfig", "ownerId", "llmId"):
+    for absent in (
+        "description",
+        "credentials",
+        "version",
+        "monitoringEndpoint",
+        "defaultSamplingParams",
+        "maxContextLength",
+        "clientConfig",
+        "ownerId",
+        "llmId",
+    ):
         assert absent not in out
 
 
@@ -163,8 +184,12 @@ def test_create_full_valid_body_round_trips() -> None:
         monitoringEndpoint="https://mon",
         capabilities=ALL_CAPS,
         defaultSamplingParams={
-            "maxTokens": 1, "temperature": 2, "topP": 0.0, "topK": 1,
-            "frequencyPenalty": -2.0, "presencePenalty": 2.0,
+            "maxTokens": 1,
+            "temperature": 2,
+            "topP": 0.0,
+            "topK": 1,
+            "frequencyPenalty": -2.0,
+            "presencePenalty": 2.0,
             "stopSequences": ["x" * 100] * 10,
         },
         maxContextLength=2**31 - 1,
@@ -232,10 +257,27 @@ _BAD_CREATE = [
     ({"credentials": {"kind": "CREDENTIAL_KIND_GCP_ADC", "apiKey": {"inlineSecret": "s"}}}, "credentials.apiKey"),
     ({"credentials": {"kind": "CREDENTIAL_KIND_GCP_ADC"}}, "credentials.gcpAdc"),
     ({"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {}}}, "credentials.apiKey"),
-    ({"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "s", "secretRef": {"uri": "vault://x"}}}}, "credentials.apiKey"),
-    ({"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": ""}}}, "credentials.apiKey.inlineSecret"),
-    ({"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"secretRef": {}}}}, "credentials.apiKey.secretRef.uri"),
-    ({"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "s", "extra": 1}}}, "credentials.apiKey.extra"),
+    (
+        {
+            "credentials": {
+                "kind": "CREDENTIAL_KIND_API_KEY",
+                "apiKey": {"inlineSecret": "s", "secretRef": {"uri": "vault://x"}},
+            }
+        },
+        "credentials.apiKey",
+    ),
+    (
+        {"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": ""}}},
+        "credentials.apiKey.inlineSecret",
+    ),
+    (
+        {"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"secretRef": {}}}},
+        "credentials.apiKey.secretRef.uri",
+    ),
+    (
+        {"credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "s", "extra": 1}}},
+        "credentials.apiKey.extra",
+    ),
     ({"credentials": api_key_credentials() | {"labels": {f"k{i}": "v" for i in range(21)}}}, "credentials.labels"),
     ({"credentials": {"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": {"scopes": "x"}}}, "credentials.gcpAdc.scopes"),
 ]
@@ -249,19 +291,28 @@ def test_create_rejects(patch: Any, field: str) -> None:
 
 def test_error_message_never_contains_the_value() -> None:
     with pytest.raises(ValidationError) as info:
-        validate_create_request(llm_body(credentials={"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": SECRET, "bogus": SECRET}}))
+        validate_create_request(
+            llm_body(
+                credentials={"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": SECRET, "bogus": SECRET}}
+            )
+        )
     assert SECRET not in str(info.value)
 
 
 def test_credentials_variants_normalise() -> None:
     assert validate_credentials(
-        {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"secretRef": {"uri": "vault://a", "hints": {"e": "b64"}}, "inlineSecret": None}, "gcpAdc": None}
+        {
+            "kind": "CREDENTIAL_KIND_API_KEY",
+            "apiKey": {"secretRef": {"uri": "vault://a", "hints": {"e": "b64"}}, "inlineSecret": None},
+            "gcpAdc": None,
+        }
     ) == {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"secretRef": {"uri": "vault://a", "hints": {"e": "b64"}}}}
     assert validate_credentials(
         {"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": {"scopes": ["s"], "quotaProjectId": "p"}}
     ) == {"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": {"scopes": ["s"], "quotaProjectId": "p"}}
     assert validate_credentials({"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": {}}) == {
-        "kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": {}
+        "kind": "CREDENTIAL_KIND_GCP_ADC",
+        "gcpAdc": {},
     }
 
 
@@ -336,7 +387,13 @@ def test_update_rejects(body: Any, field: str) -> None:
 
 def test_list_query_accepts_both_spellings_and_label_syntaxes() -> None:
     f = parse_list_query(
-        [("owner_id", UUID.upper()), ("providerType", "VLLM"), ("label.env", "prod"), ("label[team]", "ai"), ("label.a.b", "c")]
+        [
+            ("owner_id", UUID.upper()),
+            ("providerType", "VLLM"),
+            ("label.env", "prod"),
+            ("label[team]", "ai"),
+            ("label.a.b", "c"),
+        ]
     )
     assert f.owner_id == UUID and f.provider_type == "VLLM"
     assert f.labels == (("env", "prod"), ("team", "ai"), ("a.b", "c"))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -78,13 +79,22 @@ def create_full(sdk: Goodmem, **overrides: Any) -> Any:
         description="served by vLLM",
         api_path="/chat/completions",
         supported_modalities=["TEXT", "IMAGE"],
-        credentials=EndpointAuthentication.model_validate(api_key_credentials(headerName="Authorization", prefix="Bearer ")),
+        credentials=EndpointAuthentication.model_validate(
+            api_key_credentials(headerName="Authorization", prefix="Bearer ")
+        ),
         labels={"env": "prod", "team": "ml"},
         version="1.0",
         monitoring_endpoint="http://vllm.default.svc:8000/metrics",
         capabilities=CAPS,
-        default_sampling_params=LLMSamplingParams(max_tokens=256, temperature=0.2, top_p=0.9, top_k=40,
-                                                  frequency_penalty=0.1, presence_penalty=-0.1, stop_sequences=["END"]),
+        default_sampling_params=LLMSamplingParams(
+            max_tokens=256,
+            temperature=0.2,
+            top_p=0.9,
+            top_k=40,
+            frequency_penalty=0.1,
+            presence_penalty=-0.1,
+            stop_sequences=["END"],
+        ),
         max_context_length=8192,
         client_config={"timeoutSeconds": 30},
     )
@@ -116,12 +126,17 @@ def test_sdk_full_lifecycle(sdk: Goodmem, admin_sdk: Goodmem, threaded: tuple[Em
     assert with_creds.credentials.api_key.inline_secret == SECRET
     assert with_creds.credentials.api_key.prefix == "Bearer "
 
-    updated = sdk.llms.update(id=llm_id, request=LLMUpdateRequest(
-        display_name="Local vLLM (renamed)", merge_labels={"tier": "gold"}, supported_modalities=[],
-        credentials=EndpointAuthentication.model_validate(
-            {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"secretRef": {"uri": "k8s://ns/secret#key"}}}
+    updated = sdk.llms.update(
+        id=llm_id,
+        request=LLMUpdateRequest(
+            display_name="Local vLLM (renamed)",
+            merge_labels={"tier": "gold"},
+            supported_modalities=[],
+            credentials=EndpointAuthentication.model_validate(
+                {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"secretRef": {"uri": "k8s://ns/secret#key"}}}
+            ),
         ),
-    ))
+    )
     assert isinstance(updated, LLMResponse)
     assert updated.display_name == "Local vLLM (renamed)"
     assert updated.labels == {"env": "prod", "team": "ml", "tier": "gold"}
@@ -141,15 +156,36 @@ def test_sdk_full_lifecycle(sdk: Goodmem, admin_sdk: Goodmem, threaded: tuple[Em
 
 def test_sdk_list_with_label_filters(sdk: Goodmem, admin_sdk: Goodmem, threaded: tuple[Emulator, str]) -> None:
     emu, _ = threaded
-    a = sdk.llms.create(display_name="a", provider_type="OPENAI", endpoint_url="https://api.openai.com/v1",
-                        model_identifier="emulator-a", api_key=SECRET, labels={"env": "prod", "team": "ai"}).llm
-    b = sdk.llms.create(display_name="b", provider_type="OLLAMA", endpoint_url="http://ollama:11434/v1",
-                        model_identifier="emulator-b", labels={"env": "prod"}).llm
-    sdk.llms.create(display_name="c", provider_type="OLLAMA", endpoint_url="http://ollama:11434/v1",
-                    model_identifier="emulator-c", labels={"env": "dev"})
+    a = sdk.llms.create(
+        display_name="a",
+        provider_type="OPENAI",
+        endpoint_url="https://api.openai.com/v1",
+        model_identifier="emulator-a",
+        api_key=SECRET,
+        labels={"env": "prod", "team": "ai"},
+    ).llm
+    b = sdk.llms.create(
+        display_name="b",
+        provider_type="OLLAMA",
+        endpoint_url="http://ollama:11434/v1",
+        model_identifier="emulator-b",
+        labels={"env": "prod"},
+    ).llm
+    sdk.llms.create(
+        display_name="c",
+        provider_type="OLLAMA",
+        endpoint_url="http://ollama:11434/v1",
+        model_identifier="emulator-c",
+        labels={"env": "dev"},
+    )
     with Goodmem(base_url=threaded[1], api_key=OTHER_KEY) as other:
-        o = other.llms.create(display_name="o", provider_type="OLLAMA", endpoint_url="http://ollama:11434/v1",
-                              model_identifier="emulator-b", labels={"env": "prod"}).llm
+        o = other.llms.create(
+            display_name="o",
+            provider_type="OLLAMA",
+            endpoint_url="http://ollama:11434/v1",
+            model_identifier="emulator-b",
+            labels={"env": "prod"},
+        ).llm
         assert [x.llm_id for x in other.llms.list()] == [o.llm_id]
 
     assert [x.llm_id for x in sdk.llms.list(label={"env": "prod"})] == [a.llm_id, b.llm_id]
@@ -170,8 +206,12 @@ def test_sdk_list_with_label_filters(sdk: Goodmem, admin_sdk: Goodmem, threaded:
 
 
 def test_sdk_capability_inference_statuses_validate(sdk: Goodmem) -> None:
-    created = sdk.llms.create(display_name="x", provider_type="LLAMA_CPP", endpoint_url="http://llama:8080/v1",
-                              model_identifier="emulator-inferred")
+    created = sdk.llms.create(
+        display_name="x",
+        provider_type="LLAMA_CPP",
+        endpoint_url="http://llama:8080/v1",
+        model_identifier="emulator-inferred",
+    )
     assert created.statuses and created.statuses[0].code == "LLM_CAPABILITY_INFERRED"
     assert created.llm.capabilities.supports_completion is False
     assert created.llm.capabilities.supports_chat is True
@@ -193,12 +233,10 @@ def test_sdk_error_mapping(sdk: Goodmem, admin_sdk: Goodmem, threaded: tuple[Emu
         sdk.llms.get(id=llm.llm_id, include_credentials=True)
     with pytest.raises(PermissionDeniedError):
         create_full(sdk, owner_id=emu.owner_id(OTHER_KEY), model_identifier="x")
-    with Goodmem(base_url=base_url, api_key=OTHER_KEY) as other:
-        with pytest.raises(PermissionDeniedError):
-            other.llms.delete(id=llm.llm_id)
-    with Goodmem(base_url=base_url, api_key="wrong") as bad:
-        with pytest.raises(AuthenticationError):
-            bad.llms.list()
+    with Goodmem(base_url=base_url, api_key=OTHER_KEY) as other, pytest.raises(PermissionDeniedError):
+        other.llms.delete(id=llm.llm_id)
+    with Goodmem(base_url=base_url, api_key="wrong") as bad, pytest.raises(AuthenticationError):
+        bad.llms.list()
     with pytest.raises(NotFoundError):
         sdk.llms.delete(id=str(uuid.uuid4()))
     emu.set_faults(rateLimit={"retryAfter": 1})
@@ -214,16 +252,25 @@ def test_sdk_error_mapping(sdk: Goodmem, admin_sdk: Goodmem, threaded: tuple[Emu
 def test_sdk_validates_every_credentials_shape(admin_sdk: Goodmem) -> None:
     shapes = [
         api_key_credentials(),
-        {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"secretRef": {"uri": "vault://x", "hints": {"encoding": "base64"}},
-                                                       "headerName": "X-Api-Key"}, "labels": {"owner": "ops"}},
-        {"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": {"scopes": ["https://www.googleapis.com/auth/cloud-platform"],
-                                                       "quotaProjectId": "proj"}},
+        {
+            "kind": "CREDENTIAL_KIND_API_KEY",
+            "apiKey": {"secretRef": {"uri": "vault://x", "hints": {"encoding": "base64"}}, "headerName": "X-Api-Key"},
+            "labels": {"owner": "ops"},
+        },
+        {
+            "kind": "CREDENTIAL_KIND_GCP_ADC",
+            "gcpAdc": {"scopes": ["https://www.googleapis.com/auth/cloud-platform"], "quotaProjectId": "proj"},
+        },
         {"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": {}},
     ]
     for i, shape in enumerate(shapes):
-        llm = admin_sdk.llms.create(display_name=f"c{i}", provider_type="CUSTOM_OPENAI_COMPATIBLE",
-                                    endpoint_url="https://llm.example/v1", model_identifier=f"emulator-{i}",
-                                    credentials=EndpointAuthentication.model_validate(shape)).llm
+        llm = admin_sdk.llms.create(
+            display_name=f"c{i}",
+            provider_type="CUSTOM_OPENAI_COMPATIBLE",
+            endpoint_url="https://llm.example/v1",
+            model_identifier=f"emulator-{i}",
+            credentials=EndpointAuthentication.model_validate(shape),
+        ).llm
         got = admin_sdk.llms.get(id=llm.llm_id, include_credentials=True)
         assert got.credentials == EndpointAuthentication.model_validate(shape)
 
@@ -242,9 +289,13 @@ def test_raw_responses_validate_against_sdk_models(threaded: tuple[Emulator, str
 
 async def test_async_sdk_against_in_process_emulator(emu: Emulator) -> None:
     async with AsyncGoodmem(base_url=emu.base_url, api_key=USER_KEY) as client:
-        created = await client.llms.create(display_name="async", provider_type="VLLM",
-                                           endpoint_url="http://vllm:8000/v1", model_identifier="emulator-async",
-                                           labels={"k": "v"})
+        created = await client.llms.create(
+            display_name="async",
+            provider_type="VLLM",
+            endpoint_url="http://vllm:8000/v1",
+            model_identifier="emulator-async",
+            labels={"k": "v"},
+        )
         llm_id = created.llm.llm_id
         assert (await client.llms.get(id=llm_id)).display_name == "async"
         assert [x.llm_id for x in await client.llms.list(label={"k": "v"})] == [llm_id]
@@ -284,6 +335,5 @@ def test_run_in_thread_passes_the_conflict_body(conflict_body: str) -> None:
 def test_run_in_thread_reports_startup_failure() -> None:
     with run_in_thread(api_keys=["k"]) as base_url:
         port = urlsplit(base_url).port
-        with pytest.raises(OSError):
-            with run_in_thread(api_keys=["k"], port=port):
-                pass  # pragma: no cover
+        with pytest.raises(OSError), run_in_thread(api_keys=["k"], port=port):
+            pass  # pragma: no cover

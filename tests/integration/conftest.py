@@ -87,8 +87,13 @@ def make_llm(spec: dict[str, Any] | None = None, **over: Any) -> LLMObject:
     }
     base.update(spec or {})
     fields: dict[str, Any] = {
-        "namespace": "ns1", "name": "llm1", "uid": str(uuid.uuid4()), "generation": 1,
-        "spec": base, "status": {}, "annotations": {},
+        "namespace": "ns1",
+        "name": "llm1",
+        "uid": str(uuid.uuid4()),
+        "generation": 1,
+        "spec": base,
+        "status": {},
+        "annotations": {},
     }
     fields.update(over)
     return LLMObject(**fields)

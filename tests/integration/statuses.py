@@ -47,7 +47,10 @@ def stored(obj: LLMObject, outcome: Outcome) -> LLMObject:
 
 def body(obj: LLMObject, *, deleting: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {
-        "name": obj.name, "namespace": obj.namespace, "uid": obj.uid, "generation": obj.generation,
+        "name": obj.name,
+        "namespace": obj.namespace,
+        "uid": obj.uid,
+        "generation": obj.generation,
         "annotations": dict(obj.annotations),
     }
     if deleting:
@@ -103,11 +106,13 @@ async def _collect() -> dict[str, dict[str, Any]]:
         out["forbidden"] = body(await run(_llm("forbidden"), errorRate=1.0, errorStatus=403))
         out["invalid-spec"] = body(await run(_llm("invalid"), errorRate=1.0, errorStatus=400))
         out["invalid-spec-after-create"] = body(
-            await run(_edited(await run(_llm("invalid2")), description="y"), errorRate=1.0, errorStatus=400))
+            await run(_edited(await run(_llm("invalid2")), description="y"), errorRate=1.0, errorStatus=400)
+        )
 
         # A registry behind a gateway that redirects (never followed: retried, Ready=False).
-        out["unexpected-response"] = body(await run(_edited(await run(_llm("redirect")), description="r"),
-                                                    errorRate=1.0, errorStatus=301))
+        out["unexpected-response"] = body(
+            await run(_edited(await run(_llm("redirect")), description="r"), errorRate=1.0, errorStatus=301)
+        )
         # A status.llmId that is not a UUID (written by hand): refused before any request, not retried.
         tampered = await run(_llm("badid"))
         tampered = LLMObject(**{**tampered.__dict__, "status": {**tampered.status, "llmId": "../../_emulator/faults"}})
@@ -147,7 +152,7 @@ async def _deleting(emu: Emulator, rec: Reconciler, obj: LLMObject) -> LLMObject
     """The kopf `release` handler, with the registry down: it keeps the finalizer and writes Deleting."""
     runtime_ref = {"rt": Runtime(reconciler=rec, secret_cache=SecretCache(fallback=FakeSecrets()), status_writer=None)}
     registry = build_registry(runtime_ref, drift_interval=600)
-    [release] = [h for h in registry._changing.get_all_handlers() if h.id == "release"]  # noqa: SLF001
+    [release] = [h for h in registry._changing.get_all_handlers() if h.id == "release"]
     patch = kopf.Patch()
     emu.set_faults(outage=True)
     try:

@@ -26,11 +26,15 @@ def test_wheel_from_the_docker_build_context(tmp_path: Path) -> None:
     context.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, context / name)
-    shutil.copytree(ROOT / "operator", context / "operator",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copytree(
+        ROOT / "operator", context / "operator", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    )
     res = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path / "wheels"), "."],
-        cwd=context, capture_output=True, text=True, timeout=300,
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     [wheel] = (tmp_path / "wheels").glob("goodmem_operator-*.whl")

@@ -85,12 +85,17 @@ def test_kstatus_of_real_status(kstatus: Path, statuses: dict[str, dict[str, Any
     result = compute(kstatus, obj)
     assert result["status"] == EXPECTED[scenario], (scenario, result, obj.get("status"))
     ready = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)
-    if result["status"] == "InProgress" and ready is not None and ready["status"] != "True" \
-            and obj["metadata"]["generation"] == obj["status"].get("observedGeneration", obj["metadata"]["generation"]):
+    if (
+        result["status"] == "InProgress"
+        and ready is not None
+        and ready["status"] != "True"
+        and obj["metadata"]["generation"] == obj["status"].get("observedGeneration", obj["metadata"]["generation"])
+    ):
         # Flux shows this message: it is the operator's own Ready message, retry hint included.
         assert result["message"] == ready["message"]
-        assert result["conditions"] == [{"type": "Reconciling", "status": "True", "reason": ready["reason"],
-                                         "message": ready["message"]}]
+        assert result["conditions"] == [
+            {"type": "Reconciling", "status": "True", "reason": ready["reason"], "message": ready["message"]}
+        ]
 
 
 def test_ready_and_observed_generation_decide_current(kstatus: Path, statuses: dict[str, dict[str, Any]]) -> None:

@@ -26,12 +26,14 @@ from .conftest import FakeSecrets, after, make_llm
 
 pytestmark = pytest.mark.integration
 
-CREDENTIALS = {"apiKey": {"secretKeyRef": {"name": "k", "key": "api-key"}, "headerName": "Authorization",
-                          "prefix": "Bearer "}}
+CREDENTIALS = {
+    "apiKey": {"secretKeyRef": {"name": "k", "key": "api-key"}, "headerName": "Authorization", "prefix": "Bearer "}
+}
 
 
-async def _drive(emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets,
-                 caplog: pytest.LogCaptureFixture) -> dict[str, str]:
+async def _drive(
+    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets, caplog: pytest.LogCaptureFixture
+) -> dict[str, str]:
     """Create, then rotate the key into a registry that fails (400, then 503) and echoes every request;
     then delete while the registry is down. Returns the places to scan."""
     caplog.set_level(logging.DEBUG)
@@ -71,7 +73,10 @@ async def _drive(emulator: Emulator, reconciler: Reconciler, secrets: FakeSecret
 
 
 async def test_scan_finds_the_sentinel_when_redaction_is_off(
-    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets, caplog: pytest.LogCaptureFixture,
+    emulator: Emulator,
+    reconciler: Reconciler,
+    secrets: FakeSecrets,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(registry_module, "redact", lambda text, secrets: text)
@@ -85,7 +90,10 @@ async def test_scan_finds_the_sentinel_when_redaction_is_off(
 
 
 async def test_scan_finds_what_plain_only_redaction_misses(
-    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets, caplog: pytest.LogCaptureFixture,
+    emulator: Emulator,
+    reconciler: Reconciler,
+    secrets: FakeSecrets,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The redaction of the plain form alone (what the client did before issue #13) leaks the escaped one."""
@@ -102,7 +110,10 @@ async def test_scan_finds_what_plain_only_redaction_misses(
 
 
 async def test_scan_finds_nothing_with_redaction_on(
-    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets, caplog: pytest.LogCaptureFixture,
+    emulator: Emulator,
+    reconciler: Reconciler,
+    secrets: FakeSecrets,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     places = await _drive(emulator, reconciler, secrets, caplog)
     result = scan(places, SENTINEL)

@@ -36,8 +36,9 @@ async def test_orphan_leaves_entry_and_removes_ownership(emulator: Emulator, rec
     events = await reconciler.finalize(obj)
     assert [e.reason for e in events] == ["Orphaned"]
     [record] = emulator.records()
-    assert record["labels"] == {"team": "a", grant_label("it", "ns1"): "adopt"}, \
+    assert record["labels"] == {"team": "a", grant_label("it", "ns1"): "adopt"}, (
         "no ownership marks left behind; a grant for the namespace it came from"
+    )
 
 
 async def test_operator_wide_default_deletion_policy(emulator: Emulator, registry: RegistryClient, secrets) -> None:
@@ -50,7 +51,9 @@ async def test_operator_wide_default_deletion_policy(emulator: Emulator, registr
     assert len(emulator.records()) == 1
 
 
-async def test_adopt_existing_entry_by_llm_id(emulator: Emulator, reconciler: Reconciler, registry: RegistryClient) -> None:
+async def test_adopt_existing_entry_by_llm_id(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
     llm_id = await _existing(registry)
     emulator.reset_stats()
     obj = make_llm({**SPEC, "llmId": llm_id, "description": "now managed"})
@@ -64,7 +67,9 @@ async def test_adopt_existing_entry_by_llm_id(emulator: Emulator, reconciler: Re
     assert grant_label("it", "ns1") not in record["labels"], "the grant is used up by the adoption"
 
 
-async def test_duplicate_never_adopted_by_default(emulator: Emulator, reconciler: Reconciler, registry: RegistryClient) -> None:
+async def test_duplicate_never_adopted_by_default(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
     llm_id = await _existing(registry)
     out = await reconciler.reconcile(make_llm(SPEC))
     synced = next(c for c in out.status["conditions"] if c["type"] == "Synced")
@@ -72,7 +77,9 @@ async def test_duplicate_never_adopted_by_default(emulator: Emulator, reconciler
     assert len(emulator.records()) == 1
 
 
-async def test_duplicate_adopted_if_matching(emulator: Emulator, reconciler: Reconciler, registry: RegistryClient) -> None:
+async def test_duplicate_adopted_if_matching(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
     llm_id = await _existing(registry)
     obj = make_llm({**SPEC, "adoptionPolicy": "IfMatching"})
     out = await reconciler.reconcile(obj)
@@ -98,7 +105,9 @@ async def test_conflict_between_two_resources_claiming_one_entry(emulator: Emula
     assert emulator.records()[0]["labels"][OWNER_LABEL] == "it/ns1/first"
 
 
-async def test_observe_only_mirrors_and_never_writes(emulator: Emulator, reconciler: Reconciler, registry: RegistryClient) -> None:
+async def test_observe_only_mirrors_and_never_writes(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
     llm_id = await _existing(registry)
     emulator.reset_stats()
     obj = make_llm(spec=None)
@@ -114,8 +123,9 @@ async def test_observe_only_mirrors_and_never_writes(emulator: Emulator, reconci
 
 async def test_observe_only_missing_entry(emulator: Emulator, reconciler: Reconciler) -> None:
     obj = make_llm(spec=None)
-    obj = obj.__class__(**{**obj.__dict__, "spec": {"managementPolicy": "ObserveOnly",
-                                                     "llmId": "00000000-0000-4000-8000-000000000001"}})
+    obj = obj.__class__(
+        **{**obj.__dict__, "spec": {"managementPolicy": "ObserveOnly", "llmId": "00000000-0000-4000-8000-000000000001"}}
+    )
     out = await reconciler.reconcile(obj)
     assert next(c for c in out.status["conditions"] if c["type"] == "Ready")["reason"] == "NotFound"
     assert emulator.records() == []

@@ -36,7 +36,9 @@ async def test_create_then_noop(emulator: Emulator, reconciler: Reconciler) -> N
     assert writes(emulator) == {}, "a no-op reconcile makes no write"
 
 
-async def test_update_sends_only_changed_fields_and_never_provider_type(emulator: Emulator, reconciler: Reconciler) -> None:
+async def test_update_sends_only_changed_fields_and_never_provider_type(
+    emulator: Emulator, reconciler: Reconciler
+) -> None:
     obj = make_llm({"labels": {"a": "1", "b": "2"}})
     obj = after(obj, await reconciler.reconcile(obj))
     emulator.reset_stats()
@@ -47,7 +49,10 @@ async def test_update_sends_only_changed_fields_and_never_provider_type(emulator
     assert len(log) == 1
     body = log[0]["body"]
     assert set(body) == {"displayName", "replaceLabels"}
-    assert body["replaceLabels"] == {"a": "1", **{k: v for k, v in emulator.records()[0]["labels"].items() if k.startswith("goodmem.ai/")}}
+    assert body["replaceLabels"] == {
+        "a": "1",
+        **{k: v for k, v in emulator.records()[0]["labels"].items() if k.startswith("goodmem.ai/")},
+    }
     assert "providerType" not in body
     assert emulator.records()[0]["labels"].get("b") is None
 
@@ -70,7 +75,9 @@ async def test_lost_create_response_is_not_duplicated(emulator: Emulator, reconc
     assert not any(e.reason == "Created" for e in second.events)
 
 
-async def test_known_entry_is_observed_before_any_write(emulator: Emulator, reconciler: Reconciler, admin: RegistryClient) -> None:
+async def test_known_entry_is_observed_before_any_write(
+    emulator: Emulator, reconciler: Reconciler, admin: RegistryClient
+) -> None:
     # With an id in status (or spec.llmId), the reconcile GETs first: a vanished entry is recreated, never blindly posted.
     obj = make_llm()
     obj = after(obj, await reconciler.reconcile(obj, trigger="create"))
@@ -80,7 +87,9 @@ async def test_known_entry_is_observed_before_any_write(emulator: Emulator, reco
     assert [e["method"] for e in emulator.stats()["log"]] == ["GET", "PUT"]
 
 
-async def test_vanished_entry_is_recreated_with_same_id(emulator: Emulator, reconciler: Reconciler, admin: RegistryClient) -> None:
+async def test_vanished_entry_is_recreated_with_same_id(
+    emulator: Emulator, reconciler: Reconciler, admin: RegistryClient
+) -> None:
     obj = make_llm()
     obj = after(obj, await reconciler.reconcile(obj))
     await admin.delete_llm(obj.status["llmId"])
@@ -110,10 +119,16 @@ async def test_bad_request_is_permanent_one_call_per_generation(emulator: Emulat
 
 @pytest.mark.parametrize(
     ("status", "reason", "retryable"),
-    [(401, "Unauthorized", True), (403, "Forbidden", True), (500, "RegistryUnavailable", True),
-     (503, "RegistryUnavailable", True)],
+    [
+        (401, "Unauthorized", True),
+        (403, "Forbidden", True),
+        (500, "RegistryUnavailable", True),
+        (503, "RegistryUnavailable", True),
+    ],
 )
-async def test_error_classes(emulator: Emulator, reconciler: Reconciler, status: int, reason: str, retryable: bool) -> None:
+async def test_error_classes(
+    emulator: Emulator, reconciler: Reconciler, status: int, reason: str, retryable: bool
+) -> None:
     emulator.set_faults(errorRate=1.0, errorStatus=status)
     out = await reconciler.reconcile(make_llm())
     synced = next(c for c in out.status["conditions"] if c["type"] == "Synced")
@@ -141,7 +156,9 @@ async def test_rate_limited_honours_retry_after(emulator: Emulator, reconciler: 
     assert next(c for c in out.status["conditions"] if c["type"] == "Synced")["reason"] == "RateLimited"
 
 
-async def test_duplicate_identity_is_already_exists_naming_the_other(emulator: Emulator, reconciler: Reconciler) -> None:
+async def test_duplicate_identity_is_already_exists_naming_the_other(
+    emulator: Emulator, reconciler: Reconciler
+) -> None:
     first = await reconciler.reconcile(make_llm(name="first"))
     out = await reconciler.reconcile(make_llm(name="second"))
     assert out.result == "permanent"
@@ -150,7 +167,9 @@ async def test_duplicate_identity_is_already_exists_naming_the_other(emulator: E
     assert len(emulator.records()) == 1
 
 
-async def test_missing_secret_heals_when_created(emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets) -> None:
+async def test_missing_secret_heals_when_created(
+    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets
+) -> None:
     obj = make_llm({"credentials": {"apiKey": {"secretKeyRef": {"name": "k", "key": "api-key"}}}})
     out = await reconciler.reconcile(obj)
     assert next(c for c in out.status["conditions"] if c["type"] == "Ready")["reason"] == "SecretNotFound"
@@ -165,7 +184,9 @@ async def test_missing_secret_heals_when_created(emulator: Emulator, reconciler:
     assert emulator.records()[0]["credentialsFingerprint"]
 
 
-async def test_rotation_sends_credentials_once(emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets) -> None:
+async def test_rotation_sends_credentials_once(
+    emulator: Emulator, reconciler: Reconciler, secrets: FakeSecrets
+) -> None:
     secrets.data[("ns1", "k")] = {"api-key": "first-key"}
     obj = make_llm({"credentials": {"apiKey": {"secretKeyRef": {"name": "k", "key": "api-key"}}}})
     obj = after(obj, await reconciler.reconcile(obj))
@@ -254,7 +275,9 @@ async def test_status_fingerprint_changes_on_rotation_and_only_then(
     assert obj.status["credentialsFingerprint"] == first, "the fingerprint is a function of the key's value"
 
 
-async def test_cross_namespace_secret_refused_without_reading_it(reconciler: Reconciler, secrets: FakeSecrets, emulator: Emulator) -> None:
+async def test_cross_namespace_secret_refused_without_reading_it(
+    reconciler: Reconciler, secrets: FakeSecrets, emulator: Emulator
+) -> None:
     secrets.data[("other", "k")] = {"api-key": SENTINEL}
     obj = make_llm({"credentials": {"apiKey": {"secretKeyRef": {"name": "k", "key": "api-key", "namespace": "other"}}}})
     out = await reconciler.reconcile(obj)
@@ -263,7 +286,9 @@ async def test_cross_namespace_secret_refused_without_reading_it(reconciler: Rec
     assert secrets.reads == 0 and emulator.records() == []
 
 
-async def test_drift_corrected_with_one_put_of_the_drifted_fields(emulator: Emulator, reconciler: Reconciler, admin: RegistryClient) -> None:
+async def test_drift_corrected_with_one_put_of_the_drifted_fields(
+    emulator: Emulator, reconciler: Reconciler, admin: RegistryClient
+) -> None:
     obj = make_llm({"description": "mine", "labels": {"a": "1"}})
     obj = after(obj, await reconciler.reconcile(obj))
     await admin.update_llm(obj.status["llmId"], {"description": "theirs", "mergeLabels": {"x": "y"}})

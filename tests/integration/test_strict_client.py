@@ -22,7 +22,9 @@ def _condition(out, ctype: str) -> dict:
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-async def test_redirect_on_create_is_retried_never_ready(emulator: Emulator, reconciler: Reconciler, status: int) -> None:
+async def test_redirect_on_create_is_retried_never_ready(
+    emulator: Emulator, reconciler: Reconciler, status: int
+) -> None:
     emulator.set_faults(errorRate=1.0, errorStatus=status)
     obj = make_llm()
     out = await reconciler.reconcile(obj, trigger="create")
@@ -38,8 +40,9 @@ async def test_redirect_on_create_is_retried_never_ready(emulator: Emulator, rec
     assert healed.result == "success" and len(emulator.records()) == 1
 
 
-async def test_redirect_backoff_grows_and_is_capped(emulator: Emulator, registry: RegistryClient,
-                                                    secrets: FakeSecrets) -> None:
+async def test_redirect_backoff_grows_and_is_capped(
+    emulator: Emulator, registry: RegistryClient, secrets: FakeSecrets
+) -> None:
     rec = Reconciler(registry, secrets, ReconcileSettings(backoff_base=1.0, backoff_cap=8.0))
     emulator.set_faults(errorRate=1.0, errorStatus=301)
     obj = make_llm()
@@ -73,8 +76,9 @@ async def test_redirect_on_update_is_retried(emulator: Emulator, reconciler: Rec
 
 
 @pytest.mark.parametrize("bad", ["../../_emulator/faults", "not-a-uuid", "6f1c3a4e2b7d5e8f9a0b1c2d3e4f5a6b"])
-async def test_invalid_status_llm_id_is_refused_without_a_request(emulator: Emulator, reconciler: Reconciler,
-                                                                  bad: str) -> None:
+async def test_invalid_status_llm_id_is_refused_without_a_request(
+    emulator: Emulator, reconciler: Reconciler, bad: str
+) -> None:
     obj = make_llm()
     obj = after(obj, await reconciler.reconcile(obj))
     emulator.reset_stats()

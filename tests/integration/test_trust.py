@@ -54,8 +54,9 @@ async def managed_by_a(reconciler: Reconciler, **spec: Any) -> LLMObject:
 # -- takeover by spec.llmId ---------------------------------------------------------------------
 
 
-async def test_unowned_entry_without_grant_is_not_adopted(emulator: Emulator, reconciler: Reconciler,
-                                                          registry: RegistryClient) -> None:
+async def test_unowned_entry_without_grant_is_not_adopted(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
     llm_id = await hand_made(registry)
     emulator.reset_stats()
     evil = make_llm({**SPEC, "llmId": llm_id, "endpointUrl": "https://evil.test/v1"}, namespace="evil")
@@ -89,7 +90,9 @@ async def test_orphan_grants_only_the_namespace_it_came_from(emulator: Emulator,
     assert grant_label("it", "team-a") not in record["labels"], "the grant is used up"
 
 
-async def test_entry_of_another_namespace_is_refused_without_naming_it(emulator: Emulator, reconciler: Reconciler) -> None:
+async def test_entry_of_another_namespace_is_refused_without_naming_it(
+    emulator: Emulator, reconciler: Reconciler
+) -> None:
     a = await managed_by_a(reconciler)
     emulator.reset_stats()
     evil = make_llm({**SPEC, "llmId": a.status["llmId"]}, namespace="evil", name="thief")
@@ -101,16 +104,18 @@ async def test_entry_of_another_namespace_is_refused_without_naming_it(emulator:
     assert len(emulator.records()) == 1 and writes(emulator) == {}
 
 
-async def test_observe_grant_does_not_allow_adoption(emulator: Emulator, reconciler: Reconciler,
-                                                     registry: RegistryClient) -> None:
+async def test_observe_grant_does_not_allow_adoption(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
     llm_id = await hand_made(registry, {grant_label("it", "ns1"): "observe"})
     emulator.reset_stats()
     out = await reconciler.reconcile(make_llm({**SPEC, "llmId": llm_id}))
     assert synced(out)["reason"] == "NotGranted" and writes(emulator) == {}
 
 
-async def test_grant_for_another_cluster_does_not_count(emulator: Emulator, reconciler: Reconciler,
-                                                        registry: RegistryClient) -> None:
+async def test_grant_for_another_cluster_does_not_count(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
     llm_id = await hand_made(registry, {grant_label("other-cluster", "ns1"): "adopt"})
     emulator.reset_stats()
     out = await reconciler.reconcile(make_llm({**SPEC, "llmId": llm_id}))
@@ -120,10 +125,14 @@ async def test_grant_for_another_cluster_does_not_count(emulator: Emulator, reco
 # -- adoption never re-points kept credentials ----------------------------------------------------
 
 
-async def test_adoption_that_moves_the_endpoint_needs_credentials(emulator: Emulator, reconciler: Reconciler,
-                                                                  registry: RegistryClient, secrets: FakeSecrets) -> None:
-    llm_id = await hand_made(registry, {grant_label("it", "ns1"): "adopt"},
-                             credentials={"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "their-key"}})
+async def test_adoption_that_moves_the_endpoint_needs_credentials(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient, secrets: FakeSecrets
+) -> None:
+    llm_id = await hand_made(
+        registry,
+        {grant_label("it", "ns1"): "adopt"},
+        credentials={"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "their-key"}},
+    )
     emulator.reset_stats()
     moved = make_llm({**SPEC, "llmId": llm_id, "endpointUrl": "https://elsewhere.test/v1"})
     out = await reconciler.reconcile(moved)
@@ -139,10 +148,14 @@ async def test_adoption_that_moves_the_endpoint_needs_credentials(emulator: Emul
     assert record["credentialsFingerprint"] == registry_fingerprint(ours), "the adopter's key replaced the kept one"
 
 
-async def test_inherited_credentials_stay_pinned_to_their_endpoint(emulator: Emulator, reconciler: Reconciler,
-                                                                   registry: RegistryClient) -> None:
-    llm_id = await hand_made(registry, {grant_label("it", "ns1"): "adopt"},
-                             credentials={"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "their-key"}})
+async def test_inherited_credentials_stay_pinned_to_their_endpoint(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
+    llm_id = await hand_made(
+        registry,
+        {grant_label("it", "ns1"): "adopt"},
+        credentials={"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "their-key"}},
+    )
     obj = make_llm({**SPEC, "llmId": llm_id, "description": "same endpoint: fine"})
     out = await reconciler.reconcile(obj)
     assert out.result == "success" and out.status["credentialsFingerprint"] == INHERITED
@@ -160,8 +173,11 @@ async def test_if_matching_refuses_when_entries_differ_only_in_credentials(
 ) -> None:
     grant = {grant_label("it", "ns1"): "adopt"}
     first = await hand_made(registry, grant)
-    second = await hand_made(registry, grant, credentials={"kind": "CREDENTIAL_KIND_API_KEY",
-                                                           "apiKey": {"inlineSecret": "someone-elses-key"}})
+    second = await hand_made(
+        registry,
+        grant,
+        credentials={"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "someone-elses-key"}},
+    )
     emulator.reset_stats()
     out = await reconciler.reconcile(make_llm({**SPEC, "adoptionPolicy": "IfMatching"}))
     if emulator.conflict_body == "named":  # the registry said which entry conflicts: that one, and only it
@@ -187,8 +203,9 @@ async def test_if_matching_adopts_the_one_granted_match_from_the_list(
     assert requests.get("GET /v1/llms") == 1
 
 
-async def test_if_matching_without_grant_adopts_nothing(emulator: Emulator, reconciler: Reconciler,
-                                                        registry: RegistryClient) -> None:
+async def test_if_matching_without_grant_adopts_nothing(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
     await hand_made(registry)
     emulator.reset_stats()
     out = await reconciler.reconcile(make_llm({**SPEC, "adoptionPolicy": "IfMatching"}))
@@ -211,12 +228,16 @@ async def test_if_matching_filters_by_owner(emulator: Emulator, admin: RegistryC
     grant = {grant_label("it", "ns1"): "adopt"}
     entry_a = await hand_made(admin, grant, ownerId=owner_a)
     entry_b = await hand_made(admin, grant, ownerId=owner_b)
-    rec = Reconciler(admin, secrets, ReconcileSettings(cluster_name="it", fingerprint_key=b"k",
-                                                      owner_id_grants={"ns1": frozenset({owner_b})}))
+    rec = Reconciler(
+        admin,
+        secrets,
+        ReconcileSettings(cluster_name="it", fingerprint_key=b"k", owner_id_grants={"ns1": frozenset({owner_b})}),
+    )
     out = await rec.reconcile(make_llm({**SPEC, "adoptionPolicy": "IfMatching", "ownerId": owner_b}))
     assert out.result == "success" and out.status["llmId"] == entry_b
-    assert {r["llmId"]: r["labels"].get(OWNER_UID_LABEL) for r in emulator.records()}[entry_a] is None, \
+    assert {r["llmId"]: r["labels"].get(OWNER_UID_LABEL) for r in emulator.records()}[entry_a] is None, (
         "owner A's entry untouched"
+    )
 
 
 # -- ObserveOnly -----------------------------------------------------------------------------------
@@ -234,18 +255,21 @@ async def test_observe_only_needs_a_grant(emulator: Emulator, reconciler: Reconc
     assert writes(emulator) == {"POST /v1/llms": 1}, "only the hand-made create"
 
 
-async def test_observe_only_of_another_namespaces_entry_shows_nothing_of_it(emulator: Emulator,
-                                                                            reconciler: Reconciler) -> None:
+async def test_observe_only_of_another_namespaces_entry_shows_nothing_of_it(
+    emulator: Emulator, reconciler: Reconciler
+) -> None:
     a = await managed_by_a(reconciler, labels={"secret-project": "x"})
     out = await reconciler.reconcile(observe(a.status["llmId"], namespace="evil"))
     assert synced(out)["reason"] == "Conflict" and "observed" not in out.status
     assert "team-a" not in str(out.status) and "secret-project" not in str(out.status)
 
 
-async def test_observe_only_with_grant_mirrors_without_marks_or_owner(emulator: Emulator, reconciler: Reconciler,
-                                                                     registry: RegistryClient) -> None:
-    llm_id = await hand_made(registry, {"team": "x", grant_label("it", "ns1"): "observe",
-                                        grant_label("it", "other"): "adopt"})
+async def test_observe_only_with_grant_mirrors_without_marks_or_owner(
+    emulator: Emulator, reconciler: Reconciler, registry: RegistryClient
+) -> None:
+    llm_id = await hand_made(
+        registry, {"team": "x", grant_label("it", "ns1"): "observe", grant_label("it", "other"): "adopt"}
+    )
     out = await reconciler.reconcile(observe(llm_id))
     assert ready(out)["status"] == "True"
     assert out.status["observed"]["labels"] == {"team": "x"}, "no grants or ownership marks copied"
@@ -273,8 +297,11 @@ async def test_owner_id_refused_unless_allowed(emulator: Emulator, secrets: Fake
         assert "--allow-owner-id ns1=" in synced(out)["message"]
         assert not any(emulator.stats()["requests"].values()), "not a single registry request"
 
-        allowed = Reconciler(admin_client, secrets, ReconcileSettings(
-            cluster_name="it", fingerprint_key=b"k", owner_id_grants={"ns1": frozenset({owner})}))
+        allowed = Reconciler(
+            admin_client,
+            secrets,
+            ReconcileSettings(cluster_name="it", fingerprint_key=b"k", owner_id_grants={"ns1": frozenset({owner})}),
+        )
         out = await allowed.reconcile(obj)
         assert out.result == "success"
         [record] = emulator.records()

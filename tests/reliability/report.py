@@ -51,8 +51,13 @@ def answers(by_status: dict[str, int]) -> str:
 
 
 def ops(counts: dict[str, int]) -> str:
-    names = {"create": "creates", "update": "updates", "delete": "deletes", "secret-created": "Secret created",
-             "secret-rotations": "rotations of the Secret"}
+    names = {
+        "create": "creates",
+        "update": "updates",
+        "delete": "deletes",
+        "secret-created": "Secret created",
+        "secret-rotations": "rotations of the Secret",
+    }
     return ", ".join(f"{n} {names.get(k, k)}" for k, n in counts.items())
 
 
@@ -133,8 +138,10 @@ def header(data: dict[str, dict[str, Any]], results: Path = RESULTS) -> list[str
         if d is None:
             lines.append(f"| {TITLES[scenario].split(' (')[0]} | not run | | |")
             continue
-        lines.append(f"| {TITLES[scenario].split(' (')[0]} | {size(scenario, d)} | {result(scenario, d)} | "
-                     f"{(d.get('scenario_s') or 0):.0f} s |")
+        lines.append(
+            f"| {TITLES[scenario].split(' (')[0]} | {size(scenario, d)} | {result(scenario, d)} | "
+            f"{(d.get('scenario_s') or 0):.0f} s |"
+        )
     leaks = [d.get("leak_scan", {}) for d in data.values()]
     scanned = sum(s.get("bytes_scanned", 0) for s in leaks)
     found = sum(s.get("leaks_found", 0) or 0 for s in leaks)
@@ -165,24 +172,32 @@ def size(scenario: str, d: dict[str, Any]) -> str:
         with_etcd = sum(1 for r in d.get("restarts", []) if "etcd" in r["stopped"])
         return f"{d.get('restarts_run')} restarts ({with_etcd} with etcd)"
     if scenario == "bad-input":
-        return (f"{d.get('invalid_or_hostile_inputs_tried')} invalid or hostile specs, "
-                f"{d.get('valid_at_bounds_ready')} at the bounds")
+        return (
+            f"{d.get('invalid_or_hostile_inputs_tried')} invalid or hostile specs, "
+            f"{d.get('valid_at_bounds_ready')} at the bounds"
+        )
     return ""
 
 
 def result(scenario: str, d: dict[str, Any]) -> str:
     if scenario == "registry-faults":
         rate = d.get("outage_rate", {})
-        return (f"converged exactly {d.get('converged_after_s')} s after the faults; outage peak "
-                f"{rate.get('peak_requests_per_1s')} req/s (bound {rate.get('bound_global_per_1s')})")
+        return (
+            f"converged exactly {d.get('converged_after_s')} s after the faults; outage peak "
+            f"{rate.get('peak_requests_per_1s')} req/s (bound {rate.get('bound_global_per_1s')})"
+        )
     if scenario == "operator-crashes":
-        return (f"converged exactly after every round; a create in flight at the kill in "
-                f"{d.get('rounds_with_a_create_in_flight_at_kill')} of {d.get('rounds_run')} rounds")
+        return (
+            f"converged exactly after every round; a create in flight at the kill in "
+            f"{d.get('rounds_with_a_create_in_flight_at_kill')} of {d.get('rounds_run')} rounds"
+        )
     if scenario == "apiserver-restart":
         return "every change picked up, same operator process"
     if scenario == "bad-input":
-        return (f"{d.get('rejected_at_apply')} rejected at apply, {d.get('refused_by_the_operator')} refused with "
-                f"a reason, ≤ {d.get('max_writes_per_generation'):g} write per generation")
+        return (
+            f"{d.get('rejected_at_apply')} rejected at apply, {d.get('refused_by_the_operator')} refused with "
+            f"a reason, ≤ {d.get('max_writes_per_generation'):g} write per generation"
+        )
     return ""
 
 
@@ -197,11 +212,16 @@ def registry_faults(d: dict[str, Any]) -> list[str]:
     ]
     injected = 0
     for name, p in d.get("phases", {}).items():
-        lines.append(f"| {name} | {faults_text(p.get('faults'))} | {p['seconds']:g} | {p['operations']} | "
-                     f"{p['requests']} | {answers(p['by_status'])} | {p['peak_requests_per_1s']} |")
+        lines.append(
+            f"| {name} | {faults_text(p.get('faults'))} | {p['seconds']:g} | {p['operations']} | "
+            f"{p['requests']} | {answers(p['by_status'])} | {p['peak_requests_per_1s']} |"
+        )
         if p.get("faults"):
-            injected += sum(n for code, n in p["by_status"].items() if code in ("429", "503")
-                            or code == str((p["faults"] or {}).get("errorStatus")))
+            injected += sum(
+                n
+                for code, n in p["by_status"].items()
+                if code in ("429", "503") or code == str((p["faults"] or {}).get("errorStatus"))
+            )
     rate = d.get("outage_rate", {})
     lines += [
         "",
@@ -247,7 +267,8 @@ def operator_crashes(d: dict[str, Any]) -> list[str]:
             f"{r.get('creates_in_flight_at_kill', '?')} / {r.get('requests_in_flight_at_kill', '?')} | "
             f"{r.get('creates_answered_after_kill', '?')} | {r['llms_unfinished_at_kill']} | {r['ops_while_down']} | "
             f"{'yes' if r['secret_rotated_while_down'] else 'no'} | {r['restart_s']} s | {r['converged_after_s']} s | "
-            f"{r['objects_checked']} |")
+            f"{r['objects_checked']} |"
+        )
     lines += [
         "",
         f"- **{d.get('rounds_run')} rounds** (seed {d.get('seed')}): {ops(d.get('operations', {}))}. A create was in "
@@ -275,8 +296,10 @@ def apiserver_restart(d: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for r in d.get("restarts", []):
-        lines.append(f"| {r['stopped']} | {r['operator']} | {r['down_s']} s | {r['picked_up_s_after_ready']} s | "
-                     f"{r['later_changes_picked_up_s']} s |")
+        lines.append(
+            f"| {r['stopped']} | {r['operator']} | {r['down_s']} s | {r['picked_up_s_after_ready']} s | "
+            f"{r['later_changes_picked_up_s']} s |"
+        )
     checked = sum(r["objects_checked"] for r in d.get("restarts", []))
     lines += [
         "",
@@ -368,16 +391,23 @@ def shown(path: Path) -> str:
 
 def render(data: dict[str, dict[str, Any]], results: Path = RESULTS) -> str:
     lines = header(data, results)
-    builders = {"registry-faults": registry_faults, "operator-crashes": operator_crashes,
-                "apiserver-restart": apiserver_restart, "bad-input": bad_input}
+    builders = {
+        "registry-faults": registry_faults,
+        "operator-crashes": operator_crashes,
+        "apiserver-restart": apiserver_restart,
+        "bad-input": bad_input,
+    }
     for scenario in SCENARIOS:
         lines += ["", f"## {TITLES[scenario]}", ""]
         lines += builders[scenario](data[scenario]) if scenario in data else ["Not run: no summary."]
     lines += ["", "## 6. Leak scan", ""] + leak_section(data) + ["", HISTORY.rstrip("\n")]
     if "registry-faults" in data:
-        lines += ["", "Not changed: after a long outage the slowest LLMs wait out their backoff (up to the 5 min cap; "
-                  f"{data['registry-faults'].get('converged_after_s')} s after the faults of part 1 were cleared). "
-                  "The registry's recovery does not wake them early."]
+        lines += [
+            "",
+            "Not changed: after a long outage the slowest LLMs wait out their backoff (up to the 5 min cap; "
+            f"{data['registry-faults'].get('converged_after_s')} s after the faults of part 1 were cleared). "
+            "The registry's recovery does not wake them early.",
+        ]
     text = "\n".join(lines)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")

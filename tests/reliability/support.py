@@ -44,8 +44,9 @@ FULL = os.environ.get("GOODMEM_RELIABILITY_FULL") == "1"
 MODE = "full" if FULL else "reduced"
 #: Where summaries go: the committed results for the full run, build/ (git-ignored) for a reduced one.
 COMMITTED_RESULTS = ROOT / "tests" / "reliability" / "results"
-RESULTS_DIR = Path(os.environ.get("GOODMEM_RELIABILITY_RESULTS")
-                   or (COMMITTED_RESULTS if FULL else ROOT / "build" / "reliability"))
+RESULTS_DIR = Path(
+    os.environ.get("GOODMEM_RELIABILITY_RESULTS") or (COMMITTED_RESULTS if FULL else ROOT / "build" / "reliability")
+)
 #: time.monotonic() when the running scenario started (set by an autouse fixture in conftest.py).
 scenario_started: float | None = None
 
@@ -54,8 +55,13 @@ OWNER = "goodmem.ai/owner"
 CLUSTER = "default"  # the session operator's --cluster-name
 SECRET_NAME = "llm-key"
 SECRET_KEY = "api-key"
-CREDENTIALS = {"apiKey": {"secretKeyRef": {"name": SECRET_NAME, "key": SECRET_KEY},
-                          "headerName": "Authorization", "prefix": "Bearer "}}
+CREDENTIALS = {
+    "apiKey": {
+        "secretKeyRef": {"name": SECRET_NAME, "key": SECRET_KEY},
+        "headerName": "Authorization",
+        "prefix": "Bearer ",
+    }
+}
 
 
 def sized(reduced: Any, full: Any) -> Any:
@@ -76,7 +82,7 @@ def write_summary(scenario: str, figures: dict[str, Any]) -> Path:
     data = {
         "scenario": scenario,
         "mode": MODE,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
         "kubernetes_version": KUBERNETES_VERSION,
         "etcd_version": ETCD_VERSION,
@@ -100,8 +106,10 @@ def registry_rps(op: OperatorProcess) -> float:
 
 def expected_fingerprint(secret_value: str) -> str:
     """The registry's credentialsFingerprint for CREDENTIALS with this Secret value (the emulator's own rule)."""
-    payload = {"kind": "CREDENTIAL_KIND_API_KEY",
-               "apiKey": {"inlineSecret": secret_value, "headerName": "Authorization", "prefix": "Bearer "}}
+    payload = {
+        "kind": "CREDENTIAL_KIND_API_KEY",
+        "apiKey": {"inlineSecret": secret_value, "headerName": "Authorization", "prefix": "Bearer "},
+    }
     return credentials_fingerprint(validate_credentials(payload))
 
 
@@ -112,30 +120,41 @@ class Api:
     """The Kubernetes API with the Python client (admin kubeconfig of the session's control plane)."""
 
     def __init__(self, cp: ControlPlane) -> None:
-        self.client = kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig_path),
-                                                              persist_config=False)
+        self.client = kubernetes.config.new_client_from_config(
+            config_file=str(cp.kubeconfig_path), persist_config=False
+        )
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.core = kubernetes.client.CoreV1Api(self.client)
 
     def llms(self, namespace: str) -> list[dict[str, Any]]:
         return list(self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"])
 
-    def create_llm(self, namespace: str, name: str, spec: dict[str, Any],
-                   annotations: dict[str, str] | None = None) -> dict[str, Any]:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LLM",
-                "metadata": {"name": name, **({"annotations": annotations} if annotations else {})}, "spec": spec}
+    def create_llm(
+        self, namespace: str, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "LLM",
+            "metadata": {"name": name, **({"annotations": annotations} if annotations else {})},
+            "spec": spec,
+        }
         return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body))
 
     def patch_spec(self, namespace: str, name: str, spec_patch: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                               {"spec": spec_patch}))
+        return dict(
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec_patch})
+        )
 
     def delete_llm(self, namespace: str, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 
     def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
-        body = {"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": name, "labels": {"goodmem.ai/credentials": "true"}}, "stringData": data}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": {"goodmem.ai/credentials": "true"}},
+            "stringData": data,
+        }
         try:
             self.core.create_namespaced_secret(namespace, body)
         except kubernetes.client.ApiException as exc:
@@ -155,8 +174,12 @@ def ready(obj: dict[str, Any]) -> dict[str, Any] | None:
 def is_ready_at_generation(obj: dict[str, Any]) -> bool:
     cond = ready(obj)
     gen = obj["metadata"].get("generation")
-    return bool(cond and cond["status"] == "True" and cond.get("observedGeneration") == gen
-                and (obj.get("status") or {}).get("observedGeneration") == gen)
+    return bool(
+        cond
+        and cond["status"] == "True"
+        and cond.get("observedGeneration") == gen
+        and (obj.get("status") or {}).get("observedGeneration") == gen
+    )
 
 
 # --- traffic --------------------------------------------------------------------------------------------
@@ -171,8 +194,16 @@ class Traffic:
     or kills the operator. Every LLM takes its API key from one Secret whose value carries the sentinel.
     """
 
-    def __init__(self, api: Api, namespace: str, *, seed: int, prefix: str = "l",
-                 weights: tuple[float, float, float] = (0.45, 0.35, 0.20), min_live: int = 3) -> None:
+    def __init__(
+        self,
+        api: Api,
+        namespace: str,
+        *,
+        seed: int,
+        prefix: str = "l",
+        weights: tuple[float, float, float] = (0.45, 0.35, 0.20),
+        min_live: int = 3,
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.rng = random.Random(seed)
@@ -258,8 +289,9 @@ class Traffic:
         name = self.rng.choice(sorted(self.live))
         spec = self.live[name]
         rev = int(spec["labels"]["rev"]) + 1
-        field = self.rng.choice(["description", "labels", "clientConfig", "defaultSamplingParams",
-                                 "maxContextLength", "displayName"])
+        field = self.rng.choice(
+            ["description", "labels", "clientConfig", "defaultSamplingParams", "maxContextLength", "displayName"]
+        )
         patch: dict[str, Any]
         if field == "description":
             patch = {"description": f"rev {rev} of {name}"}
@@ -315,8 +347,9 @@ def registry_differences(records: list[dict[str, Any]], objs: list[dict[str, Any
     problems: list[str] = []
     names = {o["metadata"]["name"] for o in objs}
     if names != set(traffic.live):
-        problems.append(f"LLM objects {sorted(names ^ set(traffic.live))} differ from the desired set "
-                        f"(missing or not yet deleted)")
+        problems.append(
+            f"LLM objects {sorted(names ^ set(traffic.live))} differ from the desired set (missing or not yet deleted)"
+        )
     mine = [r for r in records if _owned_by(r, ns) or f".{ns}.models.example.test" in r.get("endpointUrl", "")]
     by_uid: dict[str, list[dict[str, Any]]] = {}
     for r in mine:
@@ -338,8 +371,19 @@ def registry_differences(records: list[dict[str, Any]], objs: list[dict[str, Any
         if rec["llmId"] != derived_llm_id(uid) or (obj.get("status") or {}).get("llmId") != rec["llmId"]:
             problems.append(f"{name}: entry id {rec['llmId']} is not the one derived from its UID / in status")
         want_labels = {**spec.get("labels", {}), OWNER_UID: uid, OWNER: f"{CLUSTER}/{ns}/{name}"}
-        want = {k: spec[k] for k in ("displayName", "description", "providerType", "endpointUrl", "modelIdentifier",
-                                     "maxContextLength", "clientConfig") if k in spec}
+        want = {
+            k: spec[k]
+            for k in (
+                "displayName",
+                "description",
+                "providerType",
+                "endpointUrl",
+                "modelIdentifier",
+                "maxContextLength",
+                "clientConfig",
+            )
+            if k in spec
+        }
         have = {k: rec.get(k) for k in want}
         if have != want:
             problems.append(f"{name}: fields differ: want {want}, registry {have}")
@@ -347,8 +391,10 @@ def registry_differences(records: list[dict[str, Any]], objs: list[dict[str, Any
             problems.append(f"{name}: labels differ: want {want_labels}, registry {rec.get('labels')}")
         sampling = {k: (rec.get("defaultSamplingParams") or {}).get(k) for k in spec.get("defaultSamplingParams", {})}
         if sampling != spec.get("defaultSamplingParams", {}):
-            problems.append(f"{name}: defaultSamplingParams differ: want {spec.get('defaultSamplingParams')}, "
-                            f"registry {rec.get('defaultSamplingParams')}")
+            problems.append(
+                f"{name}: defaultSamplingParams differ: want {spec.get('defaultSamplingParams')}, "
+                f"registry {rec.get('defaultSamplingParams')}"
+            )
         if rec.get("credentialsFingerprint") != fp:
             problems.append(f"{name}: registry credentials are not the current Secret value")
     for uid, recs in by_uid.items():
@@ -357,8 +403,9 @@ def registry_differences(records: list[dict[str, Any]], objs: list[dict[str, Any
     return problems
 
 
-def converge(api: Api, emulator: EmulatorProcess, traffic: Traffic, timeout: float,
-             alive: Callable[[], bool] | None = None) -> dict[str, Any]:
+def converge(
+    api: Api, emulator: EmulatorProcess, traffic: Traffic, timeout: float, alive: Callable[[], bool] | None = None
+) -> dict[str, Any]:
     """Wait until the registry equals the desired state exactly; return figures (seconds, objects checked)."""
     start = time.monotonic()
     problems: list[str] = ["not checked yet"]
@@ -368,8 +415,11 @@ def converge(api: Api, emulator: EmulatorProcess, traffic: Traffic, timeout: flo
         objs = api.llms(traffic.namespace)
         problems = registry_differences(emulator.records(), objs, traffic)
         if not problems:
-            return {"converged_after_s": round(time.monotonic() - start, 1), "objects_checked": len(objs),
-                    "registry_entries_checked": len(objs)}
+            return {
+                "converged_after_s": round(time.monotonic() - start, 1),
+                "objects_checked": len(objs),
+                "registry_entries_checked": len(objs),
+            }
         time.sleep(1.0)
     shown = "\n  ".join(problems[:25])
     raise AssertionError(f"not converged after {timeout:.0f}s ({len(problems)} differences):\n  {shown}")
@@ -378,8 +428,15 @@ def converge(api: Api, emulator: EmulatorProcess, traffic: Traffic, timeout: flo
 # --- the sentinel leak scan -----------------------------------------------------------------------------
 
 
-def leak_scan(*, operator: OperatorProcess, emulator: EmulatorProcess, api: Api, control_plane: ControlPlane,
-              namespaces: Iterable[str], sentinel: str = SENTINEL) -> dict[str, Any]:
+def leak_scan(
+    *,
+    operator: OperatorProcess,
+    emulator: EmulatorProcess,
+    api: Api,
+    control_plane: ControlPlane,
+    namespaces: Iterable[str],
+    sentinel: str = SENTINEL,
+) -> dict[str, Any]:
     """Look for the sentinel (plain, JSON-escaped, base64: tests/leakscan.py) everywhere it must never be;
     return the figures (leaks must be 0).
 
@@ -395,7 +452,8 @@ def leak_scan(*, operator: OperatorProcess, emulator: EmulatorProcess, api: Api,
         "registry records (test view, credentials left out)": json.dumps(records),
         "emulator log": emulator.log_path.read_text(errors="replace"),
         "API server audit log": control_plane.audit_log_path.read_text(errors="replace")
-        if control_plane.audit_log_path.exists() else "",
+        if control_plane.audit_log_path.exists()
+        else "",
     }
     assert "[DEBUG   ]" in places["operator log (debug)"], "the scan must cover debug-level logs"
     result = assert_no_leaks(places, sentinel)

@@ -48,7 +48,7 @@ def _retrying(action: Any, timeout: float = 30.0) -> Any:
     while True:
         try:
             return action()
-        except Exception:  # noqa: BLE001
+        except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -60,10 +60,17 @@ def test_watches_reconnect_after_apiserver_and_etcd_restarts(
     seed = seed_for("apiserver-restart")
     down_s = sized(3, 20)
     # (what is stopped, etcd too, operator away, kube-apiserver SIGKILLed rather than stopped with SIGTERM)
-    plan = sized([("kube-apiserver", False, False, False), ("kube-apiserver (SIGKILL) + etcd", True, True, True)],
-                 [("kube-apiserver", False, False, False), ("kube-apiserver + etcd", True, False, False),
-                  ("kube-apiserver (SIGKILL)", False, True, True), ("kube-apiserver (SIGKILL) + etcd", True, True, True),
-                  ("kube-apiserver (SIGKILL) + etcd", True, False, True), ("kube-apiserver + etcd", True, True, False)])
+    plan = sized(
+        [("kube-apiserver", False, False, False), ("kube-apiserver (SIGKILL) + etcd", True, True, True)],
+        [
+            ("kube-apiserver", False, False, False),
+            ("kube-apiserver + etcd", True, False, False),
+            ("kube-apiserver (SIGKILL)", False, True, True),
+            ("kube-apiserver (SIGKILL) + etcd", True, True, True),
+            ("kube-apiserver (SIGKILL) + etcd", True, False, True),
+            ("kube-apiserver + etcd", True, True, False),
+        ],
+    )
     traffic = Traffic(api, namespace, seed=seed, weights=(0.4, 0.4, 0.2), min_live=4)
     traffic.rotate_secret()
     traffic.run(6, 0)
@@ -104,20 +111,25 @@ def test_watches_reconnect_after_apiserver_and_etcd_restarts(
         t0 = time.monotonic()
         traffic.run(4, 0)
         later = converge(api, emulator, traffic, timeout=60, alive=lambda: operator.proc.poll() is None)
-        figures["restarts"].append({
-            "stopped": what, "operator": "away (SIGSTOP)" if operator_away else "running",
-            "apiserver_stop_s": round(stop_s, 1), "down_s": round(up_at - stopped_at, 1),
-            "apiserver_start_s": round(control_plane.startup_seconds.get("kube-apiserver", 0), 1),
-            "changes_made_s_after_ready": round(changes_at, 1),
-            "changes": changes,
-            "picked_up_s_after_ready": round(picked_up, 1),
-            "later_changes_picked_up_s": round(time.monotonic() - t0, 1),
-            "objects_checked": result["objects_checked"] + later["objects_checked"],
-        })
+        figures["restarts"].append(
+            {
+                "stopped": what,
+                "operator": "away (SIGSTOP)" if operator_away else "running",
+                "apiserver_stop_s": round(stop_s, 1),
+                "down_s": round(up_at - stopped_at, 1),
+                "apiserver_start_s": round(control_plane.startup_seconds.get("kube-apiserver", 0), 1),
+                "changes_made_s_after_ready": round(changes_at, 1),
+                "changes": changes,
+                "picked_up_s_after_ready": round(picked_up, 1),
+                "later_changes_picked_up_s": round(time.monotonic() - t0, 1),
+                "objects_checked": result["objects_checked"] + later["objects_checked"],
+            }
+        )
         print(f"[apiserver-restart] {figures['restarts'][-1]}")
     assert operator.pid == pid and operator.proc.poll() is None, "the same operator process kept running"
     figures["restarts_run"] = len(plan)
     figures["operations"] = dict(traffic.counts)
-    figures.update(leak_scan(operator=operator, emulator=emulator, api=api, control_plane=control_plane,
-                             namespaces=[namespace]))
+    figures.update(
+        leak_scan(operator=operator, emulator=emulator, api=api, control_plane=control_plane, namespaces=[namespace])
+    )
     write_summary("apiserver-restart", figures)

@@ -71,8 +71,14 @@ def _writes_and_reads(log: list[dict[str, Any]], llm_id: str) -> tuple[int, int]
     return writes, reads
 
 
-def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operator: OperatorProcess,
-                                   emulator: EmulatorProcess, control_plane: ControlPlane) -> None:
+def test_invalid_and_hostile_specs(
+    api: Api,
+    kube: Kube,
+    namespace: str,
+    operator: OperatorProcess,
+    emulator: EmulatorProcess,
+    control_plane: ControlPlane,
+) -> None:
     pid = operator.pid
     log_start = len(operator.log_text())
     api.put_secret(namespace, SECRET_NAME, {SECRET_KEY: f"{SENTINEL}-bad-input"})
@@ -87,8 +93,9 @@ def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operato
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(apply_rejected, REJECTED))
-    wrong = [(cid, rc, expected, err.strip()[:300]) for cid, rc, expected, err in results
-             if rc == 0 or expected not in err]
+    wrong = [
+        (cid, rc, expected, err.strip()[:300]) for cid, rc, expected, err in results if rc == 0 or expected not in err
+    ]
     assert not wrong, "not rejected with the expected message:\n" + "\n".join(map(str, wrong))
     stored = {o["metadata"]["name"] for o in api.llms(namespace)}
     assert not stored & {_name(c) for c, *_ in REJECTED}, "a rejected spec was stored"
@@ -96,8 +103,9 @@ def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operato
     # -- 2. large clientConfigs ------------------------------------------------------------------------
     huge_apply = _manifest("huge-client-side-apply", {"clientConfig": _big_config(300 * KIB)}, namespace)
     res = kube.apply(namespace, huge_apply, check=False)
-    assert res.returncode != 0 and "metadata.annotations: Too long: may not be more than 262144 bytes" in res.stderr, \
+    assert res.returncode != 0 and "metadata.annotations: Too long: may not be more than 262144 bytes" in res.stderr, (
         res.stderr[:500]
+    )
     big_ok = {  # name -> (kubectl verb and flags, size); each must become Ready
         "big-apply-150k": (["apply", "-f", "-"], 150 * KIB),  # kubectl's copy fits; kubectl's + kopf's would not
         "big-create-300k": (["create", "-f", "-"], 300 * KIB),
@@ -106,8 +114,14 @@ def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operato
     for name, (verb, size) in big_ok.items():
         kube.run("-n", namespace, *verb, input=_manifest(name, {"clientConfig": _big_config(size)}, namespace))
     too_big = "huge-create-1200k"  # the registry's request limit: 413
-    kube.run("-n", namespace, "create", "-f", "-", input=_manifest(too_big, {"clientConfig": _big_config(1200 * KIB)},
-                                                                    namespace))
+    kube.run(
+        "-n",
+        namespace,
+        "create",
+        "-f",
+        "-",
+        input=_manifest(too_big, {"clientConfig": _big_config(1200 * KIB)}, namespace),
+    )
 
     # -- 3. refused by the operator, and valid at the bounds -------------------------------------------
     for cid, changes, _expect in REFUSED:
@@ -124,11 +138,19 @@ def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operato
         pending = []
         for name, (ready_reason, synced_reason, text, _writes) in refused.items():
             cond = ready(objs.get(name, {}))
-            synced = next((c for c in (objs.get(name, {}).get("status") or {}).get("conditions") or []
-                           if c["type"] == "Synced"), None)
-            if not (cond and cond["status"] == "False" and cond["reason"] == ready_reason
-                    and cond.get("observedGeneration") == generation and synced and synced["reason"] == synced_reason
-                    and text in synced["message"]):
+            synced = next(
+                (c for c in (objs.get(name, {}).get("status") or {}).get("conditions") or [] if c["type"] == "Synced"),
+                None,
+            )
+            if not (
+                cond
+                and cond["status"] == "False"
+                and cond["reason"] == ready_reason
+                and cond.get("observedGeneration") == generation
+                and synced
+                and synced["reason"] == synced_reason
+                and text in synced["message"]
+            ):
                 pending.append(f"{name}: {cond} / {synced}")
         for name in valid:
             cond = ready(objs.get(name, {}))
@@ -145,8 +167,17 @@ def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operato
     wait_settled(1)
     # Generation 2 of each refused case: still invalid, so again at most one attempt.
     for name in refused:
-        kube.run("-n", namespace, "patch", "llm", name, "--type", "merge",
-                 "-p", json.dumps({"spec": {"description": "generation 2, still refused"}}))
+        kube.run(
+            "-n",
+            namespace,
+            "patch",
+            "llm",
+            name,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": {"description": "generation 2, still refused"}}),
+        )
     wait_settled(2)
     time.sleep(3)  # would a retry come? (a permanent failure must not be retried)
 
@@ -163,8 +194,9 @@ def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operato
         assert writes <= allowed * 2, f"{name}: {writes} write attempts over 2 generations (at most {allowed} each)"
         assert reads <= 2, f"{name}: {reads} reads over 2 generations"
         message = ready(obj)["message"]
-        assert message.endswith("(not retried until the spec or a referenced Secret changes)") or \
-            re.search(r"\(retrying in [0-9.]+s\)$", message), message
+        assert message.endswith("(not retried until the spec or a referenced Secret changes)") or re.search(
+            r"\(retrying in [0-9.]+s\)$", message
+        ), message
     for line in [f"{n}: {c}" for n, c in calls.items()]:
         print(f"[bad-input] registry calls over 2 generations: {line}")
 
@@ -179,19 +211,22 @@ def test_invalid_and_hostile_specs(api: Api, kube: Kube, namespace: str, operato
     kube.run("-n", namespace, "delete", "llm", "--all", "--wait=false")
     kube.wait_for(lambda: not api.llms(namespace), 90, "every LLM deleted (no finalizer stuck)")
 
-    figures.update({
-        "rejected_at_apply": len(REJECTED) + 1,  # the table plus the 300 KiB client-side apply
-        "rejected_cases": [cid for cid, *_ in REJECTED] + ["300 KiB clientConfig by client-side apply"],
-        "valid_cases": [cid for cid, _ in VALID_AT_BOUNDS] + list(big_ok),
-        "refused_by_the_operator": len(refused),
-        "refused_reasons": dict(Counter(f"{r[1]}" for r in refused.values())),
-        "valid_at_bounds_ready": len(valid),
-        "invalid_or_hostile_inputs_tried": len(REJECTED) + 1 + len(refused),
-        "max_writes_per_generation": max(c["writes"] for c in calls.values()) / 2 if calls else 0,
-        "registry_calls_over_2_generations": calls,
-        "objects_deleted": len(names),
-        "operator_restarts": 0,
-    })
-    figures.update(leak_scan(operator=operator, emulator=emulator, api=api, control_plane=control_plane,
-                             namespaces=[namespace]))
+    figures.update(
+        {
+            "rejected_at_apply": len(REJECTED) + 1,  # the table plus the 300 KiB client-side apply
+            "rejected_cases": [cid for cid, *_ in REJECTED] + ["300 KiB clientConfig by client-side apply"],
+            "valid_cases": [cid for cid, _ in VALID_AT_BOUNDS] + list(big_ok),
+            "refused_by_the_operator": len(refused),
+            "refused_reasons": dict(Counter(f"{r[1]}" for r in refused.values())),
+            "valid_at_bounds_ready": len(valid),
+            "invalid_or_hostile_inputs_tried": len(REJECTED) + 1 + len(refused),
+            "max_writes_per_generation": max(c["writes"] for c in calls.values()) / 2 if calls else 0,
+            "registry_calls_over_2_generations": calls,
+            "objects_deleted": len(names),
+            "operator_restarts": 0,
+        }
+    )
+    figures.update(
+        leak_scan(operator=operator, emulator=emulator, api=api, control_plane=control_plane, namespaces=[namespace])
+    )
     write_summary("bad-input", figures)

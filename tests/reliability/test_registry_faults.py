@@ -25,7 +25,6 @@ import pytest
 
 from goodmem_devcluster import ControlPlane
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
-
 from goodmem_operator.reconcile import derived_llm_id
 
 from .support import (
@@ -56,8 +55,9 @@ def _phase_figures(log: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def test_registry_faults_converge_exactly(api: Api, namespace: str, operator: OperatorProcess,
-                                          emulator: EmulatorProcess, control_plane: ControlPlane) -> None:
+def test_registry_faults_converge_exactly(
+    api: Api, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess, control_plane: ControlPlane
+) -> None:
     seed = seed_for("registry-faults")
     total_ops = sized(40, 300)
     retry_after = 2
@@ -91,8 +91,12 @@ def test_registry_faults_converge_exactly(api: Api, namespace: str, operator: Op
             log = emulator.stats()["log"]
             ended = time.time()
             assert len(log) < 10_000, "the emulator keeps the last 10000 requests: the window must fit"
-            figures["phases"][phase] = {"faults": faults, "seconds": round(ended - started, 1), "operations": ops,
-                                        **_phase_figures(log)}
+            figures["phases"][phase] = {
+                "faults": faults,
+                "seconds": round(ended - started, 1),
+                "operations": ops,
+                **_phase_figures(log),
+            }
             if phase == "outage":
                 outage = {"log": log, "started": started, "ended": ended}
     finally:
@@ -109,8 +113,11 @@ def test_registry_faults_converge_exactly(api: Api, namespace: str, operator: Op
     for entry in outage["log"]:
         match = ID_IN_PATH.search(entry["path"])
         per_llm[names.get(match.group(1), f"other:{match.group(1)}") if match else "<no id>"] += 1
-    over = {name: (n, per_llm_bound + changes[name]) for name, n in per_llm.items()
-            if name != "<no id>" and n > per_llm_bound + changes[name]}
+    over = {
+        name: (n, per_llm_bound + changes[name])
+        for name, n in per_llm.items()
+        if name != "<no id>" and n > per_llm_bound + changes[name]
+    }
     peak = figures["phases"]["outage"]["peak_requests_per_1s"]
     assert peak < rps, f"peak {peak} requests in 1 s during the outage; the operator's limit is {rps}/s"
     assert not over, f"LLMs retrying faster than the backoff allows (requests, bound): {over}"
@@ -128,7 +135,9 @@ def test_registry_faults_converge_exactly(api: Api, namespace: str, operator: Op
     }
 
     # -- convergence: the registry equals the desired state exactly ----------------------------------
-    figures.update(converge(api, emulator, traffic, timeout=sized(180, 480), alive=lambda: operator.proc.poll() is None))
+    figures.update(
+        converge(api, emulator, traffic, timeout=sized(180, 480), alive=lambda: operator.proc.poll() is None)
+    )
 
     # Converged means quiet: no registry call for these LLMs while nothing changes (no status ping-pong).
     ids = set(names)
@@ -147,7 +156,8 @@ def test_registry_faults_converge_exactly(api: Api, namespace: str, operator: Op
     figures["operations"] = dict(traffic.counts)
     figures["llms_live_at_end"] = len(traffic.live)
     figures["llms_deleted"] = len(traffic.deleted)
-    figures.update(leak_scan(operator=operator, emulator=emulator, api=api, control_plane=control_plane,
-                             namespaces=[namespace]))
+    figures.update(
+        leak_scan(operator=operator, emulator=emulator, api=api, control_plane=control_plane, namespaces=[namespace])
+    )
     figures["full_size"] = FULL
     write_summary("registry-faults", figures)

@@ -34,8 +34,12 @@ def _cond(ctype: str, status: str, reason: str, message: str = "m") -> dict[str,
 
 
 def _obj(status: dict[str, Any] | None, generation: int = 1) -> dict[str, Any]:
-    out: dict[str, Any] = {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM",
-                           "metadata": {"name": "x", "namespace": "ns", "generation": generation}, "spec": {}}
+    out: dict[str, Any] = {
+        "apiVersion": "goodmem.ai/v1alpha1",
+        "kind": "LLM",
+        "metadata": {"name": "x", "namespace": "ns", "generation": generation},
+        "spec": {},
+    }
     if status is not None:
         out["status"] = status
     return out
@@ -62,7 +66,10 @@ EXPECTED = {
     "observe-only-missing": ("Progressing", "NotFound: "),
     "secret-not-found": ("Progressing", "SecretNotFound: Secret ns1/key not found"),
     "secret-key-not-found": ("Progressing", "SecretKeyNotFound: "),
-    "secret-not-labelled": ("Progressing", "SecretNotLabelled: Secret ns1/plain is not labelled goodmem.ai/credentials=true"),
+    "secret-not-labelled": (
+        "Progressing",
+        "SecretNotLabelled: Secret ns1/plain is not labelled goodmem.ai/credentials=true",
+    ),
     "secret-not-allowed": ("Degraded", "SecretNotAllowed: "),
     "paused-before-sync": ("Suspended", "ReconcilePaused: annotation goodmem.ai/paused=true"),
     "paused-after-sync": ("Suspended", "ReconcilePaused: "),
@@ -96,10 +103,27 @@ def test_health_of_real_status(statuses: dict[str, dict[str, Any]], scenario: st
 @pytest.mark.integration
 def test_real_statuses_cover_every_reason_the_docs_name(statuses: dict[str, dict[str, Any]]) -> None:
     reasons = {c["reason"] for obj in statuses.values() for c in (obj.get("status") or {}).get("conditions", [])}
-    documented = {"Available", "Creating", "InvalidSpec", "AlreadyExists", "Conflict", "Unauthorized", "Forbidden",
-                  "RegistryUnavailable", "RateLimited", "SecretNotFound", "SecretKeyNotFound", "SecretNotAllowed",
-                  "SecretNotLabelled", "ReconcilePaused", "Deleting", "Observed", "NotFound", "UnexpectedResponse",
-                  "InvalidLLMId"}
+    documented = {
+        "Available",
+        "Creating",
+        "InvalidSpec",
+        "AlreadyExists",
+        "Conflict",
+        "Unauthorized",
+        "Forbidden",
+        "RegistryUnavailable",
+        "RateLimited",
+        "SecretNotFound",
+        "SecretKeyNotFound",
+        "SecretNotAllowed",
+        "SecretNotLabelled",
+        "ReconcilePaused",
+        "Deleting",
+        "Observed",
+        "NotFound",
+        "UnexpectedResponse",
+        "InvalidLLMId",
+    }
     assert documented <= reasons, documented - reasons
 
 

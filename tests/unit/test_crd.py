@@ -54,7 +54,13 @@ def test_contract_constraints_are_in_the_schema() -> None:
     spec = _spec_schema()["properties"]
     assert spec["displayName"]["minLength"] == 1 and spec["displayName"]["maxLength"] == 255
     assert spec["providerType"]["enum"] == [
-        "OPENAI", "LITELLM_PROXY", "OPEN_ROUTER", "VLLM", "OLLAMA", "LLAMA_CPP", "CUSTOM_OPENAI_COMPATIBLE",
+        "OPENAI",
+        "LITELLM_PROXY",
+        "OPEN_ROUTER",
+        "VLLM",
+        "OLLAMA",
+        "LLAMA_CPP",
+        "CUSTOM_OPENAI_COMPATIBLE",
     ]
     assert spec["labels"]["maxProperties"] <= 20
     sampling = spec["defaultSamplingParams"]["properties"]

@@ -41,7 +41,9 @@ def _helm_rules() -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     "rules",
     [
-        pytest.param(lambda: _load(DEPLOY / "overlays" / "cluster-wide" / "clusterrole.yaml")["rules"], id="clusterrole"),
+        pytest.param(
+            lambda: _load(DEPLOY / "overlays" / "cluster-wide" / "clusterrole.yaml")["rules"], id="clusterrole"
+        ),
         pytest.param(lambda: _load(DEPLOY / "overlays" / "single-namespace" / "role.yaml")["rules"], id="role"),
         pytest.param(_helm_rules, id="helm"),
     ],
@@ -92,7 +94,16 @@ def test_restricted_security_context() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    allowed = {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
     for volume in pod["volumes"]:
         assert set(volume) - {"name"} <= allowed, volume
 

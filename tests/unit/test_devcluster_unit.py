@@ -72,7 +72,10 @@ def test_cache_layout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     b = gobuild.binaries()
     assert b.etcd == tmp_path / "xdg" / "goodmem-operator" / "bin" / f"etcd-{ETCD_VERSION}" / "etcd"
-    assert b.kube_apiserver == tmp_path / "xdg" / "goodmem-operator" / "bin" / f"kubernetes-{KUBERNETES_VERSION}" / "kube-apiserver"
+    assert (
+        b.kube_apiserver
+        == tmp_path / "xdg" / "goodmem-operator" / "bin" / f"kubernetes-{KUBERNETES_VERSION}" / "kube-apiserver"
+    )
     assert b.kubectl.parent == b.kube_apiserver.parent
     monkeypatch.setenv("GOODMEM_DEVCLUSTER_CACHE", str(tmp_path / "c"))
     assert gobuild.binaries().etcd.is_relative_to(tmp_path / "c" / "bin")
@@ -104,10 +107,15 @@ def test_free_ports_are_distinct_and_bindable() -> None:
 def test_render_kubeconfig_with_client_cert_and_token() -> None:
     ca = CertificateAuthority()
     pair = ca.issue_client("goodmem-admin", ["system:masters"])
-    cfg = yaml.safe_load(render_kubeconfig(
-        server="https://127.0.0.1:6443", ca_pem=ca.cert_pem, user="goodmem-admin",
-        client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem,
-    ))
+    cfg = yaml.safe_load(
+        render_kubeconfig(
+            server="https://127.0.0.1:6443",
+            ca_pem=ca.cert_pem,
+            user="goodmem-admin",
+            client_cert_pem=pair.cert_pem,
+            client_key_pem=pair.key_pem,
+        )
+    )
     assert cfg["current-context"] == "goodmem-admin"
     assert cfg["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
     assert base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]) == ca.cert_pem
@@ -116,23 +124,41 @@ def test_render_kubeconfig_with_client_cert_and_token() -> None:
     assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == ["system:masters"]
     assert cert.issuer == ca.cert.subject
 
-    tok = yaml.safe_load(render_kubeconfig(
-        server="https://x", ca_pem=ca.cert_pem, user="system:serviceaccount:ns:sa", token="abc", namespace="ns",
-    ))
+    tok = yaml.safe_load(
+        render_kubeconfig(
+            server="https://x",
+            ca_pem=ca.cert_pem,
+            user="system:serviceaccount:ns:sa",
+            token="abc",
+            namespace="ns",
+        )
+    )
     assert tok["users"][0]["user"] == {"token": "abc"}
     assert tok["contexts"][0]["context"]["namespace"] == "ns"
     with pytest.raises(ValueError):
         render_kubeconfig(server="https://x", ca_pem=ca.cert_pem, user="u")
     with pytest.raises(ValueError):
-        render_kubeconfig(server="https://x", ca_pem=ca.cert_pem, user="u", token="t",
-                          client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem)
+        render_kubeconfig(
+            server="https://x",
+            ca_pem=ca.cert_pem,
+            user="u",
+            token="t",
+            client_cert_pem=pair.cert_pem,
+            client_key_pem=pair.key_pem,
+        )
 
 
 def test_count_writes_by_user() -> None:
     def ev(user: str, verb: str, stage: str = "ResponseComplete") -> dict:
         return {"stage": stage, "verb": verb, "user": {"username": user}}
 
-    events = [ev("op", "create"), ev("op", "patch"), ev("op", "get"), ev("op", "create", "ResponseStarted"), ev("admin", "delete")]
+    events = [
+        ev("op", "create"),
+        ev("op", "patch"),
+        ev("op", "get"),
+        ev("op", "create", "ResponseStarted"),
+        ev("admin", "delete"),
+    ]
     assert count_writes_by_user(events) == {"op": 2, "admin": 1}
 
 
@@ -158,7 +184,11 @@ def test_build_with_a_fake_go(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, c
     assert len(lines) == 3 and all(line.startswith("0 ") for line in lines)
     assert "/hack/go/etcd build -trimpath -ldflags -s -w -o " + str(b.etcd.parent) + "/.etcd." in lines[0]
     assert lines[0].endswith(" .")
-    assert "/hack/go/kube " in lines[1] and gobuild.kube_ldflags() in lines[1] and lines[1].endswith("./cmd/kube-apiserver")
+    assert (
+        "/hack/go/kube " in lines[1]
+        and gobuild.kube_ldflags() in lines[1]
+        and lines[1].endswith("./cmd/kube-apiserver")
+    )
     assert lines[2].endswith("./cmd/kubectl")
     assert sorted(p.name for p in b.etcd.parent.iterdir()) == ["etcd"]  # the temp file was renamed away
     err = capsys.readouterr().err
@@ -196,16 +226,29 @@ def _subject(cert: x509.Certificate) -> tuple[str, list[str]]:
 def test_layout_names_every_file_under_the_state_dir(tmp_path: Path) -> None:
     lay = Layout(tmp_path)
     assert lay.kubeconfig == tmp_path / "kubeconfig" and lay.state_file == tmp_path / "state.json"
-    assert (lay.ca_cert, lay.admin_key, lay.sa_pub) == (tmp_path / "pki/ca.crt", tmp_path / "pki/admin.key", tmp_path / "pki/sa.pub")
-    assert lay.log("kube-apiserver") == tmp_path / "logs/kube-apiserver.log" and lay.audit_log == tmp_path / "logs/audit.log"
+    assert (lay.ca_cert, lay.admin_key, lay.sa_pub) == (
+        tmp_path / "pki/ca.crt",
+        tmp_path / "pki/admin.key",
+        tmp_path / "pki/sa.pub",
+    )
+    assert (
+        lay.log("kube-apiserver") == tmp_path / "logs/kube-apiserver.log"
+        and lay.audit_log == tmp_path / "logs/audit.log"
+    )
     assert (lay.etcd_data, lay.kubeconfigs, lay.kubectl_cache) == (
-        tmp_path / "etcd-data", tmp_path / "kubeconfigs", tmp_path / "kubectl-cache")
+        tmp_path / "etcd-data",
+        tmp_path / "kubeconfigs",
+        tmp_path / "kubectl-cache",
+    )
 
 
 def test_endpoints_urls_and_ports_round_trip() -> None:
     ep = Endpoints(2379, 2380, 6443)
     assert (ep.etcd_url, ep.etcd_peer_url, ep.server_url) == (
-        "http://127.0.0.1:2379", "http://127.0.0.1:2380", "https://127.0.0.1:6443")
+        "http://127.0.0.1:2379",
+        "http://127.0.0.1:2380",
+        "https://127.0.0.1:6443",
+    )
     assert ep.ports() == {"etcd-client": 2379, "etcd-peer": 2380, "kube-apiserver": 6443}
     assert Endpoints.from_ports(ep.ports()) == ep
 
@@ -259,7 +302,12 @@ def test_clients_kubectl_command_env_and_audit_log(tmp_path: Path) -> None:
     lay = Layout(tmp_path)
     clients = Clients(lay, Endpoints(1, 2, 3), Path("/opt/kubectl"))
     assert clients.kubectl_command("get", "ns") == [
-        "/opt/kubectl", f"--kubeconfig={lay.kubeconfig}", f"--cache-dir={lay.kubectl_cache}", "get", "ns"]
+        "/opt/kubectl",
+        f"--kubeconfig={lay.kubeconfig}",
+        f"--cache-dir={lay.kubectl_cache}",
+        "get",
+        "ns",
+    ]
     assert clients.kubectl_command("get", kubeconfig="/x")[1] == "--kubeconfig=/x"
     env = clients.kubectl_env("/x")
     assert env["KUBECONFIG"] == "/x" and env["KUBERC"] == "off"
@@ -313,7 +361,9 @@ def test_prepare_state_dir_refuses_foreign_dirs_and_clears_stale_state(tmp_path:
 
     stale = tmp_path / "stale"
     stale.mkdir()
-    (stale / "state.json").write_text('{"processes": {"etcd": {"pid": %d, "start_time": 1}, "kube-apiserver": null}}' % NO_SUCH_PID)
+    (stale / "state.json").write_text(
+        '{"processes": {"etcd": {"pid": %d, "start_time": 1}, "kube-apiserver": null}}' % NO_SUCH_PID
+    )
     (stale / "leftover").write_text("x")
     assert prepare_state_dir(stale, components.ORDER) == stale and list(stale.iterdir()) == []
 

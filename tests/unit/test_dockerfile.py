@@ -97,7 +97,9 @@ def test_read_only_root_friendly(stages: list[list[tuple[str, str]]]) -> None:
 
 
 def test_build_context_holds_what_the_builder_copies(stages: list[list[tuple[str, str]]]) -> None:
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "*", "allow-list: everything is excluded first"
     included = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     copied: set[str] = set()

@@ -32,7 +32,9 @@ def test_floor_is_thirty_seconds() -> None:
     assert DRIFT_INTERVAL_FLOOR == 30.0
 
 
-@pytest.mark.parametrize("value, seconds", [("30", 30.0), ("45", 45.0), ("3600", 3600.0), (" 90 ", 90.0), ("1e3", 1000.0)])
+@pytest.mark.parametrize(
+    "value, seconds", [("30", 30.0), ("45", 45.0), ("3600", 3600.0), (" 90 ", 90.0), ("1e3", 1000.0)]
+)
 def test_values_at_or_above_the_floor_are_kept(value: str, seconds: float) -> None:
     assert drift_interval_of(ann(value), 600) == DriftInterval(seconds)
 
@@ -65,14 +67,21 @@ class FakeReconciler:
 class Harness:
     """Runs the real drift daemon; `script` maps a fake time to an action (e.g. change the annotation)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, annotations: dict[str, str], *, default: float = 600.0,
-                 created_at: float | None = 0.0) -> None:
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        annotations: dict[str, str],
+        *,
+        default: float = 600.0,
+        created_at: float | None = 0.0,
+    ) -> None:
         self.now = 0.0
         self.checks: list[float] = []
         self.events: list[tuple[float, str, str]] = []
         self.wakes: list[float] = []
-        self.body: dict[str, Any] = {"metadata": {"namespace": "ns", "name": "llm", "uid": "uid-1",
-                                                  "annotations": dict(annotations)}}
+        self.body: dict[str, Any] = {
+            "metadata": {"namespace": "ns", "name": "llm", "uid": "uid-1", "annotations": dict(annotations)}
+        }
         self.reconciler = FakeReconciler()
         if created_at is not None:
             self.reconciler.last_observed["uid-1"] = created_at  # the create handler's reconcile
@@ -80,12 +89,13 @@ class Harness:
         self.until = 0.0
         rt = Runtime(reconciler=self.reconciler, secret_cache=None, status_writer=None)  # type: ignore[arg-type]
         registry = build_registry({"rt": rt}, drift_interval=default)
-        [daemon] = [h for h in registry._spawning.get_all_handlers() if h.id == "drift"]  # noqa: SLF001
+        [daemon] = [h for h in registry._spawning.get_all_handlers() if h.id == "drift"]
         self.fn = daemon.fn
         # handlers' own name `time` only: the event loop's clock (the real time.monotonic) must keep running.
         monkeypatch.setattr(handlers, "time", SimpleNamespace(monotonic=lambda: self.now))
-        monkeypatch.setattr(kopf, "event", lambda body, *, type, reason, message: self.events.append(
-            (self.now, reason, message)))
+        monkeypatch.setattr(
+            kopf, "event", lambda body, *, type, reason, message: self.events.append((self.now, reason, message))
+        )
 
         async def check(rt: Any, body: dict[str, Any], trigger: str) -> float | None:
             assert trigger == "drift"
@@ -152,7 +162,9 @@ async def test_a_clamped_value_checks_at_the_floor_and_warns_once_per_value(monk
     h.script[200.0] = lambda: h.annotate("60")  # a valid one: none
     h.script[300.0] = lambda: h.annotate("0.5")  # clamped again after a valid value: warned again
     await h.run(until=400)
-    assert [(reason, "'0.0001'" in m or "'0.5'" in m) for _, reason, m in h.events] == [(DRIFT_INTERVAL_CLAMPED, True)] * 3
+    assert [(reason, "'0.0001'" in m or "'0.5'" in m) for _, reason, m in h.events] == [
+        (DRIFT_INTERVAL_CLAMPED, True)
+    ] * 3
     assert h.events[0][0] == 0.0 and 100 <= h.events[1][0] <= 130 and 300 <= h.events[2][0] <= 330
     first = [t for t in h.checks if t < 100]
     assert 2 <= len(first) <= 4, "clamped to 30 s: three checks or so in 100 s, not a million"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+
 from goodmem_operator.api.types import LLMStatus
 from goodmem_operator.conditions import Reason
 from goodmem_operator.engine import (
@@ -37,8 +38,8 @@ from goodmem_operator.registry import (
     RateLimited,
     RegistryError,
     ServerError,
-    UnexpectedResponse,
     Unauthorized,
+    UnexpectedResponse,
     Unreachable,
 )
 
@@ -52,8 +53,9 @@ VERBS = ("observe", "create", "update", "delete")  # the registry verbs; prepare
 MISSING = Observation(exists=False, name=NAME)
 CREATED = Observation(exists=True, name=NAME, created=True, status={"llm_id": NAME})
 FOUND = Observation(exists=True, name=NAME, status={"llm_id": NAME})  # up to date
-STALE = Observation(exists=True, name=NAME, update={"displayName": "x"}, drifted=["displayName"],
-                    status={"llm_id": NAME})
+STALE = Observation(
+    exists=True, name=NAME, update={"displayName": "x"}, drifted=["displayName"], status={"llm_id": NAME}
+)
 FOREIGN = replace(STALE, adopted=True)
 
 
@@ -110,10 +112,18 @@ class FakeClient:
         return [c for c in self.calls if c in VERBS]
 
 
-def resource(status: dict[str, Any] | None = None, *, generation: int = 1, paused: bool = False,
-             **spec: Any) -> Resource:
-    return Resource(namespace="ns", name="llm", uid="uid-1", generation=generation, spec=dict(spec),
-                    status=dict(status or {}), annotations={PAUSED_ANNOTATION: "true"} if paused else {})
+def resource(
+    status: dict[str, Any] | None = None, *, generation: int = 1, paused: bool = False, **spec: Any
+) -> Resource:
+    return Resource(
+        namespace="ns",
+        name="llm",
+        uid="uid-1",
+        generation=generation,
+        spec=dict(spec),
+        status=dict(status or {}),
+        annotations={PAUSED_ANNOTATION: "true"} if paused else {},
+    )
 
 
 def stored(obj: Resource, out: Outcome, **over: Any) -> Resource:
@@ -152,62 +162,155 @@ class Row:
 
 ROWS: dict[str, Row] = {
     "fresh resource: created": Row(
-        {}, "create", ["observe", "create"], ("success", "True/Available", "True/ReconcileSuccess", False),
-        ["Created"], "none"),
+        {},
+        "create",
+        ["observe", "create"],
+        ("success", "True/Available", "True/ReconcileSuccess", False),
+        ["Created"],
+        "none",
+    ),
     "vanished entry: recreated": Row(
-        {"prepared": KNOWN}, "resume", ["observe", "create"],
-        ("success", "True/Available", "True/ReconcileSuccess", False), ["Recreated"], "none"),
+        {"prepared": KNOWN},
+        "resume",
+        ["observe", "create"],
+        ("success", "True/Available", "True/ReconcileSuccess", False),
+        ["Recreated"],
+        "none",
+    ),
     "lost create: the create finds our entry, no Created event, nothing more to write": Row(
-        {"create_": FOUND}, "create", ["observe", "create"], ("noop", "True/Available", "True/ReconcileSuccess", False),
-        [], "none"),
+        {"create_": FOUND},
+        "create",
+        ["observe", "create"],
+        ("noop", "True/Available", "True/ReconcileSuccess", False),
+        [],
+        "none",
+    ),
     "lost create of an entry that differs: one update": Row(
-        {"create_": STALE}, "create", ["observe", "create", "update"],
-        ("success", "True/Available", "True/ReconcileSuccess", False), ["Updated"], "none"),
+        {"create_": STALE},
+        "create",
+        ["observe", "create", "update"],
+        ("success", "True/Available", "True/ReconcileSuccess", False),
+        ["Updated"],
+        "none",
+    ),
     "up to date: no write": Row(
-        {"prepared": KNOWN, "observe_": FOUND}, "resume", ["observe"],
-        ("noop", "True/Available", "True/ReconcileSuccess", False), [], "none"),
+        {"prepared": KNOWN, "observe_": FOUND},
+        "resume",
+        ["observe"],
+        ("noop", "True/Available", "True/ReconcileSuccess", False),
+        [],
+        "none",
+    ),
     "differs: one update": Row(
-        {"prepared": KNOWN, "observe_": STALE}, "update", ["observe", "update"],
-        ("success", "True/Available", "True/ReconcileSuccess", False), ["Updated"], "none"),
+        {"prepared": KNOWN, "observe_": STALE},
+        "update",
+        ["observe", "update"],
+        ("success", "True/Available", "True/ReconcileSuccess", False),
+        ["Updated"],
+        "none",
+    ),
     "drift check finds a difference: DriftCorrected": Row(
-        {"prepared": KNOWN, "observe_": STALE}, "drift", ["observe", "update"],
-        ("success", "True/Available", "True/ReconcileSuccess", False), ["DriftCorrected"], "none"),
+        {"prepared": KNOWN, "observe_": STALE},
+        "drift",
+        ["observe", "update"],
+        ("success", "True/Available", "True/ReconcileSuccess", False),
+        ["DriftCorrected"],
+        "none",
+    ),
     "adoption: Adopted, then the update": Row(
-        {"prepared": KNOWN, "observe_": FOREIGN}, "create", ["observe", "update"],
-        ("success", "True/Available", "True/ReconcileSuccess", False), ["Adopted", "Updated"], "none"),
+        {"prepared": KNOWN, "observe_": FOREIGN},
+        "create",
+        ["observe", "update"],
+        ("success", "True/Available", "True/ReconcileSuccess", False),
+        ["Adopted", "Updated"],
+        "none",
+    ),
     "conflict (another tenant's entry): permanent, gated": Row(
-        {"prepared": KNOWN, "observe_": Refusal(Reason.CONFLICT, "theirs", permanent=True)}, "create", ["observe"],
-        ("permanent", "False/Conflict", "False/Conflict", True), ["Conflict"], "none", last_attempt=INPUTS),
+        {"prepared": KNOWN, "observe_": Refusal(Reason.CONFLICT, "theirs", permanent=True)},
+        "create",
+        ["observe"],
+        ("permanent", "False/Conflict", "False/Conflict", True),
+        ["Conflict"],
+        "none",
+        last_attempt=INPUTS,
+    ),
     "NotGranted (unowned, no grant): re-checked slowly, not gated": Row(
-        {"prepared": KNOWN, "observe_": Refusal(Reason.NOT_GRANTED, "no grant", permanent=False)}, "create",
-        ["observe"], ("error", "False/NotGranted", "False/NotGranted", False), ["NotGranted"], "recheck"),
+        {"prepared": KNOWN, "observe_": Refusal(Reason.NOT_GRANTED, "no grant", permanent=False)},
+        "create",
+        ["observe"],
+        ("error", "False/NotGranted", "False/NotGranted", False),
+        ["NotGranted"],
+        "recheck",
+    ),
     "refused observation (ObserveOnly): permanent, but not gated": Row(
         {"prepared": OBSERVE_ONLY, "observe_": Refusal(Reason.CONFLICT, "theirs", permanent=True, gated=False)},
-        "create", ["observe"], ("permanent", "False/Conflict", "False/Conflict", True), ["Conflict"], "none"),
+        "create",
+        ["observe"],
+        ("permanent", "False/Conflict", "False/Conflict", True),
+        ["Conflict"],
+        "none",
+    ),
     "invalid spec (found before any registry call)": Row(
-        {"prepared": Refusal(Reason.INVALID_SPEC, "spec is invalid", permanent=True)}, "create", [],
-        ("permanent", "False/InvalidSpec", "False/InvalidSpec", True), ["InvalidSpec"], "none"),
+        {"prepared": Refusal(Reason.INVALID_SPEC, "spec is invalid", permanent=True)},
+        "create",
+        [],
+        ("permanent", "False/InvalidSpec", "False/InvalidSpec", True),
+        ["InvalidSpec"],
+        "none",
+    ),
     "missing Secret: re-checked slowly (a Secret event re-arms it at once)": Row(
-        {"prepared": Refusal(Reason.SECRET_NOT_FOUND, "no Secret", permanent=False)}, "create", [],
-        ("error", "False/SecretNotFound", "False/SecretNotFound", False), ["SecretNotFound"], "recheck"),
+        {"prepared": Refusal(Reason.SECRET_NOT_FOUND, "no Secret", permanent=False)},
+        "create",
+        [],
+        ("error", "False/SecretNotFound", "False/SecretNotFound", False),
+        ["SecretNotFound"],
+        "recheck",
+    ),
     "registry refuses the request (400): permanent, gated": Row(
-        {"create_": BadRequest("400")}, "create", ["observe", "create"],
-        ("permanent", "False/InvalidSpec", "False/InvalidSpec", True), ["InvalidSpec"], "none", last_attempt=INPUTS),
+        {"create_": BadRequest("400")},
+        "create",
+        ["observe", "create"],
+        ("permanent", "False/InvalidSpec", "False/InvalidSpec", True),
+        ["InvalidSpec"],
+        "none",
+        last_attempt=INPUTS,
+    ),
     "registry down before the first create: Ready says Creating": Row(
-        {"create_": ServerError("503")}, "create", ["observe", "create"],
-        ("error", "False/Creating", "False/RegistryUnavailable", False), ["RegistryUnavailable"], "backoff"),
+        {"create_": ServerError("503")},
+        "create",
+        ["observe", "create"],
+        ("error", "False/Creating", "False/RegistryUnavailable", False),
+        ["RegistryUnavailable"],
+        "backoff",
+    ),
     "registry down for a known entry: Ready carries the reason": Row(
-        {"prepared": KNOWN, "observe_": Unreachable("timeout")}, "drift", ["observe"],
-        ("error", "False/RegistryUnavailable", "False/RegistryUnavailable", False), ["RegistryUnavailable"], "backoff"),
+        {"prepared": KNOWN, "observe_": Unreachable("timeout")},
+        "drift",
+        ["observe"],
+        ("error", "False/RegistryUnavailable", "False/RegistryUnavailable", False),
+        ["RegistryUnavailable"],
+        "backoff",
+    ),
     "paused: no client call at all": Row(
-        {}, "update", [], ("paused", "Unknown/ReconcilePaused", "False/ReconcilePaused", False), [], "none",
-        paused=True),
+        {}, "update", [], ("paused", "Unknown/ReconcilePaused", "False/ReconcilePaused", False), [], "none", paused=True
+    ),
     "ObserveOnly: observe only, even when the entry differs": Row(
-        {"prepared": OBSERVE_ONLY, "observe_": FOREIGN}, "drift", ["observe"],
-        ("noop", "True/Observed", "True/ObserveOnly", False), [], "none", status={"llmId": NAME}),
+        {"prepared": OBSERVE_ONLY, "observe_": FOREIGN},
+        "drift",
+        ["observe"],
+        ("noop", "True/Observed", "True/ObserveOnly", False),
+        [],
+        "none",
+        status={"llmId": NAME},
+    ),
     "ObserveOnly of a missing entry: NotFound, never created": Row(
-        {"prepared": OBSERVE_ONLY, "observe_": MISSING}, "create", ["observe"],
-        ("error", "False/NotFound", "False/NotFound", False), ["NotFound"], "recheck"),
+        {"prepared": OBSERVE_ONLY, "observe_": MISSING},
+        "create",
+        ["observe"],
+        ("error", "False/NotFound", "False/NotFound", False),
+        ["NotFound"],
+        "recheck",
+    ),
 }
 
 
@@ -257,7 +360,9 @@ async def test_permanent_error_is_tried_once_per_inputs() -> None:
     client.create_ = CREATED
     fixed = await engine.reconcile(replace(obj, generation=2))
     assert fixed.result == Result.SUCCESS and client.registry_calls == ["observe", "create"]
-    assert fixed.status["lastAttempt"] is None and stored(obj, fixed).status["lastAttempt"] is None, "the gate is lifted"
+    assert fixed.status["lastAttempt"] is None and stored(obj, fixed).status["lastAttempt"] is None, (
+        "the gate is lifted"
+    )
 
 
 async def test_retryable_backoff_grows_is_capped_and_resets() -> None:
@@ -295,10 +400,24 @@ async def test_auth_failures_back_off_longer(error: RegistryError) -> None:
 async def test_conditions_keep_their_transition_time_and_stamp_the_generation() -> None:
     engine = Engine(FakeClient(prepared=KNOWN, observe_=FOUND), SETTINGS)
     since = "2020-01-01T00:00:00Z"
-    previous = [{"type": "Ready", "status": "True", "reason": "Available", "message": "m",
-                 "lastTransitionTime": since, "observedGeneration": 1},
-                {"type": "Synced", "status": "False", "reason": "RegistryUnavailable", "message": "m",
-                 "lastTransitionTime": since, "observedGeneration": 1}]
+    previous = [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Available",
+            "message": "m",
+            "lastTransitionTime": since,
+            "observedGeneration": 1,
+        },
+        {
+            "type": "Synced",
+            "status": "False",
+            "reason": "RegistryUnavailable",
+            "message": "m",
+            "lastTransitionTime": since,
+            "observedGeneration": 1,
+        },
+    ]
     out = await engine.reconcile(resource({"llmId": NAME, "conditions": previous}, generation=3))
     ready, synced = cond(out, "Ready"), cond(out, "Synced")
     assert ready is not None and synced is not None
@@ -320,8 +439,14 @@ async def test_becoming_available_again_is_announced_once() -> None:
 
 
 async def test_paused_keeps_the_ready_condition_it_had() -> None:
-    ready = {"type": "Ready", "status": "True", "reason": "Available", "message": "m",
-             "lastTransitionTime": "2020-01-01T00:00:00Z", "observedGeneration": 1}
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Available",
+        "message": "m",
+        "lastTransitionTime": "2020-01-01T00:00:00Z",
+        "observedGeneration": 1,
+    }
     client = FakeClient()
     out = await Engine(client, SETTINGS).reconcile(resource({"conditions": [ready]}, generation=2, paused=True))
     assert cond(out, "Ready") == ready and client.calls == []
@@ -335,13 +460,23 @@ class SomeFutureError(RegistryError):
     retryable = False
 
 
-@pytest.mark.parametrize(("error", "reason"), [
-    (BadRequest("400"), "InvalidSpec"), (Unauthorized("401"), "Unauthorized"), (Forbidden("403"), "Forbidden"),
-    (NotFound("404"), "NotFound"), (Conflict("409"), "AlreadyExists"), (RateLimited("429"), "RateLimited"),
-    (ServerError("500"), "RegistryUnavailable"), (Unreachable("timeout"), "RegistryUnavailable"),
-    (RegistryError("408"), "RegistryError"), (UnexpectedResponse("200, not JSON"), "UnexpectedResponse"),
-    (InvalidId("bad id"), "InvalidLLMId"), (SomeFutureError("?"), "InvalidSpec"),
-])
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (BadRequest("400"), "InvalidSpec"),
+        (Unauthorized("401"), "Unauthorized"),
+        (Forbidden("403"), "Forbidden"),
+        (NotFound("404"), "NotFound"),
+        (Conflict("409"), "AlreadyExists"),
+        (RateLimited("429"), "RateLimited"),
+        (ServerError("500"), "RegistryUnavailable"),
+        (Unreachable("timeout"), "RegistryUnavailable"),
+        (RegistryError("408"), "RegistryError"),
+        (UnexpectedResponse("200, not JSON"), "UnexpectedResponse"),
+        (InvalidId("bad id"), "InvalidLLMId"),
+        (SomeFutureError("?"), "InvalidSpec"),
+    ],
+)
 def test_registry_errors_map_to_reasons(error: RegistryError, reason: str) -> None:
     assert reason_for(error) == reason
     assert not hasattr(error, "reason"), "the HTTP client's errors describe transport only"
@@ -360,14 +495,17 @@ class DeleteRow:
 
 DELETES: dict[str, DeleteRow] = {
     "deleted (the client applies the policy: Delete, or Orphan's grant)": DeleteRow(
-        resource(), [Event("Normal", "Orphaned", "left in place")], ["delete"], ["Orphaned"]),
+        resource(), [Event("Normal", "Orphaned", "left in place")], ["delete"], ["Orphaned"]
+    ),
     "paused: left untouched, no registry call": DeleteRow(resource(paused=True), [], [], ["Orphaned"]),
     "ObserveOnly: released, no registry call": DeleteRow(
-        resource(managementPolicy="ObserveOnly"), [], [], ["Released"]),
+        resource(managementPolicy="ObserveOnly"), [], [], ["Released"]
+    ),
     "registry down: the finalizer stays": DeleteRow(resource(), ServerError("503"), ["delete"], ["RetryLater"]),
     "conflict: the finalizer stays": DeleteRow(resource(), Conflict("409"), ["delete"], ["RetryLater"]),
     "permanent refusal: released rather than blocked forever": DeleteRow(
-        resource(), BadRequest("400"), ["delete"], ["DeleteFailed"]),
+        resource(), BadRequest("400"), ["delete"], ["DeleteFailed"]
+    ),
 }
 
 

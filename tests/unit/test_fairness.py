@@ -175,6 +175,7 @@ async def test_hanging_requests_of_one_namespace_leave_a_slot_for_another() -> N
         return httpx.Response(200, json={"llmId": request.url.path.rsplit("/", 1)[-1]})
 
     async with _client(handler, concurrency=4, rate=FAST) as c:
+
         async def call(ns: str, i: int) -> None:
             with tenant(ns):
                 await c.get_llm(f"{prefix[ns]}-0000-4000-8000-{i:012d}")
@@ -184,7 +185,7 @@ async def test_hanging_requests_of_one_namespace_leave_a_slot_for_another() -> N
             await asyncio.sleep(0)
         assert len(started) == 3, "the per-namespace cap holds `slow` at 3 of 4 slots"
         await call("b", 0)  # completes while all of `slow`'s requests hang
-        assert c._limiter.scheduler.in_flight == {"slow": 3}  # noqa: SLF001
+        assert c._limiter.scheduler.in_flight == {"slow": 3}
         release.set()
         await asyncio.gather(*slow)
     assert len(started) == 21
@@ -202,10 +203,13 @@ async def test_a_429_returns_at_once_and_holds_no_slot(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(asyncio, "sleep", recording_sleep)
 
-    async with _client(lambda r: httpx.Response(429, headers={"retry-after": "30"}, json={"error": "slow down"}),
-                       concurrency=1, rate=FAST) as c:
+    async with _client(
+        lambda r: httpx.Response(429, headers={"retry-after": "30"}, json={"error": "slow down"}),
+        concurrency=1,
+        rate=FAST,
+    ) as c:
         with tenant("noisy"), pytest.raises(RateLimited) as info:
             await c.get_llm("00000000-0000-0000-0000-000000000001")
         assert info.value.retry_after == 30
-        assert c._limiter.scheduler.active == 0 and c._limiter.scheduler.in_flight == {}  # noqa: SLF001
+        assert c._limiter.scheduler.active == 0 and c._limiter.scheduler.in_flight == {}
     assert sleeps == []

@@ -25,6 +25,7 @@ def _storages() -> tuple[DigestDiffBaseStorage, ChangeAwareProgressStorage]:
 
 def _apply(raw: dict, patch: Any) -> dict:
     """A JSON merge patch (RFC 7386, what kopf sends) applied to a copy of `raw`."""
+
     def merge(target: Any, change: Any) -> Any:
         if not isinstance(change, dict):
             return copy.deepcopy(change)
@@ -39,11 +40,22 @@ def _apply(raw: dict, patch: Any) -> dict:
     return merge(copy.deepcopy(raw), json.loads(json.dumps(dict(patch))))
 
 
-def _body(spec: dict[str, Any], annotations: dict[str, str] | None = None, status: dict[str, Any] | None = None) -> dict:
-    return {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM",
-            "metadata": {"name": "x", "namespace": "ns", "uid": "u", "resourceVersion": "1",
-                         "annotations": dict(annotations or {})},
-            "spec": spec, "status": status or {}}
+def _body(
+    spec: dict[str, Any], annotations: dict[str, str] | None = None, status: dict[str, Any] | None = None
+) -> dict:
+    return {
+        "apiVersion": "goodmem.ai/v1alpha1",
+        "kind": "LLM",
+        "metadata": {
+            "name": "x",
+            "namespace": "ns",
+            "uid": "u",
+            "resourceVersion": "1",
+            "annotations": dict(annotations or {}),
+        },
+        "spec": spec,
+        "status": status or {},
+    }
 
 
 def _cause(raw: dict) -> tuple[Any, Any, Any]:
@@ -86,7 +98,10 @@ def test_an_annotation_from_an_older_operator_is_read_then_moved_to_the_status()
     patch = kopf.Patch()
     diffbase.store(body=kopf.Body(raw), patch=patch, essence=new)
     moved = _apply(raw, patch)
-    assert KEY not in moved["metadata"]["annotations"] and moved["status"]["kopf"]["lastHandled"] == raw["metadata"]["annotations"][KEY]
+    assert (
+        KEY not in moved["metadata"]["annotations"]
+        and moved["status"]["kopf"]["lastHandled"] == raw["metadata"]["annotations"][KEY]
+    )
     assert not _cause(moved)[2]
 
 
@@ -99,18 +114,23 @@ def test_unchanged_object_has_an_empty_diff_despite_status_and_progress_annotati
     handled = _handled(_body({"displayName": "x"}, annotations={"team": "a"}))
     handled["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
     handled["status"]["kopf"]["progress"] = {"reconcile": {"retries": 1}}
-    handled["metadata"]["annotations"][f"{ANNOTATION_PREFIX}/reconcile"] = json.dumps({"retries": 1})  # an older release's
+    handled["metadata"]["annotations"][f"{ANNOTATION_PREFIX}/reconcile"] = json.dumps(
+        {"retries": 1}
+    )  # an older release's
     handled["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
     old, new, diff = _cause(handled)
     assert old == new and not diff
 
 
-@pytest.mark.parametrize("change", [
-    lambda o: o["spec"].update(displayName="y"),
-    lambda o: o["spec"].update(clientConfig={"a": 1}),
-    lambda o: o["metadata"]["annotations"].update({"goodmem.ai/paused": "true"}),
-    lambda o: o["metadata"].update(labels={"env": "prod"}),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda o: o["spec"].update(displayName="y"),
+        lambda o: o["spec"].update(clientConfig={"a": 1}),
+        lambda o: o["metadata"]["annotations"].update({"goodmem.ai/paused": "true"}),
+        lambda o: o["metadata"].update(labels={"env": "prod"}),
+    ],
+)
 def test_a_change_of_spec_labels_or_annotations_is_a_diff(change: Any) -> None:
     handled = _handled(_body({"displayName": "x", "clientConfig": {"a": 0}}))
     change(handled)
@@ -146,8 +166,15 @@ def _with_record(raw: dict, record: dict) -> dict:
     return _apply(raw, patch)
 
 
-DELAYED = {"started": "2026-01-01T00:00:00.000000+00:00", "delayed": "2999-01-01T00:00:00.000000+00:00",
-           "purpose": "create", "retries": 3, "success": False, "failure": False, "message": "RateLimited: ..."}
+DELAYED = {
+    "started": "2026-01-01T00:00:00.000000+00:00",
+    "delayed": "2999-01-01T00:00:00.000000+00:00",
+    "purpose": "create",
+    "retries": 3,
+    "success": False,
+    "failure": False,
+    "message": "RateLimited: ...",
+}
 
 
 def test_a_retry_delay_holds_while_the_resource_is_unchanged() -> None:
@@ -169,10 +196,13 @@ async def test_kopf_does_not_restore_an_unchanged_delayed_record() -> None:
     assert not patch
 
 
-@pytest.mark.parametrize("change", [
-    lambda o: o["spec"].update(displayName="fixed"),
-    lambda o: o["metadata"]["annotations"].update({"goodmem.ai/paused": "true"}),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda o: o["spec"].update(displayName="fixed"),
+        lambda o: o["metadata"]["annotations"].update({"goodmem.ai/paused": "true"}),
+    ],
+)
 def test_a_changed_resource_ends_the_retry_delay(change: Any) -> None:
     raw = _with_record(_body({"displayName": "x"}), DELAYED)
     change(raw)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from goodmem_operator.api.mapping import OWNER_LABEL, OWNER_UID_LABEL, ownership_labels
 from goodmem_operator.llm import INHERITED, LLMObject
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
@@ -43,8 +44,11 @@ class FakeRegistry:
 
     async def create_llm(self, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append("create")
-        same = [k for k, e in self.entries.items()
-                if (e.get("endpointUrl"), e.get("modelIdentifier")) == (body["endpointUrl"], body["modelIdentifier"])]
+        same = [
+            k
+            for k, e in self.entries.items()
+            if (e.get("endpointUrl"), e.get("modelIdentifier")) == (body["endpointUrl"], body["modelIdentifier"])
+        ]
         if body["llmId"] in self.entries or same:
             raise Conflict("409", existing_id=body["llmId"] if body["llmId"] in self.entries else None)
         self.entries[body["llmId"]] = {k: v for k, v in body.items() if k != "credentials"}
@@ -91,41 +95,90 @@ class Row:
 
 
 ROWS: dict[str, Row] = {
-    "fresh resource: one POST, no GET first": Row(
-        {}, {}, {}, ["create"], "success", "ReconcileSuccess", ["Created"]),
+    "fresh resource: one POST, no GET first": Row({}, {}, {}, ["create"], "success", "ReconcileSuccess", ["Created"]),
     "lost create: the 409 for our own id re-reads it, nothing duplicated": Row(
-        {MINE: entry(MARKS)}, {}, {}, ["create", "get"], "noop", "ReconcileSuccess", []),
+        {MINE: entry(MARKS)}, {}, {}, ["create", "get"], "noop", "ReconcileSuccess", []
+    ),
     "vanished entry: recreated at the same id": Row(
-        {}, {}, {"llmId": MINE}, ["get", "create"], "success", "ReconcileSuccess", ["Recreated"]),
+        {}, {}, {"llmId": MINE}, ["get", "create"], "success", "ReconcileSuccess", ["Recreated"]
+    ),
     "unowned entry without a grant: NotGranted, nothing written": Row(
-        {OTHER: entry()}, {"llmId": OTHER}, {}, ["get"], "error", "NotGranted", []),
+        {OTHER: entry()}, {"llmId": OTHER}, {}, ["get"], "error", "NotGranted", []
+    ),
     "unowned entry granting adopt: adopted, its labels become ours, its credentials inherited": Row(
-        {OTHER: entry(GRANT)}, {"llmId": OTHER}, {}, ["get", "update"], "success", "ReconcileSuccess",
-        ["Adopted", "Updated"], fingerprint=INHERITED, entry_labels={**MARKS}),
+        {OTHER: entry(GRANT)},
+        {"llmId": OTHER},
+        {},
+        ["get", "update"],
+        "success",
+        "ReconcileSuccess",
+        ["Adopted", "Updated"],
+        fingerprint=INHERITED,
+        entry_labels={**MARKS},
+    ),
     "another namespace's entry: Conflict, permanent for these inputs": Row(
-        {OTHER: entry(THEIRS)}, {"llmId": OTHER}, {}, ["get"], "permanent", "Conflict", [], gated=True),
+        {OTHER: entry(THEIRS)}, {"llmId": OTHER}, {}, ["get"], "permanent", "Conflict", [], gated=True
+    ),
     "providerType cannot change: InvalidSpec": Row(
-        {MINE: entry(MARKS, providerType="OLLAMA")}, {}, {"llmId": MINE}, ["get"], "permanent", "InvalidSpec", [],
-        gated=True),
+        {MINE: entry(MARKS, providerType="OLLAMA")},
+        {},
+        {"llmId": MINE},
+        ["get"],
+        "permanent",
+        "InvalidSpec",
+        [],
+        gated=True,
+    ),
     "inherited credentials never follow a new endpoint": Row(
-        {OTHER: entry(GRANT, endpointUrl="http://elsewhere.test/v1")}, {"llmId": OTHER}, {}, ["get"], "permanent",
-        "CredentialsNotSupplied", [], gated=True),
+        {OTHER: entry(GRANT, endpointUrl="http://elsewhere.test/v1")},
+        {"llmId": OTHER},
+        {},
+        ["get"],
+        "permanent",
+        "CredentialsNotSupplied",
+        [],
+        gated=True,
+    ),
     "same identity, adoptionPolicy Never: AlreadyExists": Row(
-        {OTHER: entry()}, {}, {}, ["create", "get", "list"], "permanent", "AlreadyExists", [], gated=True),
+        {OTHER: entry()}, {}, {}, ["create", "get", "list"], "permanent", "AlreadyExists", [], gated=True
+    ),
     "same identity, IfMatching, granted: that entry adopted": Row(
-        {OTHER: entry(GRANT)}, {"adoptionPolicy": "IfMatching"}, {}, ["create", "get", "list", "update"], "success",
-        "ReconcileSuccess", ["Adopted", "Updated"], fingerprint=INHERITED, entry_labels={**MARKS}),
+        {OTHER: entry(GRANT)},
+        {"adoptionPolicy": "IfMatching"},
+        {},
+        ["create", "get", "list", "update"],
+        "success",
+        "ReconcileSuccess",
+        ["Adopted", "Updated"],
+        fingerprint=INHERITED,
+        entry_labels={**MARKS},
+    ),
     "same identity, IfMatching, no grant: NotGranted": Row(
-        {OTHER: entry()}, {"adoptionPolicy": "IfMatching"}, {}, ["create", "get", "list"], "error", "NotGranted", []),
+        {OTHER: entry()}, {"adoptionPolicy": "IfMatching"}, {}, ["create", "get", "list"], "error", "NotGranted", []
+    ),
     "same identity, IfMatching, another namespace's: AlreadyExists, its id not named": Row(
-        {OTHER: entry(THEIRS)}, {"adoptionPolicy": "IfMatching"}, {}, ["create", "get", "list"], "permanent",
-        "AlreadyExists", [], gated=True),
+        {OTHER: entry(THEIRS)},
+        {"adoptionPolicy": "IfMatching"},
+        {},
+        ["create", "get", "list"],
+        "permanent",
+        "AlreadyExists",
+        [],
+        gated=True,
+    ),
 }
 
 
 def llm(spec: dict[str, Any], status: dict[str, Any]) -> LLMObject:
-    return LLMObject(namespace="team-a", name="llm", uid=UID, generation=1, spec={**SPEC, **spec},
-                     status=dict(status), annotations={})
+    return LLMObject(
+        namespace="team-a",
+        name="llm",
+        uid=UID,
+        generation=1,
+        spec={**SPEC, **spec},
+        status=dict(status),
+        annotations={},
+    )
 
 
 def reconciler(registry: FakeRegistry) -> Reconciler:
@@ -150,13 +203,18 @@ async def test_llm_rules(row: Row) -> None:
         assert OTHER not in synced["message"], "another tenant's entry id is not named"
 
 
-@pytest.mark.parametrize(("policy", "labels", "calls", "event", "left"), [
-    ("Delete", MARKS, ["get", "delete"], "Deleted", None),
-    ("Orphan", {**MARKS, "team": "a"}, ["get", "update"], "Orphaned", {"team": "a", **GRANT}),
-    ("Delete", THEIRS, ["get"], "Released", THEIRS),
-], ids=["delete", "orphan leaves a grant for its namespace", "not ours: left in place"])
-async def test_deletion_policy(policy: str, labels: dict[str, str], calls: list[str], event: str,
-                               left: dict[str, str] | None) -> None:
+@pytest.mark.parametrize(
+    ("policy", "labels", "calls", "event", "left"),
+    [
+        ("Delete", MARKS, ["get", "delete"], "Deleted", None),
+        ("Orphan", {**MARKS, "team": "a"}, ["get", "update"], "Orphaned", {"team": "a", **GRANT}),
+        ("Delete", THEIRS, ["get"], "Released", THEIRS),
+    ],
+    ids=["delete", "orphan leaves a grant for its namespace", "not ours: left in place"],
+)
+async def test_deletion_policy(
+    policy: str, labels: dict[str, str], calls: list[str], event: str, left: dict[str, str] | None
+) -> None:
     registry = FakeRegistry({MINE: entry(labels)})
     events = await reconciler(registry).finalize(llm({"deletionPolicy": policy}, {"llmId": MINE}))
     assert registry.calls == calls and [e.reason for e in events] == [event]

@@ -13,18 +13,28 @@ from goodmem_operator.main import QuietIndexLog
 pytestmark = pytest.mark.unit
 
 
-def body(name: str, secret: str | None = None, *, namespace: str = "ns", secret_ns: str | None = None,
-         generation: int = 1) -> dict[str, Any]:
+def body(
+    name: str, secret: str | None = None, *, namespace: str = "ns", secret_ns: str | None = None, generation: int = 1
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"displayName": name}
     if secret is not None:
         ref: dict[str, Any] = {"name": secret, "key": "api-key"}
         if secret_ns is not None:
             ref["namespace"] = secret_ns
         spec["credentials"] = {"apiKey": {"secretKeyRef": ref}}
-    return {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM",
-            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": generation,
-                         "managedFields": [{"big": "x" * 100}]},
-            "spec": spec, "status": {"llmId": f"id-{name}"}}
+    return {
+        "apiVersion": "goodmem.ai/v1alpha1",
+        "kind": "LLM",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "generation": generation,
+            "managedFields": [{"big": "x" * 100}],
+        },
+        "spec": spec,
+        "status": {"llmId": f"id-{name}"},
+    }
 
 
 def test_users_of_a_secret_and_only_those() -> None:
@@ -43,7 +53,10 @@ def test_cross_namespace_reference_is_never_indexed() -> None:
     index = LLMIndex()
     index.observe(body("thief", "key", secret_ns="victim"), deleted=False)
     assert not index.referenced("victim", "key") and index.users("victim", "key") == []
-    assert secret_of({"credentials": {"apiKey": {"secretKeyRef": {"name": "k", "namespace": "ns"}}}}, "ns") == ("ns", "k")
+    assert secret_of({"credentials": {"apiKey": {"secretKeyRef": {"name": "k", "namespace": "ns"}}}}, "ns") == (
+        "ns",
+        "k",
+    )
     assert secret_of({"credentials": {"apiKey": {"secretRef": {"uri": "vault://x"}}}}, "ns") is None
     assert secret_of(None, "ns") is None
 

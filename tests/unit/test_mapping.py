@@ -43,7 +43,9 @@ def registry_view(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_create_body_is_camel_case_with_id_marks_and_no_operator_fields() -> None:
-    body = desired_request(spec(labels={"team": "a"}, deletionPolicy="Orphan"), llm_id="id-1", marks=MARKS, credentials=None)
+    body = desired_request(
+        spec(labels={"team": "a"}, deletionPolicy="Orphan"), llm_id="id-1", marks=MARKS, credentials=None
+    )
     assert body["displayName"] == "X" and body["providerType"] == "OPENAI" and body["llmId"] == "id-1"
     assert body["labels"] == {"team": "a", **MARKS}
     assert "deletionPolicy" not in body and "credentials" not in body
@@ -51,7 +53,9 @@ def test_create_body_is_camel_case_with_id_marks_and_no_operator_fields() -> Non
 
 
 def test_diff_of_identical_is_empty() -> None:
-    body = desired_request(spec(labels={"a": "b"}, capabilities={"supportsChat": True}), llm_id="i", marks=MARKS, credentials=None)
+    body = desired_request(
+        spec(labels={"a": "b"}, capabilities={"supportsChat": True}), llm_id="i", marks=MARKS, credentials=None
+    )
     assert diff(body, registry_view(body)) == {}
 
 
@@ -70,7 +74,9 @@ def test_labels_are_replaced_whole() -> None:
 
 def test_capabilities_sent_whole() -> None:
     old = desired_request(spec(capabilities={"supportsChat": True}), llm_id="i", marks=MARKS, credentials=None)
-    new = desired_request(spec(capabilities={"supportsChat": True, "supportsStreaming": True}), llm_id="i", marks=MARKS, credentials=None)
+    new = desired_request(
+        spec(capabilities={"supportsChat": True, "supportsStreaming": True}), llm_id="i", marks=MARKS, credentials=None
+    )
     update = diff(new, registry_view(old))
     assert set(update) == {"capabilities"} and len(update["capabilities"]) == 6
     assert update["capabilities"]["supportsStreaming"] is True
@@ -83,7 +89,9 @@ def test_registry_inferred_values_are_not_drift() -> None:
 
 
 def test_endpoint_compared_canonically() -> None:
-    body = desired_request(spec(endpointUrl="HTTPS://API.Example.test:443/v1/"), llm_id="i", marks=MARKS, credentials=None)
+    body = desired_request(
+        spec(endpointUrl="HTTPS://API.Example.test:443/v1/"), llm_id="i", marks=MARKS, credentials=None
+    )
     view = registry_view(body) | {"endpointUrl": "https://api.example.test/v1"}
     assert diff(body, view) == {}
     assert canonical_url("http://h:80/a/") == "http://h/a"
@@ -94,23 +102,33 @@ def test_apply_update_yields_desired() -> None:
     old = desired_request(spec(labels={"a": "1"}, description="d"), llm_id="i", marks=MARKS, credentials=None)
     new = desired_request(
         spec(labels={"z": "9"}, description="e", clientConfig={"k": [1]}, defaultSamplingParams={"temperature": 1.5}),
-        llm_id="i", marks=MARKS, credentials=None,
+        llm_id="i",
+        marks=MARKS,
+        credentials=None,
     )
     after = apply_update(registry_view(old), diff(new, registry_view(old)))
     assert diff(new, after) == {}
 
 
 def test_credentials_mapping_for_each_kind() -> None:
-    s = spec(credentials={"apiKey": {"secretKeyRef": {"name": "s", "key": "k"}, "headerName": "Authorization", "prefix": "Bearer "}})
+    s = spec(
+        credentials={
+            "apiKey": {"secretKeyRef": {"name": "s", "key": "k"}, "headerName": "Authorization", "prefix": "Bearer "}
+        }
+    )
     assert registry_credentials(s.credentials, "VALUE") == {
         "kind": "CREDENTIAL_KIND_API_KEY",
         "apiKey": {"inlineSecret": "VALUE", "headerName": "Authorization", "prefix": "Bearer "},
     }
     s = spec(credentials={"apiKey": {"secretRef": {"uri": "vault://a/b"}}})
-    assert registry_credentials(s.credentials, None) == {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"secretRef": {"uri": "vault://a/b"}}}
+    assert registry_credentials(s.credentials, None) == {
+        "kind": "CREDENTIAL_KIND_API_KEY",
+        "apiKey": {"secretRef": {"uri": "vault://a/b"}},
+    }
     s = spec(credentials={"gcpAdc": {"scopes": ["s1"], "quotaProjectId": "p"}})
     assert registry_credentials(s.credentials, None) == {
-        "kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": {"scopes": ["s1"], "quotaProjectId": "p"},
+        "kind": "CREDENTIAL_KIND_GCP_ADC",
+        "gcpAdc": {"scopes": ["s1"], "quotaProjectId": "p"},
     }
     assert registry_credentials(None, None) is None
 
@@ -120,7 +138,9 @@ def test_fingerprint_is_keyed_and_changes_with_the_secret() -> None:
     a = credentials_fingerprint(creds, b"key-a")
     assert a == credentials_fingerprint(creds, b"key-a")
     assert a != credentials_fingerprint(creds, b"key-b"), "must be keyed, not a plain hash"
-    assert a != credentials_fingerprint({"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "other"}}, b"key-a")
+    assert a != credentials_fingerprint(
+        {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": "other"}}, b"key-a"
+    )
     assert "SENTINEL" not in a
     import hashlib
 

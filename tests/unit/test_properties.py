@@ -28,31 +28,55 @@ pytestmark = pytest.mark.unit
 PROVIDERS = ["OPENAI", "LITELLM_PROXY", "OPEN_ROUTER", "VLLM", "OLLAMA", "LLAMA_CPP", "CUSTOM_OPENAI_COMPATIBLE"]
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
 label_key = st.from_regex(r"[a-z][a-z0-9\-]{0,15}", fullmatch=True)
-urls = st.builds(lambda h, p, path: f"https://{h}.test:{p}/{path}",
-                 st.from_regex(r"[a-z]{1,10}", fullmatch=True), st.integers(1, 65535),
-                 st.from_regex(r"[a-z0-9/]{0,12}", fullmatch=True))
+urls = st.builds(
+    lambda h, p, path: f"https://{h}.test:{p}/{path}",
+    st.from_regex(r"[a-z]{1,10}", fullmatch=True),
+    st.integers(1, 65535),
+    st.from_regex(r"[a-z0-9/]{0,12}", fullmatch=True),
+)
 halves = st.floats(0, 2, allow_nan=False).map(lambda x: round(x, 3))
 
-sampling = st.fixed_dictionaries({}, optional={
-    "maxTokens": st.integers(1, 2**31 - 1),
-    "temperature": halves,
-    "topP": st.floats(0, 1, allow_nan=False).map(lambda x: round(x, 3)),
-    "topK": st.integers(1, 1000),
-    "frequencyPenalty": st.floats(-2, 2, allow_nan=False).map(lambda x: round(x, 3)),
-    "presencePenalty": st.floats(-2, 2, allow_nan=False).map(lambda x: round(x, 3)),
-    "stopSequences": st.lists(st.text(min_size=1, max_size=100), max_size=10),
-})
-capabilities = st.fixed_dictionaries({}, optional={
-    f: st.booleans() for f in ("supportsChat", "supportsCompletion", "supportsFunctionCalling",
-                               "supportsSystemMessages", "supportsStreaming", "supportsSamplingParameters")
-})
+sampling = st.fixed_dictionaries(
+    {},
+    optional={
+        "maxTokens": st.integers(1, 2**31 - 1),
+        "temperature": halves,
+        "topP": st.floats(0, 1, allow_nan=False).map(lambda x: round(x, 3)),
+        "topK": st.integers(1, 1000),
+        "frequencyPenalty": st.floats(-2, 2, allow_nan=False).map(lambda x: round(x, 3)),
+        "presencePenalty": st.floats(-2, 2, allow_nan=False).map(lambda x: round(x, 3)),
+        "stopSequences": st.lists(st.text(min_size=1, max_size=100), max_size=10),
+    },
+)
+capabilities = st.fixed_dictionaries(
+    {},
+    optional={
+        f: st.booleans()
+        for f in (
+            "supportsChat",
+            "supportsCompletion",
+            "supportsFunctionCalling",
+            "supportsSystemMessages",
+            "supportsStreaming",
+            "supportsSamplingParameters",
+        )
+    },
+)
 credentials = st.one_of(
     st.none(),
-    st.builds(lambda h, p: {"apiKey": {"secretKeyRef": {"name": "s", "key": "k"}, "headerName": h, "prefix": p}},
-              st.sampled_from(["Authorization", "x-api-key"]), st.sampled_from(["Bearer ", ""])),
-    st.builds(lambda uri: {"apiKey": {"secretRef": {"uri": uri}}}, st.from_regex(r"vault://[a-z/]{1,20}", fullmatch=True)),
-    st.builds(lambda scopes, q: {"gcpAdc": {"scopes": scopes, "quotaProjectId": q}},
-              st.lists(st.from_regex(r"https://[a-z./]{1,20}", fullmatch=True), max_size=3), text),
+    st.builds(
+        lambda h, p: {"apiKey": {"secretKeyRef": {"name": "s", "key": "k"}, "headerName": h, "prefix": p}},
+        st.sampled_from(["Authorization", "x-api-key"]),
+        st.sampled_from(["Bearer ", ""]),
+    ),
+    st.builds(
+        lambda uri: {"apiKey": {"secretRef": {"uri": uri}}}, st.from_regex(r"vault://[a-z/]{1,20}", fullmatch=True)
+    ),
+    st.builds(
+        lambda scopes, q: {"gcpAdc": {"scopes": scopes, "quotaProjectId": q}},
+        st.lists(st.from_regex(r"https://[a-z./]{1,20}", fullmatch=True), max_size=3),
+        text,
+    ),
 )
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000), st.text(max_size=10)),
@@ -70,8 +94,9 @@ specs = st.fixed_dictionaries(
     optional={
         "description": st.text(max_size=100),
         "apiPath": st.from_regex(r"/[a-z/]{1,20}", fullmatch=True),
-        "supportedModalities": st.lists(st.sampled_from(["TEXT", "IMAGE", "AUDIO", "VIDEO"]), min_size=1, max_size=4,
-                                        unique=True),
+        "supportedModalities": st.lists(
+            st.sampled_from(["TEXT", "IMAGE", "AUDIO", "VIDEO"]), min_size=1, max_size=4, unique=True
+        ),
         "labels": st.dictionaries(label_key, st.text(max_size=30), max_size=18),
         "version": st.text(max_size=20),
         "monitoringEndpoint": urls,

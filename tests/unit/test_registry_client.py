@@ -21,8 +21,8 @@ from goodmem_operator.registry import (
     RegistryError,
     ServerError,
     Unauthorized,
-    Unreachable,
     UnexpectedResponse,
+    Unreachable,
     redact,
 )
 from tests.leakscan import assert_no_leaks
@@ -40,8 +40,19 @@ def client(handler, **kw) -> RegistryClient:
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(400, BadRequest), (401, Unauthorized), (403, Forbidden), (404, NotFound), (409, Conflict), (429, RateLimited),
-     (500, ServerError), (503, ServerError), (413, BadRequest), (422, BadRequest), (408, RegistryError)],
+    [
+        (400, BadRequest),
+        (401, Unauthorized),
+        (403, Forbidden),
+        (404, NotFound),
+        (409, Conflict),
+        (429, RateLimited),
+        (500, ServerError),
+        (503, ServerError),
+        (413, BadRequest),
+        (422, BadRequest),
+        (408, RegistryError),
+    ],
 )
 async def test_status_maps_to_typed_error(status: int, error: type) -> None:
     async with client(lambda req: httpx.Response(status, json={"error": "X"}, headers={"retry-after": "3"})) as c:
@@ -67,7 +78,10 @@ async def test_error_text_never_echoes_secrets() -> None:
     def echo(req: httpx.Request) -> httpx.Response:
         return httpx.Response(400, text=f"bad request: {req.content.decode()} key={req.headers['x-api-key']}")
 
-    body = {"displayName": "x", "credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": SENTINEL}}}
+    body = {
+        "displayName": "x",
+        "credentials": {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": {"inlineSecret": SENTINEL}},
+    }
     async with client(echo) as c:
         with pytest.raises(BadRequest) as info:
             await c.create_llm(body)
@@ -98,6 +112,7 @@ async def test_concurrency_is_capped() -> None:
         return httpx.Response(200, json={"llms": []})
 
     async with client(slow, concurrency=3, rate=10_000) as c:
+
         async def in_namespace(i: int) -> None:
             with tenant(f"ns-{i}"):  # one namespace each: the per-namespace cap (test_fairness.py) is not what binds
                 await c.list_llms()
@@ -165,8 +180,11 @@ async def test_redirect_location_is_redacted() -> None:
         ("create", httpx.Response(201, json=LLM), 'not an object {"llm"'),  # the LLM itself, not {"llm": ...}
         ("create", httpx.Response(201, json={"llm": "x"}), "not an object"),
         ("create", httpx.Response(201, json={"llm": {"llmId": 5}}), "no string llmId"),
-        ("create", httpx.Response(201, json={"llm": {**LLM, "llmId": "1b6f3c1e-8a52-4d7e-9c10-2f4e6a8b0c1d"}}),
-         "not the one requested"),
+        (
+            "create",
+            httpx.Response(201, json={"llm": {**LLM, "llmId": "1b6f3c1e-8a52-4d7e-9c10-2f4e6a8b0c1d"}}),
+            "not the one requested",
+        ),
         ("get", httpx.Response(200), "empty"),
         ("get", httpx.Response(200, text="<html>login</html>"), "not JSON"),
         ("get", httpx.Response(200, json=[LLM]), "not an LLM object"),
@@ -198,8 +216,11 @@ async def test_2xx_without_the_promised_body_is_unexpected(verb: str, answer: ht
 @pytest.mark.parametrize(
     ("verb", "answer", "result"),
     [
-        ("create", httpx.Response(201, json={"llm": {**LLM, "llmId": ID.upper()}, "statuses": []}),
-         {**LLM, "llmId": ID.upper()}),
+        (
+            "create",
+            httpx.Response(201, json={"llm": {**LLM, "llmId": ID.upper()}, "statuses": []}),
+            {**LLM, "llmId": ID.upper()},
+        ),
         ("get", httpx.Response(200, json=LLM), LLM),
         ("update", httpx.Response(200, json=LLM), LLM),
         ("list", httpx.Response(200, json={"llms": [LLM]}), [LLM]),
@@ -223,8 +244,20 @@ async def test_unexpected_body_is_never_quoted() -> None:
     assert "not JSON" in str(info.value)
 
 
-@pytest.mark.parametrize("bad", ["abc", "", "../../_emulator/faults", f"{ID}/../x", f"{ID}?a=b", ID.replace("-", ""),
-                                 "{" + ID + "}", f" {ID}", "0b6f3c1e-8a52-4d7e-9c10-2f4e6a8b0c1g"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "abc",
+        "",
+        "../../_emulator/faults",
+        f"{ID}/../x",
+        f"{ID}?a=b",
+        ID.replace("-", ""),
+        "{" + ID + "}",
+        f" {ID}",
+        "0b6f3c1e-8a52-4d7e-9c10-2f4e6a8b0c1g",
+    ],
+)
 @pytest.mark.parametrize("verb", ["get", "update", "delete"])
 async def test_invalid_id_is_refused_without_a_request(verb: str, bad: str) -> None:
     seen: list[httpx.Request] = []
@@ -233,7 +266,11 @@ async def test_invalid_id_is_refused_without_a_request(verb: str, bad: str) -> N
         seen.append(req)
         return httpx.Response(200, json=LLM)
 
-    call = {"get": lambda c: c.get_llm(bad), "update": lambda c: c.update_llm(bad, {}), "delete": lambda c: c.delete_llm(bad)}
+    call = {
+        "get": lambda c: c.get_llm(bad),
+        "update": lambda c: c.update_llm(bad, {}),
+        "delete": lambda c: c.delete_llm(bad),
+    }
     async with client(record) as c:
         with pytest.raises(InvalidId) as info:
             await call[verb](c)

@@ -20,47 +20,122 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAKS = {"leak_scan": {"places": ["operator log (debug)", "Events"], "bytes_scanned": 30_600_000, "leaks_found": 0}}
-COMMON = {"mode": "full", "date": "2026-12-04 13:00 UTC", "cpus": 2, "kubernetes_version": "v1.34.4",
-          "etcd_version": "v3.6.16", **LEAKS}
+COMMON = {
+    "mode": "full",
+    "date": "2026-12-04 13:00 UTC",
+    "cpus": 2,
+    "kubernetes_version": "v1.34.4",
+    "etcd_version": "v3.6.16",
+    **LEAKS,
+}
 
 SUMMARIES: dict[str, dict[str, Any]] = {
     "registry-faults": {
-        **COMMON, "scenario": "registry-faults", "scenario_s": 412.0, "seed": 1959653349, "operations_planned": 300,
+        **COMMON,
+        "scenario": "registry-faults",
+        "scenario_s": 412.0,
+        "seed": 1959653349,
+        "operations_planned": 300,
         "phases": {
-            "warm-up": {"faults": None, "seconds": 20.1, "operations": 43, "requests": 86,
-                        "by_status": {"200": 41, "201": 20}, "peak_requests_per_1s": 6},
-            "outage": {"faults": {"outage": True}, "seconds": 60.2, "operations": 129, "requests": 381,
-                       "by_status": {"503": 381}, "peak_requests_per_1s": 14},
+            "warm-up": {
+                "faults": None,
+                "seconds": 20.1,
+                "operations": 43,
+                "requests": 86,
+                "by_status": {"200": 41, "201": 20},
+                "peak_requests_per_1s": 6,
+            },
+            "outage": {
+                "faults": {"outage": True},
+                "seconds": 60.2,
+                "operations": 129,
+                "requests": 381,
+                "by_status": {"503": 381},
+                "peak_requests_per_1s": 14,
+            },
         },
-        "outage_rate": {"peak_requests_per_1s": 14, "bound_global_per_1s": "< 100 (--registry-rps)",
-                        "llms_with_requests": 78, "max_requests_per_llm": 8,
-                        "bound_per_llm": "1 + floor(log2(70 + 1)) = 7, plus 1 per change to that LLM"},
-        "converged_after_s": 222.4, "operations": {"create": 140, "update": 106, "delete": 54},
-        "llms_live_at_end": 86, "llms_deleted": 54,
+        "outage_rate": {
+            "peak_requests_per_1s": 14,
+            "bound_global_per_1s": "< 100 (--registry-rps)",
+            "llms_with_requests": 78,
+            "max_requests_per_llm": 8,
+            "bound_per_llm": "1 + floor(log2(70 + 1)) = 7, plus 1 per change to that LLM",
+        },
+        "converged_after_s": 222.4,
+        "operations": {"create": 140, "update": 106, "delete": 54},
+        "llms_live_at_end": 86,
+        "llms_deleted": 54,
     },
     "operator-crashes": {
-        **COMMON, "scenario": "operator-crashes", "scenario_s": 250.0, "seed": 206362817, "rounds_run": 1,
-        "parameters": {"held_round_latency_ms": 1500, "latencies_ms": [0, 100, 300], "kill_window_s": [0.1, 2.5],
-                       "ops_before_kill": [4, 10], "traffic_s": 2.5, "ops_while_down": [0, 4],
-                       "rotation_while_down_probability": 0.3},
-        "rounds": [{"round": 1, "latency_ms": 1500, "kill": "when a create was in flight", "killed_after_s": 0.31,
-                    "creates_in_flight_at_kill": 3, "requests_in_flight_at_kill": 4, "creates_answered_after_kill": 3,
-                    "llms_unfinished_at_kill": 5, "ops_while_down": 2, "secret_rotated_while_down": True,
-                    "restart_s": 1.7, "converged_after_s": 2.4, "objects_checked": 29}],
-        "rounds_with_a_create_in_flight_at_kill": 1, "operations": {"create": 83}, "objects_checked_total": 577,
+        **COMMON,
+        "scenario": "operator-crashes",
+        "scenario_s": 250.0,
+        "seed": 206362817,
+        "rounds_run": 1,
+        "parameters": {
+            "held_round_latency_ms": 1500,
+            "latencies_ms": [0, 100, 300],
+            "kill_window_s": [0.1, 2.5],
+            "ops_before_kill": [4, 10],
+            "traffic_s": 2.5,
+            "ops_while_down": [0, 4],
+            "rotation_while_down_probability": 0.3,
+        },
+        "rounds": [
+            {
+                "round": 1,
+                "latency_ms": 1500,
+                "kill": "when a create was in flight",
+                "killed_after_s": 0.31,
+                "creates_in_flight_at_kill": 3,
+                "requests_in_flight_at_kill": 4,
+                "creates_answered_after_kill": 3,
+                "llms_unfinished_at_kill": 5,
+                "ops_while_down": 2,
+                "secret_rotated_while_down": True,
+                "restart_s": 1.7,
+                "converged_after_s": 2.4,
+                "objects_checked": 29,
+            }
+        ],
+        "rounds_with_a_create_in_flight_at_kill": 1,
+        "operations": {"create": 83},
+        "objects_checked_total": 577,
         "max_converged_after_s": 2.4,
     },
     "apiserver-restart": {
-        **COMMON, "scenario": "apiserver-restart", "scenario_s": 180.0, "seed": 1395947020, "down_s": 20,
+        **COMMON,
+        "scenario": "apiserver-restart",
+        "scenario_s": 180.0,
+        "seed": 1395947020,
+        "down_s": 20,
         "restarts_run": 1,
-        "restarts": [{"stopped": "kube-apiserver + etcd", "operator": "running", "down_s": 38.5,
-                      "picked_up_s_after_ready": 4.2, "later_changes_picked_up_s": 1.1, "objects_checked": 15}],
+        "restarts": [
+            {
+                "stopped": "kube-apiserver + etcd",
+                "operator": "running",
+                "down_s": 38.5,
+                "picked_up_s_after_ready": 4.2,
+                "later_changes_picked_up_s": 1.1,
+                "objects_checked": 15,
+            }
+        ],
     },
     "bad-input": {
-        **COMMON, "scenario": "bad-input", "scenario_s": 90.0, "rejected_at_apply": 60, "refused_by_the_operator": 13,
-        "refused_reasons": {"InvalidSpec": 8}, "valid_at_bounds_ready": 22, "invalid_or_hostile_inputs_tried": 73,
-        "max_writes_per_generation": 1.0, "registry_calls_over_2_generations": {"b-x": {"writes": 2, "reads": 0}},
-        "objects_deleted": 36, "operator_restarts": 0, "rejected_cases": ["labels-19"], "valid_cases": ["labels-18"],
+        **COMMON,
+        "scenario": "bad-input",
+        "scenario_s": 90.0,
+        "rejected_at_apply": 60,
+        "refused_by_the_operator": 13,
+        "refused_reasons": {"InvalidSpec": 8},
+        "valid_at_bounds_ready": 22,
+        "invalid_or_hostile_inputs_tried": 73,
+        "max_writes_per_generation": 1.0,
+        "registry_calls_over_2_generations": {"b-x": {"writes": 2, "reads": 0}},
+        "objects_deleted": 36,
+        "operator_restarts": 0,
+        "rejected_cases": ["labels-19"],
+        "valid_cases": ["labels-18"],
     },
 }
 
@@ -74,9 +149,23 @@ def _write(directory: Path, summaries: dict[str, dict[str, Any]]) -> Path:
 
 def test_every_figure_comes_from_the_summaries(tmp_path: Path) -> None:
     text = report.render(report.load(_write(tmp_path / "results", SUMMARIES)))
-    for figure in ("1959653349", "222.4 s", "| 14 |", "78 LLMs", "206362817", "**577 LLM/entry",
-                   "| 3 / 4 |", "38.5 s", "**60 rejected", "`InvalidSpec` ×8", "all 36 objects", "labels-19",
-                   "kube-apiserver v1.34.4 + etcd v3.6.16", "**0 leaks** in 122.4 MB", "15.5 min"):
+    for figure in (
+        "1959653349",
+        "222.4 s",
+        "| 14 |",
+        "78 LLMs",
+        "206362817",
+        "**577 LLM/entry",
+        "| 3 / 4 |",
+        "38.5 s",
+        "**60 rejected",
+        "`InvalidSpec` ×8",
+        "all 36 objects",
+        "labels-19",
+        "kube-apiserver v1.34.4 + etcd v3.6.16",
+        "**0 leaks** in 122.4 MB",
+        "15.5 min",
+    ):
         assert figure in text, figure
     assert "Not run" not in text and "not the full size" not in text
     # Change a figure in a summary: the document follows.
@@ -106,8 +195,15 @@ def test_the_cli_writes_the_document_and_refuses_an_empty_directory(tmp_path: Pa
 def test_only_the_full_run_writes_the_committed_summaries(full: str, where: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOODMEM_RELIABILITY")}
     env["GOODMEM_RELIABILITY_FULL"] = full
-    res = subprocess.run([sys.executable, "-c", "from tests.reliability import support; print(support.RESULTS_DIR)"],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", "from tests.reliability import support; print(support.RESULTS_DIR)"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=True,
+    )
     assert Path(res.stdout.strip()) == ROOT / where
 
 
@@ -116,5 +212,6 @@ def test_reliability_md_is_generated_from_the_committed_summaries() -> None:
     if not data:
         pytest.skip("no committed summaries in tests/reliability/results/ yet: `make reliability` writes them")
     assert all(d.get("mode") == "full" for d in data.values()), "the committed summaries are from a full run"
-    assert (ROOT / "RELIABILITY.md").read_text() == report.render(data), \
+    assert (ROOT / "RELIABILITY.md").read_text() == report.render(data), (
         "RELIABILITY.md is out of date: regenerate it with `python -m tests.reliability.report`"
+    )

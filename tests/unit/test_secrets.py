@@ -46,9 +46,12 @@ class Reader:
 
 
 def secret_body(data: dict[str, str], labels: dict[str, str] | None = None, name: str = "openai") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": "team-a", "labels": dict(labels or {})},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "team-a", "labels": dict(labels or {})},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
 
 
 # -- the label rule --------------------------------------------------------------------------------
@@ -59,8 +62,11 @@ async def test_a_labelled_secret_gives_its_key() -> None:
     assert VALUE in json.dumps(payload)
 
 
-@pytest.mark.parametrize("labels", [{}, {CREDENTIALS_LABEL: "false"}, {CREDENTIALS_LABEL: "True"}, {"credentials": "true"}],
-                         ids=["none", "false", "capitalised", "unprefixed"])
+@pytest.mark.parametrize(
+    "labels",
+    [{}, {CREDENTIALS_LABEL: "false"}, {CREDENTIALS_LABEL: "True"}, {"credentials": "true"}],
+    ids=["none", "false", "capitalised", "unprefixed"],
+)
 async def test_only_the_exact_label_opts_in_and_the_refusal_gives_the_command(labels: dict[str, str]) -> None:
     with pytest.raises(SecretNotLabelled) as caught:
         await resolve_credentials(REF, "team-a", Reader(SecretData(labels, {"api-key": VALUE})))
@@ -89,10 +95,14 @@ def test_cache_keeps_the_data_of_labelled_referenced_secrets_only() -> None:
     cache = SecretCache()
     cache.observe("team-a", "openai", secret_body({"api-key": VALUE}, LABELLED), deleted=False, referenced=True)
     assert cache.peek("team-a", "openai") == {"api-key": VALUE}
-    cache.observe("team-a", "plain", secret_body({"api-key": VALUE}, {"app": "x"}, "plain"), deleted=False, referenced=True)
+    cache.observe(
+        "team-a", "plain", secret_body({"api-key": VALUE}, {"app": "x"}, "plain"), deleted=False, referenced=True
+    )
     assert cache.peek("team-a", "plain") is NOT_LABELLED
-    assert VALUE not in repr(cache._entries[("team-a", "plain")]), "no value of an unlabelled Secret is kept"  # noqa: SLF001
-    cache.observe("team-a", "unused", secret_body({"api-key": VALUE}, LABELLED, "unused"), deleted=False, referenced=False)
+    assert VALUE not in repr(cache._entries[("team-a", "plain")]), "no value of an unlabelled Secret is kept"
+    cache.observe(
+        "team-a", "unused", secret_body({"api-key": VALUE}, LABELLED, "unused"), deleted=False, referenced=False
+    )
     assert cache.peek("team-a", "unused") is UNKNOWN and len(cache) == 2
 
 
@@ -100,8 +110,13 @@ def test_cache_compares_data_not_other_labels() -> None:
     cache = SecretCache()
     cache.observe("team-a", "openai", secret_body({"api-key": "v"}, LABELLED), deleted=False, referenced=True)
     before = cache.peek("team-a", "openai")
-    cache.observe("team-a", "openai", secret_body({"api-key": "v"}, {**LABELLED, "touched": "yes"}),
-                  deleted=False, referenced=True)
+    cache.observe(
+        "team-a",
+        "openai",
+        secret_body({"api-key": "v"}, {**LABELLED, "touched": "yes"}),
+        deleted=False,
+        referenced=True,
+    )
     assert cache.peek("team-a", "openai") == before
 
 
@@ -167,8 +182,16 @@ async def test_reader_lists_by_name_with_the_label_selector() -> None:
     core = FakeCore({"openai": secret_body({"api-key": VALUE}, LABELLED)})
     got = await KubeSecretReader(core).read("team-a", "openai")
     assert got == SecretData(LABELLED, {"api-key": VALUE})
-    assert core.calls == [("list", {"label_selector": "goodmem.ai/credentials=true",
-                                    "field_selector": "metadata.name=openai", "_preload_content": False})]
+    assert core.calls == [
+        (
+            "list",
+            {
+                "label_selector": "goodmem.ai/credentials=true",
+                "field_selector": "metadata.name=openai",
+                "_preload_content": False,
+            },
+        )
+    ]
 
 
 async def test_reader_tells_unlabelled_from_missing_without_receiving_the_data() -> None:
@@ -212,8 +235,9 @@ async def test_the_secret_watch_asks_the_api_server_for_labelled_secrets_only(mo
     secrets = Resource("", "v1", "secrets", kind="Secret", singular="secret", namespaced=True)
     llms = Resource("goodmem.ai", "v1alpha1", "llms", kind="LLM", singular="llm", namespaced=True)
     for resource in (secrets, llms):
-        async for _ in fetching.fetch_objs(settings=settings, resource=resource, namespace=None,
-                                           logger=logging.getLogger("test")):
+        async for _ in fetching.fetch_objs(
+            settings=settings, resource=resource, namespace=None, logger=logging.getLogger("test")
+        ):
             pass
     from urllib.parse import parse_qs, urlsplit
 
@@ -235,9 +259,12 @@ class CountingReconciler:
 
 
 def llm(name: str, secret: str) -> dict[str, Any]:
-    return {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM",
-            "metadata": {"name": name, "namespace": "team-a", "uid": f"u-{name}"},
-            "spec": {"credentials": {"apiKey": {"secretKeyRef": {"name": secret, "key": "api-key"}}}}}
+    return {
+        "apiVersion": "goodmem.ai/v1alpha1",
+        "kind": "LLM",
+        "metadata": {"name": name, "namespace": "team-a", "uid": f"u-{name}"},
+        "spec": {"credentials": {"apiKey": {"secretKeyRef": {"name": secret, "key": "api-key"}}}},
+    }
 
 
 async def test_secret_handler_reconciles_users_when_the_label_comes_and_goes() -> None:
@@ -245,7 +272,7 @@ async def test_secret_handler_reconciles_users_when_the_label_comes_and_goes() -
     rec = CountingReconciler()
     rt = Runtime(reconciler=rec, secret_cache=SecretCache(fallback=fallback), status_writer=None)  # type: ignore[arg-type]
     registry = build_registry({"rt": rt}, drift_interval=600)
-    [handler] = [h for h in registry._watching.get_all_handlers() if h.id == "secret-changed"]  # noqa: SLF001
+    [handler] = [h for h in registry._watching.get_all_handlers() if h.id == "secret-changed"]
     rt.index.observe(llm("a", "openai"), deleted=False)
 
     async def event(kind: str | None, body: dict[str, Any]) -> list[str]:
@@ -261,7 +288,8 @@ async def test_secret_handler_reconciles_users_when_the_label_comes_and_goes() -
     assert await event("DELETED", secret_body({"api-key": "v2"}, LABELLED)) == ["a:secret"], "label removed"
     assert rt.secret_cache.peek("team-a", "openai") is None, "its data is dropped"
     await rt.secret_cache.read("team-a", "openai")
-    assert await event(None, secret_body({"api-key": "v3"}, LABELLED)) == ["a:secret"], \
+    assert await event(None, secret_body({"api-key": "v3"}, LABELLED)) == ["a:secret"], (
         "labelled while the watch was away: the re-list shows it"
+    )
     assert await event("MODIFIED", secret_body({"api-key": "v3"}, {})) == ["a:secret"], "an unlabelled body refuses too"
     assert rt.secret_cache.peek("team-a", "openai") is NOT_LABELLED

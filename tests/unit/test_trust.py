@@ -95,8 +95,11 @@ def test_owner_id_grants_refuse_garbage(item: str) -> None:
 
 
 def test_mirror_never_copies_marks_grants_or_a_foreign_owner() -> None:
-    entry = {"displayName": "x", "ownerId": OTHER_ID,
-             "labels": {"team": "x", OWNER_LABEL: "c1/b/n", OWNER_UID_LABEL: "u", grant_label("c1", "a"): "observe"}}
+    entry = {
+        "displayName": "x",
+        "ownerId": OTHER_ID,
+        "labels": {"team": "x", OWNER_LABEL: "c1/b/n", OWNER_UID_LABEL: "u", grant_label("c1", "a"): "observe"},
+    }
     mirrored = observed_values(entry, mirror=True, owner_visible=False)
     assert mirrored["labels"] == {"team": "x"} and "ownerId" not in mirrored
     assert observed_values(entry, mirror=True)["ownerId"] == OTHER_ID

@@ -89,9 +89,7 @@ class ManagementPolicy(str, Enum):
 class SecretKeySelector(_Model):
     """A key of a Kubernetes Secret in the LLM's own namespace."""
 
-    name: str = Field(
-        min_length=1, max_length=253, description="Name of the Secret, in the same namespace as the LLM."
-    )
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret, in the same namespace as the LLM.")
     key: str = Field(min_length=1, max_length=253, description="Key inside the Secret's data that holds the API key.")
     namespace: str | None = Field(
         default=None,
@@ -124,7 +122,8 @@ class ApiKeyCredentials(_Model):
     )
 
     secret_key_ref: SecretKeySelector | None = Field(
-        default=None, description=(
+        default=None,
+        description=(
             "The API key, read from a Kubernetes Secret key. The Secret must carry the label "
             "goodmem.ai/credentials=true (else Ready=False, SecretNotLabelled). Inline keys are not accepted."
         ),
@@ -133,7 +132,10 @@ class ApiKeyCredentials(_Model):
         default=None, description="A registry-side secret reference; the key never enters Kubernetes."
     )
     header_name: str | None = Field(
-        default=None, min_length=1, max_length=256, description="Header that carries the key (registry default: Authorization)."
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Header that carries the key (registry default: Authorization).",
     )
     prefix: str | None = Field(
         default=None, max_length=256, description="Prefix written before the key in the header, e.g. 'Bearer '."
@@ -186,7 +188,9 @@ class SamplingParams(_Model):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0, description="Sampling temperature, 0.0 to 2.0.")
     top_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling, 0.0 to 1.0.")
     top_k: int | None = Field(default=None, ge=1, le=INT32_MAX, description="Top-k sampling (> 0).")
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, description="Frequency penalty, -2.0 to 2.0.")
+    frequency_penalty: float | None = Field(
+        default=None, ge=-2.0, le=2.0, description="Frequency penalty, -2.0 to 2.0."
+    )
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, description="Presence penalty, -2.0 to 2.0.")
     stop_sequences: list[Annotated[str, Field(max_length=100)]] | None = Field(
         default=None, max_length=10, description="At most 10 stop sequences of at most 100 characters each."
@@ -238,7 +242,9 @@ class LLMSpec(_Model):
         default=None, min_length=1, max_length=255, description="User-facing name, 1 to 255 characters. Required."
     )
     description: str | None = Field(default=None, max_length=4096, description="Free-text description.")
-    provider_type: ProviderType | None = Field(default=None, description="The provider's API flavour. Required. Immutable.")
+    provider_type: ProviderType | None = Field(
+        default=None, description="The provider's API flavour. Required. Immutable."
+    )
     endpoint_url: str | None = Field(
         default=None,
         min_length=1,
@@ -246,16 +252,23 @@ class LLMSpec(_Model):
         description="Base URL of the model API (OpenAI-compatible base, usually ending in /v1). Required.",
     )
     api_path: str | None = Field(
-        default=None, min_length=1, max_length=1024, description="Path of the chat/completions call (registry default /chat/completions)."
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Path of the chat/completions call (registry default /chat/completions).",
     )
     model_identifier: str | None = Field(
-        default=None, min_length=1, max_length=1024, description="Model name at the provider, e.g. gpt-4o-mini. Required."
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Model name at the provider, e.g. gpt-4o-mini. Required.",
     )
     supported_modalities: list[Modality] | None = Field(
         default=None, min_length=1, max_length=4, description="Content modalities (registry default [TEXT])."
     )
     credentials: Credentials | None = Field(
-        default=None, description="How the registry authenticates to the endpoint; omit for local providers without auth."
+        default=None,
+        description="How the registry authenticates to the endpoint; omit for local providers without auth.",
     )
     labels: dict[str, str] | None = Field(
         default=None,
@@ -275,10 +288,15 @@ class LLMSpec(_Model):
     )
     version: str | None = Field(default=None, max_length=256, description="Version information.")
     monitoring_endpoint: str | None = Field(default=None, max_length=2048, description="Monitoring endpoint URL.")
-    capabilities: Capabilities | None = Field(default=None, description="Supported features; inferred by the registry when omitted.")
+    capabilities: Capabilities | None = Field(
+        default=None, description="Supported features; inferred by the registry when omitted."
+    )
     default_sampling_params: SamplingParams | None = Field(default=None, description="Default sampling parameters.")
     max_context_length: int | None = Field(
-        default=None, ge=1, le=INT32_MAX, description="Context window in tokens (int32); inferred for known models when omitted."
+        default=None,
+        ge=1,
+        le=INT32_MAX,
+        description="Context window in tokens (int32); inferred for known models when omitted.",
     )
     client_config: dict[str, Any] | None = Field(
         default=None,
@@ -396,7 +414,9 @@ class LLMStatus(_Model):
         default=None,
         description="Fingerprint of the inputs of the last permanently failed attempt; the same inputs are not retried.",
     )
-    observed: ObservedValues | None = Field(default=None, description="Registry-side values for fields the spec leaves unset.")
+    observed: ObservedValues | None = Field(
+        default=None, description="Registry-side values for fields the spec leaves unset."
+    )
     last_synced_time: str | None = Field(default=None, description="When the registry entry last matched the spec.")
     kopf: dict[str, Any] | None = Field(
         default=None,
