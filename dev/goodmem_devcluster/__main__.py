@@ -103,13 +103,16 @@ def cmd_sa_kubeconfig(args: argparse.Namespace) -> int:
 def cmd_kubectl(args: argparse.Namespace) -> int:
     cp = _running(args.state_dir.resolve())
     rest = args.args[1:] if args.args[:1] == ["--"] else args.args
-    return subprocess.run(cp.kubectl_command(*rest), env=cp.kubectl_env()).returncode
+    return subprocess.run(cp.kubectl_command(*rest), env=cp.kubectl_env(), check=False).returncode  # its exit code
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="goodmem-devcluster",
-        description=f"Local Kubernetes control plane: etcd {_build.ETCD_VERSION} + kube-apiserver {_build.KUBERNETES_VERSION}, built from hack/go.",
+        description=(
+            f"Local Kubernetes control plane: etcd {_build.ETCD_VERSION} + kube-apiserver "
+            f"{_build.KUBERNETES_VERSION}, built from hack/go."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     state = argparse.ArgumentParser(add_help=False)

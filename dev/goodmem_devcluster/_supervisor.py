@@ -183,7 +183,8 @@ class Supervisor:
             popen = self._popens[c.name]
             if popen is not None and popen.poll() is not None:
                 raise ControlPlaneError(
-                    f"{c.name} exited with code {popen.returncode} during startup; last lines of {c.log_path}:\n{tail(c.log_path)}"
+                    f"{c.name} exited with code {popen.returncode} during startup; "
+                    f"last lines of {c.log_path}:\n{tail(c.log_path)}"
                 )
             if c.ready():
                 self.startup_seconds[c.name] = time.monotonic() - started

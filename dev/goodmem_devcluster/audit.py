@@ -27,12 +27,12 @@ rules:
 def read_audit_events(path: Path | str) -> Iterator[dict]:
     """Events in the order written; a torn last line (being written) is skipped."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - opened here to tell a missing file apart; closed by `with`
     except FileNotFoundError:
         return
     with f:
-        for line in f:
-            line = line.strip()
+        for raw in f:
+            line = raw.strip()
             if not line:
                 continue
             try:

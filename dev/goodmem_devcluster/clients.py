@@ -54,7 +54,13 @@ class Clients:
         cmd = self.kubectl_command(*args, kubeconfig=kubeconfig)
         text = not isinstance(input, bytes)
         proc = subprocess.run(
-            cmd, input=input, capture_output=True, text=text, env=self.kubectl_env(kubeconfig), timeout=timeout
+            cmd,
+            input=input,
+            capture_output=True,
+            text=text,
+            env=self.kubectl_env(kubeconfig),
+            timeout=timeout,
+            check=False,  # the exit code is turned into KubectlError below, with kubectl's stderr
         )
         if check and proc.returncode != 0:
             raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)

@@ -410,4 +410,5 @@ class ControlPlane:
         return self.clients.writes_by_user()
 
     def __repr__(self) -> str:
-        return f"<ControlPlane {self.server_url if self.apiserver_port else '(not started)'} state_dir={self.state_dir} pids={self.pids}>"
+        server = self.server_url if self.apiserver_port else "(not started)"
+        return f"<ControlPlane {server} state_dir={self.state_dir} pids={self.pids}>"

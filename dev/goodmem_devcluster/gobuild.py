@@ -241,7 +241,13 @@ def _build_one(go: str, step: _Step, prefix: str, log) -> None:
     try:
         with tempfile.TemporaryFile() as out:
             proc = subprocess.run(
-                cmd, cwd=step.module_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                cmd,
+                cwd=step.module_dir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,  # a failed build is reported below with the tail of its output
             )
             out.seek(0)
             output = out.read().decode(errors="replace")

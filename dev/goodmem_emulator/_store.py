@@ -157,6 +157,9 @@ def render_internal(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_NO_FILTERS = ListFilters()  # frozen: safe to share as a default
+
+
 class LLMStore:
     """Thread-safe in-memory registry of LLM records."""
 
@@ -238,7 +241,7 @@ class LLMStore:
         with self._lock:
             return render_llm(self._fetch(principal, llm_id), include_credentials=include_credentials)
 
-    def list(self, principal: Principal, filters: ListFilters = ListFilters()) -> list[dict[str, Any]]:
+    def list(self, principal: Principal, filters: ListFilters = _NO_FILTERS) -> list[dict[str, Any]]:
         with self._lock:
             records = list(self._records.values())
         if not principal.is_admin:

@@ -10,6 +10,7 @@ adopted entry, the grant an Orphan leaves, and the wording of its Events.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -214,10 +215,8 @@ class LLMClient:
             ]
         if (obj.spec.get("deletionPolicy") or self.settings.default_deletion_policy) == "Orphan":
             return await self._orphan(obj, llm_id, labels)
-        try:
+        with contextlib.suppress(NotFound):  # already gone: what a delete wants
             await self.registry.delete_llm(llm_id)
-        except NotFound:
-            pass
         return [Event("Normal", EventReason.DELETED, f"registry entry {llm_id} deleted")]
 
     async def _orphan(self, obj: LLMObject, llm_id: str, labels: dict[str, str]) -> list[Event]:

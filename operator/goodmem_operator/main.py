@@ -83,7 +83,8 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
 
 
 def event_loop() -> asyncio.AbstractEventLoop | None:
-    """uvloop when it is installed (a dependency except on Windows), as `kopf run` would pick it; else None (asyncio's)."""
+    """uvloop when it is installed (a dependency except on Windows), as `kopf run` would pick it;
+    else None (asyncio's)."""
     try:
         import uvloop
     except ImportError:

@@ -2,9 +2,11 @@
 
 | name | type | labels |
 |---|---|---|
-| goodmem_operator_reconcile_total | counter | trigger (create, update, resume, drift, secret), result (success, noop, error, permanent, paused) |
+| goodmem_operator_reconcile_total | counter | trigger (create, update, resume, drift, secret),
+|                                  |         | result (success, noop, error, permanent, paused) |
 | goodmem_operator_reconcile_duration_seconds | histogram | trigger |
-| goodmem_operator_registry_requests_total | counter | verb (create, get, list, update, delete), status (HTTP code, timeout, network) |
+| goodmem_operator_registry_requests_total | counter | verb (create, get, list, update, delete),
+|                                          |         | status (HTTP code, timeout, network) |
 | goodmem_operator_registry_request_duration_seconds | histogram | verb |
 | goodmem_operator_drift_corrections_total | counter | |
 | goodmem_operator_llms | gauge | ready (True, False, Unknown) |

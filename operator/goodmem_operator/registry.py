@@ -18,6 +18,7 @@ finalizer.  Ids are checked to be UUIDs before they go into a URL path.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -169,6 +170,41 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+_ERRORS_BY_STATUS: dict[int, type[RegistryError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+}
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _error_reason(data: Any) -> str:
+    """The registry's own words in an error body (error, code, message, field), if it is a JSON object."""
+    if not isinstance(data, dict):
+        return ""
+    return "; ".join(str(data[k]) for k in ("error", "code", "message", "field") if data.get(k))
+
+
+def _existing_id(data: Any) -> str | None:
+    """The entry a 409 names, if the body names one with a UUID (it goes into a URL path next); else None."""
+    if not isinstance(data, dict):
+        return None
+    for key in ("existingLlmId", "existingId", "llmId"):
+        value = data.get(key)
+        if isinstance(value, str):
+            with contextlib.suppress(InvalidId):
+                return _checked_id(value)
+            return None
+    return None
 
 
 class RegistryClient:
@@ -346,47 +382,20 @@ class RegistryClient:
     @staticmethod
     def _error(method: str, path: str, response: httpx.Response, secrets: list[str]) -> RegistryError:
         status = response.status_code
-        text = response.text
-        reason = ""
-        existing_id = None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            parts = [str(data[k]) for k in ("error", "code", "message", "field") if data.get(k)]
-            reason = "; ".join(parts)
-            for key in ("existingLlmId", "existingId", "llmId"):
-                value = data.get(key)
-                if isinstance(value, str):
-                    try:  # only a UUID can name an entry (it goes into a URL path next)
-                        existing_id = _checked_id(value)
-                    except InvalidId:
-                        pass
-                    break
-        if not reason:
-            reason = text
-        reason = redact(reason, secrets)
+        data = _json_or_none(response.text)
+        reason = redact(_error_reason(data) or response.text, secrets)
         if len(reason) > _BODY_LIMIT:
             reason = reason[:_BODY_LIMIT] + "..."
         message = f"{method} {path}: registry answered {status}" + (f": {reason}" if reason else "")
         kw: dict[str, Any] = {"status": status, "registry_reason": reason}
-        if status == 400:
-            return BadRequest(message, **kw)
-        if status == 401:
-            return Unauthorized(message, **kw)
-        if status == 403:
-            return Forbidden(message, **kw)
-        if status == 404:
-            return NotFound(message, **kw)
         if status == 409:
-            return Conflict(message, existing_id=existing_id, **kw)
+            return Conflict(message, existing_id=_existing_id(data), **kw)
         if status == 429:
             return RateLimited(message, retry_after=_retry_after(response.headers.get("retry-after")), **kw)
         if status >= 500:
             return ServerError(message, **kw)
-        if status != 408:
-            # Any other 4xx (413 payload too large, 422, ...) says the request itself is wrong:
-            # sending it again cannot help, so it is permanent like a 400.
-            return BadRequest(message, **kw)
-        return RegistryError(message, **kw)
+        if status == 408:
+            return RegistryError(message, **kw)
+        # Any other 4xx (413 payload too large, 422, ...) says the request itself is wrong:
+        # sending it again cannot help, so it is permanent like a 400.
+        return _ERRORS_BY_STATUS.get(status, BadRequest)(message, **kw)

@@ -99,8 +99,8 @@ def parse_owner_id_grants(items: list[str]) -> dict[str, frozenset[str]]:
         namespace, sep, owners = item.partition("=")
         if not sep or not namespace.strip() or not owners.strip():
             raise ValueError(f"{item!r}: expected NAMESPACE=OWNER_ID[|OWNER_ID...]")
-        for owner in owners.split("|"):
-            owner = owner.strip()
+        for raw in owners.split("|"):
+            owner = raw.strip()
             if owner != "*":
                 uuid.UUID(owner)  # raises ValueError on anything that is not a UUID
             out.setdefault(namespace.strip(), set()).add(owner)

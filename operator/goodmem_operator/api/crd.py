@@ -19,29 +19,33 @@ from goodmem_operator.api.types import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULA
 _DROP = {"title"}
 
 
-def _inline(node: Any, defs: dict[str, Any]) -> Any:
-    """Resolve $ref, collapse Optional (anyOf with null) and drop what OpenAPI v3 structural schemas refuse."""
-    if isinstance(node, list):
-        return [_inline(item, defs) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = dict(node)
+_CEL = "x-kubernetes-validations"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, with both sets of CEL rules kept."""
+    merged = {**base, **over}
+    if _CEL in base and _CEL in over:
+        merged[_CEL] = base[_CEL] + over[_CEL]
+    return merged
+
+
+def _resolved(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """$ref replaced by its definition (the field's own description wins over the model docstring), and an
+    Optional (anyOf with null) collapsed to its one type."""
     if "$ref" in node:
         target = copy.deepcopy(defs[node.pop("$ref").split("/")[-1]])
-        merged = {**target, **node}  # the field's own description wins over the model docstring
-        if "x-kubernetes-validations" in target and "x-kubernetes-validations" in node:
-            merged["x-kubernetes-validations"] = target["x-kubernetes-validations"] + node["x-kubernetes-validations"]
-        node = merged
+        node = _merge(target, node)
     if "anyOf" in node:
         options = [opt for opt in node.pop("anyOf") if opt.get("type") != "null"]
         if len(options) != 1:
             raise ValueError(f"cannot render a union of {len(options)} types in a structural schema")
-        inner = options[0]
-        extra = {k: v for k, v in node.items()}
-        if "x-kubernetes-validations" in inner and "x-kubernetes-validations" in extra:
-            extra["x-kubernetes-validations"] = inner["x-kubernetes-validations"] + extra["x-kubernetes-validations"]
-        node = {**inner, **extra}
-        return _inline(node, defs)
+        node = _resolved(_merge(options[0], node), defs)
+    return node
+
+
+def _structural(node: dict[str, Any]) -> dict[str, Any]:
+    """Drop what OpenAPI v3 structural schemas refuse; one-line descriptions."""
     if node.get("default", "absent") is None:
         del node["default"]
     for key in _DROP:
@@ -54,6 +58,16 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
         node["description"] = " ".join(node["description"].split())
     if node.get("x-kubernetes-preserve-unknown-fields"):
         node.pop("additionalProperties", None)
+    return node
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Resolve $ref, collapse Optional (anyOf with null) and drop what OpenAPI v3 structural schemas refuse."""
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = _structural(_resolved(dict(node), defs))
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "properties":

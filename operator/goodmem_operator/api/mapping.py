@@ -15,7 +15,13 @@ import json
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from goodmem_operator.api.types import RESERVED_LABEL_PREFIX, Credentials, LLMSpec
+from goodmem_operator.api.types import (
+    RESERVED_LABEL_PREFIX,
+    ApiKeyCredentials,
+    Credentials,
+    GcpAdcCredentials,
+    LLMSpec,
+)
 
 OWNER_UID_LABEL = f"{RESERVED_LABEL_PREFIX}owner-uid"
 OWNER_LABEL = f"{RESERVED_LABEL_PREFIX}owner"
@@ -63,32 +69,39 @@ def ownership_labels(cluster: str, namespace: str, name: str, uid: str) -> dict[
     return {OWNER_UID_LABEL: uid, OWNER_LABEL: f"{cluster}/{namespace}/{name}"}
 
 
+def _api_key(spec: ApiKeyCredentials, api_key_value: str | None) -> dict[str, Any]:
+    api_key: dict[str, Any] = {}
+    if spec.secret_key_ref is not None:
+        if api_key_value is None:
+            raise ValueError("secretKeyRef needs the Secret's value")
+        api_key["inlineSecret"] = api_key_value
+    elif spec.secret_ref is not None:
+        api_key["secretRef"] = {"uri": spec.secret_ref.uri}
+    if spec.header_name is not None:
+        api_key["headerName"] = spec.header_name
+    if spec.prefix is not None:
+        api_key["prefix"] = spec.prefix
+    return api_key
+
+
+def _gcp_adc(gcp: GcpAdcCredentials | None) -> dict[str, Any]:
+    adc: dict[str, Any] = {}
+    if gcp is not None and gcp.scopes is not None:
+        adc["scopes"] = list(gcp.scopes)
+    if gcp is not None and gcp.quota_project_id is not None:
+        adc["quotaProjectId"] = gcp.quota_project_id
+    return adc
+
+
 def registry_credentials(spec: Credentials | None, api_key_value: str | None) -> dict[str, Any] | None:
     """The registry's `credentials` object.  `api_key_value` is the Secret's key for secretKeyRef."""
     if spec is None:
         return None
     out: dict[str, Any]
     if spec.api_key is not None:
-        api_key: dict[str, Any] = {}
-        if spec.api_key.secret_key_ref is not None:
-            if api_key_value is None:
-                raise ValueError("secretKeyRef needs the Secret's value")
-            api_key["inlineSecret"] = api_key_value
-        elif spec.api_key.secret_ref is not None:
-            api_key["secretRef"] = {"uri": spec.api_key.secret_ref.uri}
-        if spec.api_key.header_name is not None:
-            api_key["headerName"] = spec.api_key.header_name
-        if spec.api_key.prefix is not None:
-            api_key["prefix"] = spec.api_key.prefix
-        out = {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": api_key}
+        out = {"kind": "CREDENTIAL_KIND_API_KEY", "apiKey": _api_key(spec.api_key, api_key_value)}
     else:
-        gcp = spec.gcp_adc
-        adc: dict[str, Any] = {}
-        if gcp is not None and gcp.scopes is not None:
-            adc["scopes"] = list(gcp.scopes)
-        if gcp is not None and gcp.quota_project_id is not None:
-            adc["quotaProjectId"] = gcp.quota_project_id
-        out = {"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": adc}
+        out = {"kind": "CREDENTIAL_KIND_GCP_ADC", "gcpAdc": _gcp_adc(spec.gcp_adc)}
     if spec.labels is not None:
         out["labels"] = dict(spec.labels)
     return out
@@ -124,37 +137,44 @@ def _norm_sampling(value: Any) -> dict[str, Any]:
     return {k: v for k, v in value.items() if v is not None and v != []}
 
 
+def _diff_scalars(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    update: dict[str, Any] = {}
+    for field in _SCALARS:
+        if field not in desired:
+            continue
+        want, have = desired[field], observed.get(field)
+        same_endpoint = field == "endpointUrl" and isinstance(have, str) and canonical_url(want) == canonical_url(have)
+        if want != have and not same_endpoint:
+            update[field] = want
+    return update
+
+
+def _diff_structured(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    """Modalities as a set, labels as a whole map, the six capability flags, sampling params, clientConfig."""
+    update: dict[str, Any] = {}
+    modalities = desired.get("supportedModalities")
+    if modalities is not None and sorted(set(modalities)) != sorted(set(observed.get("supportedModalities") or [])):
+        update["supportedModalities"] = list(modalities)
+    if desired.get("labels", {}) != (observed.get("labels") or {}):
+        update["replaceLabels"] = dict(desired.get("labels", {}))
+    caps, have_caps = desired.get("capabilities"), observed.get("capabilities") or {}
+    if caps is not None and any(bool(caps.get(f)) != bool(have_caps.get(f)) for f in CAPABILITY_FLAGS):
+        update["capabilities"] = {f: bool(caps.get(f)) for f in CAPABILITY_FLAGS}
+    sampling = desired.get("defaultSamplingParams")
+    if sampling is not None and _norm_sampling(sampling) != _norm_sampling(observed.get("defaultSamplingParams")):
+        update["defaultSamplingParams"] = sampling
+    if "clientConfig" in desired and desired["clientConfig"] != observed.get("clientConfig"):
+        update["clientConfig"] = desired["clientConfig"]
+    return update
+
+
 def diff(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
     """The update body that turns `observed` into `desired`; empty when they agree.
 
     Credentials are not compared here (the registry does not return them):
     the caller adds them when their fingerprint changed.
     """
-    update: dict[str, Any] = {}
-    for field in _SCALARS:
-        if field not in desired:
-            continue
-        want, have = desired[field], observed.get(field)
-        if field == "endpointUrl" and isinstance(have, str):
-            if canonical_url(want) == canonical_url(have):
-                continue
-        if want != have:
-            update[field] = want
-    if "supportedModalities" in desired:
-        if sorted(set(desired["supportedModalities"])) != sorted(set(observed.get("supportedModalities") or [])):
-            update["supportedModalities"] = list(desired["supportedModalities"])
-    if desired.get("labels", {}) != (observed.get("labels") or {}):
-        update["replaceLabels"] = dict(desired.get("labels", {}))
-    if "capabilities" in desired:
-        have_caps = observed.get("capabilities") or {}
-        if any(bool(desired["capabilities"].get(f)) != bool(have_caps.get(f)) for f in CAPABILITY_FLAGS):
-            update["capabilities"] = {f: bool(desired["capabilities"].get(f)) for f in CAPABILITY_FLAGS}
-    if "defaultSamplingParams" in desired:
-        if _norm_sampling(desired["defaultSamplingParams"]) != _norm_sampling(observed.get("defaultSamplingParams")):
-            update["defaultSamplingParams"] = desired["defaultSamplingParams"]
-    if "clientConfig" in desired and desired["clientConfig"] != observed.get("clientConfig"):
-        update["clientConfig"] = desired["clientConfig"]
-    return update
+    return {**_diff_scalars(desired, observed), **_diff_structured(desired, observed)}
 
 
 def apply_update(observed: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

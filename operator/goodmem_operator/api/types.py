@@ -9,7 +9,7 @@ them into `crds/goodmem.ai_llms.yaml` and a test keeps the two in step.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -54,7 +54,7 @@ class _Model(BaseModel):
     )
 
 
-class ProviderType(str, Enum):
+class ProviderType(StrEnum):
     OPENAI = "OPENAI"
     LITELLM_PROXY = "LITELLM_PROXY"
     OPEN_ROUTER = "OPEN_ROUTER"
@@ -64,24 +64,24 @@ class ProviderType(str, Enum):
     CUSTOM_OPENAI_COMPATIBLE = "CUSTOM_OPENAI_COMPATIBLE"
 
 
-class Modality(str, Enum):
+class Modality(StrEnum):
     TEXT = "TEXT"
     IMAGE = "IMAGE"
     AUDIO = "AUDIO"
     VIDEO = "VIDEO"
 
 
-class DeletionPolicy(str, Enum):
+class DeletionPolicy(StrEnum):
     DELETE = "Delete"
     ORPHAN = "Orphan"
 
 
-class AdoptionPolicy(str, Enum):
+class AdoptionPolicy(StrEnum):
     NEVER = "Never"
     IF_MATCHING = "IfMatching"
 
 
-class ManagementPolicy(str, Enum):
+class ManagementPolicy(StrEnum):
     DEFAULT = "Default"
     OBSERVE_ONLY = "ObserveOnly"
 
@@ -229,7 +229,8 @@ class LLMSpec(_Model):
                     reason="FieldValueForbidden",
                 ),
                 cel(
-                    "has(self.ownerId) == has(oldSelf.ownerId) && (!has(self.ownerId) || self.ownerId == oldSelf.ownerId)",
+                    "has(self.ownerId) == has(oldSelf.ownerId)"
+                    " && (!has(self.ownerId) || self.ownerId == oldSelf.ownerId)",
                     "ownerId is immutable: the registry cannot change an entry's owner",
                     fieldPath=".ownerId",
                     reason="FieldValueForbidden",
@@ -408,11 +409,15 @@ class LLMStatus(_Model):
     conditions: list[Condition] | None = Field(default=None, description="Ready and Synced conditions.")
     credentials_fingerprint: str | None = Field(
         default=None,
-        description="Keyed fingerprint of the credentials last sent (not reversible); drift on credentials is judged by it.",
+        description=(
+            "Keyed fingerprint of the credentials last sent (not reversible); drift on credentials is judged by it."
+        ),
     )
     last_attempt: str | None = Field(
         default=None,
-        description="Fingerprint of the inputs of the last permanently failed attempt; the same inputs are not retried.",
+        description=(
+            "Fingerprint of the inputs of the last permanently failed attempt; the same inputs are not retried."
+        ),
     )
     observed: ObservedValues | None = Field(
         default=None, description="Registry-side values for fields the spec leaves unset."
@@ -420,6 +425,8 @@ class LLMStatus(_Model):
     last_synced_time: str | None = Field(default=None, description="When the registry entry last matched the spec.")
     kopf: dict[str, Any] | None = Field(
         default=None,
-        description="kopf's bookkeeping: a digest of the last-handled spec, labels and annotations, and handler progress.",
+        description=(
+            "kopf's bookkeeping: a digest of the last-handled spec, labels and annotations, and handler progress."
+        ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
