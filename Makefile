@@ -35,7 +35,13 @@ test-e2e: install
 crd: install
 	$(PY) -m goodmem_operator.api.crd crds/goodmem.ai_llms.yaml
 
+## Strict checks (CI runs them, .pre-commit-config.yaml runs them before each commit): ruff lint and format over
+## everything Python, mypy --strict on the operator, import-linter's layer contracts.
+LINT_PATHS := operator dev tests bench hack
 lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 ## Benchmarks (issue #7): full size, results to BENCHMARKS.md; bench-smoke is the small run the suite also does.
