@@ -493,18 +493,7 @@ class LLMWatch:
                         timeout_seconds=5,
                         allow_watch_bookmarks=True,
                     ):
-                        kind, obj = event["type"], event["object"]
-                        if kind == "ERROR":
-                            raise ApiException(status=(obj or {}).get("code", 500), reason=str(obj))
-                        now = time.monotonic()
-                        with self._cond:
-                            if kind == "DELETED":
-                                name = obj["metadata"]["name"]
-                                self.items.pop(name, None)
-                                self.gone[name] = now
-                            elif kind in ("ADDED", "MODIFIED"):
-                                self._observe(obj, now)
-                            self._cond.notify_all()
+                        self._on_event(event["type"], event["object"])
                         if self._stop.is_set():
                             w.stop()
                     rv = w.resource_version or rv
@@ -520,6 +509,20 @@ class LLMWatch:
                     self._cond.notify_all()
         finally:
             self._started.set()
+
+    def _on_event(self, kind: str, obj: Any) -> None:
+        """One watch event: an ERROR raises (a 410 relists in `_run`), the others update the items."""
+        if kind == "ERROR":
+            raise ApiException(status=(obj or {}).get("code", 500), reason=str(obj))
+        now = time.monotonic()
+        with self._cond:
+            if kind == "DELETED":
+                name = obj["metadata"]["name"]
+                self.items.pop(name, None)
+                self.gone[name] = now
+            elif kind in ("ADDED", "MODIFIED"):
+                self._observe(obj, now)
+            self._cond.notify_all()
 
     def _observe(self, obj: dict[str, Any], now: float) -> None:
         meta, status = obj["metadata"], obj.get("status") or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,29 +70,10 @@ def _pick(points: list[dict[str, Any]], llms: int, secrets: int) -> dict[str, An
     return next((p for p in points if p["llms"] == llms and p.get("secrets", 0) == secrets), None)
 
 
-def render(r: dict[str, Any]) -> str:
+def _preamble(r: dict[str, Any], w: Callable[[str], object]) -> None:
+    """The title and the paragraphs before the table: how, where and on which sources the run was made."""
     sizes, m = r["sizes"], r["machine"]
     targets = bool(sizes["targets"])
-    conv, rot, lat, mem, calls = r["convergence"], r["rotation"], r["latency"], r["memory"], r["calls"]
-    runs = conv["runs"]
-    last = runs[-1]
-    steady, update, n = last["steady"], last["update"], sizes["convergence"]
-    points = mem["points"]
-    sec = mem.get("secrets") or {}
-    secret_point = sec.get("fresh") or {}
-    no_secret_point = _pick(points, sizes["memory_secrets_at"], 0) or {}
-    peak_target = max(secret_point.get("hwm_mb", 0.0), sec.get("running_hwm_mb", 0.0))
-    reg = calls["registry_total"]
-    created, updated, deleted, rotated = calls["created"], calls["updated"], calls["deleted"], calls["rotated"]
-    steady_writes = steady["registry"]["POST"] + steady["registry"]["PUT"] + steady["registry"]["DELETE"]
-    steady_api_writes = sum(steady["api_writes"].values())
-    puts_expected = updated + rotated
-    nruns = len(runs)
-    med = "median of " + (f"{nruns} runs" if nruns > 1 else "1 run")
-    rmed = "median of " + (f"{len(rot['rounds'])} rotations" if len(rot["rounds"]) > 1 else "1 rotation")
-
-    out: list[str] = []
-    w = out.append
     w("# Benchmarks")
     w("")
     if not targets:
@@ -135,6 +117,65 @@ def render(r: dict[str, Any]) -> str:
         f"{sizes['drift_interval']:g}` in the steady-state phase. The floor uses the same concurrency."
     )
     w("")
+
+
+def _closing(r: dict[str, Any], w: Callable[[str], object]) -> None:
+    """The fair-share section, the scale plan, the analysis (full size only) and the method."""
+    sizes = r["sizes"]
+    if r.get("fairness"):
+        w(fairness_section(r))
+    w(_scale_plan(r))
+    analysis = Path(__file__).with_name("ANALYSIS.md")
+    if analysis.exists() and sizes.get("targets"):
+        w(analysis.read_text().rstrip() + "\n")  # hand-written (bench/ANALYSIS.md), dated inside
+    w("## Method")
+    w("")
+    w(
+        "- Creates, patches and deletes are sent by the harness with the Kubernetes Python client from 8 threads; "
+        "readiness is read from one watch per namespace (the event time of the last `Ready=True` for the current "
+        "generation)."
+    )
+    w(
+        "- Registry counts come from the emulator's access log (one line per request, read incrementally: "
+        "`/_emulator/stats` copies its whole request log on every call, too heavy to poll), as deltas per phase; the "
+        "floor's own requests are subtracted from the whole-run totals. PUT bodies are checked in `/_emulator/stats`."
+    )
+    w(
+        "- API-server counts come from the audit log, under the harness's policy: writes by everyone and "
+        "`get`/`list`/`watch` by the operator's user, at Metadata level. A watch counts once, when it starts."
+    )
+    w(
+        "- Memory: `/proc/PID/status` (VmRSS sampled every 0.25 s, VmHWM); CPU: `/proc/PID/stat` per process and "
+        "`/proc/stat` for the machine."
+    )
+    w("- Sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items() if k not in ("name", "targets")) + ".")
+    w("")
+
+
+def render(r: dict[str, Any]) -> str:
+    sizes = r["sizes"]
+    targets = bool(sizes["targets"])
+    conv, rot, lat, mem, calls = r["convergence"], r["rotation"], r["latency"], r["memory"], r["calls"]
+    runs = conv["runs"]
+    last = runs[-1]
+    steady, update, n = last["steady"], last["update"], sizes["convergence"]
+    points = mem["points"]
+    sec = mem.get("secrets") or {}
+    secret_point = sec.get("fresh") or {}
+    no_secret_point = _pick(points, sizes["memory_secrets_at"], 0) or {}
+    peak_target = max(secret_point.get("hwm_mb", 0.0), sec.get("running_hwm_mb", 0.0))
+    reg = calls["registry_total"]
+    created, updated, deleted, rotated = calls["created"], calls["updated"], calls["deleted"], calls["rotated"]
+    steady_writes = steady["registry"]["POST"] + steady["registry"]["PUT"] + steady["registry"]["DELETE"]
+    steady_api_writes = sum(steady["api_writes"].values())
+    puts_expected = updated + rotated
+    nruns = len(runs)
+    med = "median of " + (f"{nruns} runs" if nruns > 1 else "1 run")
+    rmed = "median of " + (f"{len(rot['rounds'])} rotations" if len(rot["rounds"]) > 1 else "1 rotation")
+
+    out: list[str] = []
+    w = out.append
+    _preamble(r, w)
 
     # -- the table ---------------------------------------------------------------------------------
     w("## Results")
@@ -384,34 +425,7 @@ def render(r: dict[str, Any]) -> str:
         )
         w("")
 
-    if r.get("fairness"):
-        w(fairness_section(r))
-    w(_scale_plan(r))
-    analysis = Path(__file__).with_name("ANALYSIS.md")
-    if analysis.exists() and sizes.get("targets"):
-        w(analysis.read_text().rstrip() + "\n")  # hand-written (bench/ANALYSIS.md), dated inside
-    w("## Method")
-    w("")
-    w(
-        "- Creates, patches and deletes are sent by the harness with the Kubernetes Python client from 8 threads; "
-        "readiness is read from one watch per namespace (the event time of the last `Ready=True` for the current "
-        "generation)."
-    )
-    w(
-        "- Registry counts come from the emulator's access log (one line per request, read incrementally: "
-        "`/_emulator/stats` copies its whole request log on every call, too heavy to poll), as deltas per phase; the "
-        "floor's own requests are subtracted from the whole-run totals. PUT bodies are checked in `/_emulator/stats`."
-    )
-    w(
-        "- API-server counts come from the audit log, under the harness's policy: writes by everyone and "
-        "`get`/`list`/`watch` by the operator's user, at Metadata level. A watch counts once, when it starts."
-    )
-    w(
-        "- Memory: `/proc/PID/status` (VmRSS sampled every 0.25 s, VmHWM); CPU: `/proc/PID/stat` per process and "
-        "`/proc/stat` for the machine."
-    )
-    w("- Sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items() if k not in ("name", "targets")) + ".")
-    w("")
+    _closing(r, w)
     return "\n".join(out)
 
 
