@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import math
 import os
@@ -196,7 +197,9 @@ def source_state() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -490,18 +493,7 @@ class LLMWatch:
                         timeout_seconds=5,
                         allow_watch_bookmarks=True,
                     ):
-                        kind, obj = event["type"], event["object"]
-                        if kind == "ERROR":
-                            raise ApiException(status=(obj or {}).get("code", 500), reason=str(obj))
-                        now = time.monotonic()
-                        with self._cond:
-                            if kind == "DELETED":
-                                name = obj["metadata"]["name"]
-                                self.items.pop(name, None)
-                                self.gone[name] = now
-                            elif kind in ("ADDED", "MODIFIED"):
-                                self._observe(obj, now)
-                            self._cond.notify_all()
+                        self._on_event(event["type"], event["object"])
                         if self._stop.is_set():
                             w.stop()
                     rv = w.resource_version or rv
@@ -517,6 +509,20 @@ class LLMWatch:
                     self._cond.notify_all()
         finally:
             self._started.set()
+
+    def _on_event(self, kind: str, obj: Any) -> None:
+        """One watch event: an ERROR raises (a 410 relists in `_run`), the others update the items."""
+        if kind == "ERROR":
+            raise ApiException(status=(obj or {}).get("code", 500), reason=str(obj))
+        now = time.monotonic()
+        with self._cond:
+            if kind == "DELETED":
+                name = obj["metadata"]["name"]
+                self.items.pop(name, None)
+                self.gone[name] = now
+            elif kind in ("ADDED", "MODIFIED"):
+                self._observe(obj, now)
+            self._cond.notify_all()
 
     def _observe(self, obj: dict[str, Any], now: float) -> None:
         meta, status = obj["metadata"], obj.get("status") or {}
@@ -1006,10 +1012,8 @@ class Bench:
                 self._run_all()
         finally:
             if cpu0 is not None:
-                try:
+                with contextlib.suppress(Exception):
                     self.results["cpu_total"] = cpu_delta(cpu0, self.stack.cpu_snapshot(), time.monotonic() - started)
-                except Exception:
-                    pass
             self.stack.stop()
         self.results["load_end"] = loadavg()
         self.results["source_end"] = source_state()  # operator processes start all through the run: same code?
@@ -1558,10 +1562,11 @@ class Bench:
         stack.stop_operator()
         fresh = self._fresh_operator_rss(f"mem-{n_llms}-secrets", n_llms)
         fresh.update(secrets=made)
+        churn_calls = sum(churn["registry_raw"].get(k, 0) for k in churn["registry_raw"] if not k.startswith("status "))
         self.say(
             f"   {n_llms} LLMs + {made} unrelated Secrets: fresh operator RSS {fresh['rss_mb']} MB, peak "
             f"{fresh['hwm_mb']} MB; while they were created: RSS {running_rss} MB, peak {running_hwm} MB; "
-            f"registry calls during the Secret churn {sum(churn['registry_raw'].get(k, 0) for k in churn['registry_raw'] if not k.startswith('status '))}"
+            f"registry calls during the Secret churn {churn_calls}"
         )
         for ns in namespaces:  # the fresh operator keeps running: it sees them go, and converges the next step
             self.kube.delete_all_secrets(ns)

@@ -167,7 +167,7 @@ def helm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) 
     )
 
     def run(*args: str) -> str:
-        res = subprocess.run([str(binary), *args], capture_output=True, text=True, env=env, timeout=120)
+        res = subprocess.run([str(binary), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
         assert res.returncode == 0, res.stderr
         return res.stdout
 

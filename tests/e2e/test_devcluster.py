@@ -132,7 +132,7 @@ def test_restart_apiserver_keeps_data_then_stop_leaves_nothing(own_control_plane
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "goodmem_devcluster", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "goodmem_devcluster", *args], capture_output=True, text=True, timeout=300, check=False
     )
 
 

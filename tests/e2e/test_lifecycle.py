@@ -1,4 +1,5 @@
-"""Issue #5 on the real control plane: deletion policy, adoption, conflict, drift, pause, observe-only, faults, crashes."""
+"""Issue #5 on the real control plane: deletion policy, adoption, conflict, drift, pause, observe-only, faults,
+crashes."""
 
 from __future__ import annotations
 

@@ -118,6 +118,7 @@ def test_cli_refuses_an_unknown_conflict_body() -> None:
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     assert proc.returncode == 2 and "--conflict-body" in proc.stderr
 
@@ -130,6 +131,7 @@ def test_cli_without_any_key_refuses_to_start() -> None:
         text=True,
         env=env,
         timeout=30,
+        check=False,
     )
     assert proc.returncode == 2
     assert proc.stdout == "" and "--api-key" in proc.stderr

@@ -325,10 +325,12 @@ def test_run_in_thread_builds_an_emulator_from_keys() -> None:
 
 @pytest.mark.parametrize("conflict_body", ["named", "opaque"])
 def test_run_in_thread_passes_the_conflict_body(conflict_body: str) -> None:
-    with run_in_thread(api_keys=["k"], conflict_body=conflict_body) as base_url:
-        with httpx.Client(base_url=base_url, headers={"x-api-key": "k"}, timeout=10) as http:
-            assert http.post("/v1/llms", json=llm_body()).status_code == 201
-            conflict = http.post("/v1/llms", json=llm_body())
+    with (
+        run_in_thread(api_keys=["k"], conflict_body=conflict_body) as base_url,
+        httpx.Client(base_url=base_url, headers={"x-api-key": "k"}, timeout=10) as http,
+    ):
+        assert http.post("/v1/llms", json=llm_body()).status_code == 201
+        conflict = http.post("/v1/llms", json=llm_body())
     assert conflict.status_code == 409 and ("existingLlmId" in conflict.json()) is (conflict_body == "named")
 
 

@@ -78,7 +78,8 @@ async def test_lost_create_response_is_not_duplicated(emulator: Emulator, reconc
 async def test_known_entry_is_observed_before_any_write(
     emulator: Emulator, reconciler: Reconciler, admin: RegistryClient
 ) -> None:
-    # With an id in status (or spec.llmId), the reconcile GETs first: a vanished entry is recreated, never blindly posted.
+    # With an id in status (or spec.llmId), the reconcile GETs first: a vanished entry is recreated, never blindly
+    # posted.
     obj = make_llm()
     obj = after(obj, await reconciler.reconcile(obj, trigger="create"))
     emulator.reset_stats()

@@ -47,7 +47,7 @@ def mb(n_bytes: float) -> str:
 
 
 def answers(by_status: dict[str, int]) -> str:
-    return ", ".join(f"{n}×{code}" for code, n in sorted(by_status.items(), key=lambda kv: -kv[1])) or "none"
+    return ", ".join(f"{n}×{code}" for code, n in sorted(by_status.items(), key=lambda kv: -kv[1])) or "none"  # noqa: RUF001 - typographic multiplication sign in the report's text, on purpose
 
 
 def ops(counts: dict[str, int]) -> str:
@@ -78,7 +78,7 @@ def rng(values: list[float], unit: str = "") -> str:
     if not values:
         return "n/a"
     lo, hi = min(values), max(values)
-    return f"{lo:g}{unit}" if lo == hi else f"{lo:g}–{hi:g}{unit}"
+    return f"{lo:g}{unit}" if lo == hi else f"{lo:g}–{hi:g}{unit}"  # noqa: RUF001 - typographic en dash (a range) in the report's text, on purpose
 
 
 def mode_note(data: dict[str, Any]) -> str:
@@ -122,7 +122,8 @@ def header(data: dict[str, dict[str, Any]], results: Path = RESULTS) -> list[str
         "",
         "```bash",
         "make reliability                          # full size (GOODMEM_RELIABILITY_FULL=1); rewrites this file",
-        "make test                                 # includes the reduced run (CI); its summaries go to build/reliability/",
+        "make test                                 # includes the reduced run (CI); its summaries go to "
+        "build/reliability/",
         "GOODMEM_RELIABILITY_SEED=N make reliability   # replay the random choices of a run (seeds below)",
         "```",
         "",
@@ -228,7 +229,7 @@ def registry_faults(d: dict[str, Any]) -> list[str]:
         f"- Operations: {ops(d.get('operations', {}))} (seed {d.get('seed')}). Failed answers injected: {injected}.",
         f"- **Request rate during the outage**: peak {rate.get('peak_requests_per_1s')} requests in any sliding 1 s "
         f"window (bound: {rate.get('bound_global_per_1s')}). Per LLM, the documented backoff (base 2 s, doubling, "
-        "jitter factor 0.5–1) allows at most 1 + ⌊log2(D + 1)⌋ attempts in D seconds (D: the outage plus 10 s of "
+        "jitter factor 0.5–1) allows at most 1 + ⌊log2(D + 1)⌋ attempts in D seconds (D: the outage plus 10 s of "  # noqa: RUF001 - typographic en dash (a range) in the report's text, on purpose
         f"slack for events still being handled), plus one per change made to that LLM: {rate.get('bound_per_llm')}. "
         f"{rate.get('llms_with_requests')} LLMs of this test made requests; the most for one LLM was "
         f"{rate.get('max_requests_per_llm')}; none exceeded its bound.",
@@ -246,10 +247,10 @@ def operator_crashes(d: dict[str, Any]) -> list[str]:
     lines = [
         f"Each round: registry latency of {', '.join(str(x) for x in p.get('latencies_ms', []))} ms (so requests are "
         f"in flight), {rng(p.get('ops_before_kill', []))} operations from a background thread over "
-        f"{p.get('traffic_s')} s, SIGKILL of the operator at a random moment ({rng(p.get('kill_window_s', []), ' s')}), "
-        f"{rng(p.get('ops_while_down', []))} more operations while it is down (and in "
-        f"{100 * p.get('rotation_while_down_probability', 0):.0f} % of the rounds a Secret rotation), restart, then "
-        "the exact convergence check.",
+        f"{p.get('traffic_s')} s, SIGKILL of the operator at a random moment "
+        f"({rng(p.get('kill_window_s', []), ' s')}), {rng(p.get('ops_while_down', []))} more operations while it is "
+        f"down (and in {100 * p.get('rotation_while_down_probability', 0):.0f} % of the rounds a Secret rotation), "
+        "restart, then the exact convergence check.",
         "",
         f"Round 1 is not left to chance: the registry holds every request {p.get('held_round_latency_ms')} ms and "
         "the kill lands as soon as the emulator's `inFlight` gauge shows a POST; the gauge is read again once the "
@@ -273,11 +274,12 @@ def operator_crashes(d: dict[str, Any]) -> list[str]:
         "",
         f"- **{d.get('rounds_run')} rounds** (seed {d.get('seed')}): {ops(d.get('operations', {}))}. A create was in "
         f"flight at the kill in {d.get('rounds_with_a_create_in_flight_at_kill')} rounds.",
-        f"- After every round the registry equalled the desired state exactly, at most {d.get('max_converged_after_s')} s "
-        f"after the restarted operator was up (restart: {rng([r['restart_s'] for r in rounds], ' s')}): "
-        f"**{d.get('objects_checked_total')} LLM/entry pairs checked** over the rounds, no duplicate (a create whose "
-        "answer was lost is found by its id), no leftover (a delete cut short is finished by the finalizer on "
-        "restart), every rotation applied (each entry's credentials fingerprint is the new value's).",
+        "- After every round the registry equalled the desired state exactly, at most "
+        f"{d.get('max_converged_after_s')} s after the restarted operator was up (restart: "
+        f"{rng([r['restart_s'] for r in rounds], ' s')}): **{d.get('objects_checked_total')} LLM/entry pairs "
+        "checked** over the rounds, no duplicate (a create whose answer was lost is found by its id), no leftover (a "
+        "delete cut short is finished by the finalizer on restart), every rotation applied (each entry's credentials "
+        "fingerprint is the new value's).",
         f"- Leak scan: {leak_line(d)}.",
     ]
     return lines
@@ -303,8 +305,8 @@ def apiserver_restart(d: dict[str, Any]) -> list[str]:
     checked = sum(r["objects_checked"] for r in d.get("restarts", []))
     lines += [
         "",
-        f"- {d.get('restarts_run')} restarts (seed {d.get('seed')}, {d.get('down_s')} s down each), {checked} LLM/entry "
-        "pairs checked; the operator was the same process throughout (no crash, no restart needed).",
+        f"- {d.get('restarts_run')} restarts (seed {d.get('seed')}, {d.get('down_s')} s down each), {checked} "
+        "LLM/entry pairs checked; the operator was the same process throughout (no crash, no restart needed).",
         "- kopf settings: the watches reconnect on `settings.networking.error_backoffs`, capped at 5 s between",
         "  attempts (kopf's default grows to 21 s); the watch timeouts are kopf's: an API server restart closes",
         "  the connections, so they are not what reconnects.",
@@ -314,7 +316,7 @@ def apiserver_restart(d: dict[str, Any]) -> list[str]:
 
 
 def bad_input(d: dict[str, Any]) -> list[str]:
-    reasons = ", ".join(f"`{k}` ×{n}" for k, n in (d.get("refused_reasons") or {}).items())
+    reasons = ", ".join(f"`{k}` ×{n}" for k, n in (d.get("refused_reasons") or {}).items())  # noqa: RUF001 - typographic multiplication sign in the report's text, on purpose
     lines = [
         "Every case of the table is either rejected at `kubectl apply` with its asserted message, or stored and",
         "then refused by the operator with `Ready=False`, a precise reason and at most one write attempt per",
@@ -342,7 +344,7 @@ def bad_input(d: dict[str, Any]) -> list[str]:
 
 def leak_section(data: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
-        "Every scenario uses a Secret whose value carries the sentinel (`SENTINEL-e2e-…`), rotated in parts 1–3,",
+        "Every scenario uses a Secret whose value carries the sentinel (`SENTINEL-e2e-…`), rotated in parts 1–3,",  # noqa: RUF001 - typographic en dash (a range) in the report's text, on purpose
         "and ends with a scan of the places below. Part 1 makes the registry echo requests, inline key included,",
         "in its error answers.",
         "",
@@ -400,7 +402,7 @@ def render(data: dict[str, dict[str, Any]], results: Path = RESULTS) -> str:
     for scenario in SCENARIOS:
         lines += ["", f"## {TITLES[scenario]}", ""]
         lines += builders[scenario](data[scenario]) if scenario in data else ["Not run: no summary."]
-    lines += ["", "## 6. Leak scan", ""] + leak_section(data) + ["", HISTORY.rstrip("\n")]
+    lines += ["", "## 6. Leak scan", "", *leak_section(data), "", HISTORY.rstrip("\n")]
     if "registry-faults" in data:
         lines += [
             "",

@@ -365,41 +365,48 @@ def registry_differences(records: list[dict[str, Any]], objs: list[dict[str, Any
         if len(recs) != 1:
             problems.append(f"{name}: {len(recs)} registry entries (want exactly 1)")
             continue
-        rec, spec = recs[0], traffic.live[name]
-        if spec != obj["spec"]:
-            problems.append(f"{name}: the API server holds a spec other than the one written")
-        if rec["llmId"] != derived_llm_id(uid) or (obj.get("status") or {}).get("llmId") != rec["llmId"]:
-            problems.append(f"{name}: entry id {rec['llmId']} is not the one derived from its UID / in status")
-        want_labels = {**spec.get("labels", {}), OWNER_UID: uid, OWNER: f"{CLUSTER}/{ns}/{name}"}
-        want = {
-            k: spec[k]
-            for k in (
-                "displayName",
-                "description",
-                "providerType",
-                "endpointUrl",
-                "modelIdentifier",
-                "maxContextLength",
-                "clientConfig",
-            )
-            if k in spec
-        }
-        have = {k: rec.get(k) for k in want}
-        if have != want:
-            problems.append(f"{name}: fields differ: want {want}, registry {have}")
-        if rec.get("labels") != want_labels:
-            problems.append(f"{name}: labels differ: want {want_labels}, registry {rec.get('labels')}")
-        sampling = {k: (rec.get("defaultSamplingParams") or {}).get(k) for k in spec.get("defaultSamplingParams", {})}
-        if sampling != spec.get("defaultSamplingParams", {}):
-            problems.append(
-                f"{name}: defaultSamplingParams differ: want {spec.get('defaultSamplingParams')}, "
-                f"registry {rec.get('defaultSamplingParams')}"
-            )
-        if rec.get("credentialsFingerprint") != fp:
-            problems.append(f"{name}: registry credentials are not the current Secret value")
+        problems += _entry_problems(obj, recs[0], traffic.live[name], ns, fp)
     for uid, recs in by_uid.items():
         who = [r.get("labels", {}).get(OWNER, r.get("displayName")) for r in recs]
         problems.append(f"orphan/leftover entries (owner uid {uid}) with no live LLM: {who}")
+    return problems
+
+
+def _entry_problems(obj: dict[str, Any], rec: dict[str, Any], spec: dict[str, Any], ns: str, fp: str) -> list[str]:
+    """How one live LLM's single registry entry differs from what its written spec asks for."""
+    name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
+    problems: list[str] = []
+    if spec != obj["spec"]:
+        problems.append(f"{name}: the API server holds a spec other than the one written")
+    if rec["llmId"] != derived_llm_id(uid) or (obj.get("status") or {}).get("llmId") != rec["llmId"]:
+        problems.append(f"{name}: entry id {rec['llmId']} is not the one derived from its UID / in status")
+    want_labels = {**spec.get("labels", {}), OWNER_UID: uid, OWNER: f"{CLUSTER}/{ns}/{name}"}
+    want = {
+        k: spec[k]
+        for k in (
+            "displayName",
+            "description",
+            "providerType",
+            "endpointUrl",
+            "modelIdentifier",
+            "maxContextLength",
+            "clientConfig",
+        )
+        if k in spec
+    }
+    have = {k: rec.get(k) for k in want}
+    if have != want:
+        problems.append(f"{name}: fields differ: want {want}, registry {have}")
+    if rec.get("labels") != want_labels:
+        problems.append(f"{name}: labels differ: want {want_labels}, registry {rec.get('labels')}")
+    sampling = {k: (rec.get("defaultSamplingParams") or {}).get(k) for k in spec.get("defaultSamplingParams", {})}
+    if sampling != spec.get("defaultSamplingParams", {}):
+        problems.append(
+            f"{name}: defaultSamplingParams differ: want {spec.get('defaultSamplingParams')}, "
+            f"registry {rec.get('defaultSamplingParams')}"
+        )
+    if rec.get("credentialsFingerprint") != fp:
+        problems.append(f"{name}: registry credentials are not the current Secret value")
     return problems
 
 

@@ -71,6 +71,40 @@ def _writes_and_reads(log: list[dict[str, Any]], llm_id: str) -> tuple[int, int]
     return writes, reads
 
 
+def _unsettled(
+    api: Api, namespace: str, refused: dict[str, tuple[str, str, str, int]], valid: list[str], generation: int
+) -> list[str]:
+    """The LLMs not yet settled at `generation`: a refused one not refused with its reasons, a valid one not Ready."""
+    objs = {o["metadata"]["name"]: o for o in api.llms(namespace)}
+    pending = []
+    for name, (ready_reason, synced_reason, text, _writes) in refused.items():
+        cond = ready(objs.get(name, {}))
+        synced = next(
+            (c for c in (objs.get(name, {}).get("status") or {}).get("conditions") or [] if c["type"] == "Synced"),
+            None,
+        )
+        if not (
+            cond
+            and cond["status"] == "False"
+            and cond["reason"] == ready_reason
+            and cond.get("observedGeneration") == generation
+            and synced
+            and synced["reason"] == synced_reason
+            and text in synced["message"]
+        ):
+            pending.append(f"{name}: {cond} / {synced}")
+    for name in valid:
+        cond = ready(objs.get(name, {}))
+        if not (cond and cond["status"] == "True" and cond["reason"] == "Available"):
+            pending.append(f"{name}: {cond}")
+    return pending
+
+
+def _merge_patch_each(kube: Kube, namespace: str, names: list[str], patch: dict[str, Any]) -> None:
+    for name in names:
+        kube.run("-n", namespace, "patch", "llm", name, "--type", "merge", "-p", json.dumps(patch))
+
+
 def test_invalid_and_hostile_specs(
     api: Api,
     kube: Kube,
@@ -133,51 +167,15 @@ def test_invalid_and_hostile_specs(
     refused[too_big] = ("InvalidSpec", "InvalidSpec", "registry answered 413", 1)
     valid = [_name(cid) for cid, _ in VALID_AT_BOUNDS] + list(big_ok)
 
-    def settled(generation: int) -> list[str]:
-        objs = {o["metadata"]["name"]: o for o in api.llms(namespace)}
-        pending = []
-        for name, (ready_reason, synced_reason, text, _writes) in refused.items():
-            cond = ready(objs.get(name, {}))
-            synced = next(
-                (c for c in (objs.get(name, {}).get("status") or {}).get("conditions") or [] if c["type"] == "Synced"),
-                None,
-            )
-            if not (
-                cond
-                and cond["status"] == "False"
-                and cond["reason"] == ready_reason
-                and cond.get("observedGeneration") == generation
-                and synced
-                and synced["reason"] == synced_reason
-                and text in synced["message"]
-            ):
-                pending.append(f"{name}: {cond} / {synced}")
-        for name in valid:
-            cond = ready(objs.get(name, {}))
-            if not (cond and cond["status"] == "True" and cond["reason"] == "Available"):
-                pending.append(f"{name}: {cond}")
-        return pending
-
     def wait_settled(generation: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
-        while (pending := settled(generation)) and time.monotonic() < deadline:
+        while (pending := _unsettled(api, namespace, refused, valid, generation)) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not pending, f"not settled at generation {generation}:\n" + "\n".join(pending)
 
     wait_settled(1)
     # Generation 2 of each refused case: still invalid, so again at most one attempt.
-    for name in refused:
-        kube.run(
-            "-n",
-            namespace,
-            "patch",
-            "llm",
-            name,
-            "--type",
-            "merge",
-            "-p",
-            json.dumps({"spec": {"description": "generation 2, still refused"}}),
-        )
+    _merge_patch_each(kube, namespace, list(refused), {"spec": {"description": "generation 2, still refused"}})
     wait_settled(2)
     time.sleep(3)  # would a retry come? (a permanent failure must not be retried)
 

@@ -3,8 +3,8 @@
 While creates, updates and deletes run, the emulator injects an outage, then 30 % 5xx errors (whose
 bodies echo the request, inline key included), then 429s with Retry-After. The Secret all the LLMs use
 (its value carries the sentinel) is rotated during the 5xx phase, so the Secret path's own retries are
-exercised too, and the leak scan at the end covers every echoed error. Afterwards the registry must equal the desired state exactly,
-and during the outage the operator's request rate must stay bounded:
+exercised too, and the leak scan at the end covers every echoed error. Afterwards the registry must equal the desired
+state exactly, and during the outage the operator's request rate must stay bounded:
 
 - globally, below its documented client-side limit (--registry-rps) in every sliding 1 s window;
 - per LLM, by the documented backoff: during an outage every reconcile attempt ends at its first call

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -204,10 +205,10 @@ def test_require_control_plane_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(testing, "unavailable_reason", lambda: "Go toolchain not found")
     monkeypatch.delenv("GOODMEM_REQUIRE_E2E", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="E2E SKIPPED.*Go toolchain not found"):
+    with pytest.raises(pytest.skip.Exception, match=r"E2E SKIPPED.*Go toolchain not found"):
         testing.require_control_plane()
     monkeypatch.setenv("GOODMEM_REQUIRE_E2E", "1")
-    with pytest.raises(pytest.fail.Exception, match="E2E REQUIRED.*Go toolchain not found"):
+    with pytest.raises(pytest.fail.Exception, match=r"E2E REQUIRED.*Go toolchain not found"):
         testing.require_control_plane()
     monkeypatch.setattr(testing, "unavailable_reason", lambda: None)
     testing.require_control_plane()
@@ -355,14 +356,14 @@ def test_prepare_state_dir_refuses_foreign_dirs_and_clears_stale_state(tmp_path:
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "precious.txt").write_text("x")
-    with pytest.raises(ControlPlaneError, match="holds no state.json; refusing"):
+    with pytest.raises(ControlPlaneError, match=r"holds no state\.json; refusing"):
         prepare_state_dir(foreign, components.ORDER)
     assert (foreign / "precious.txt").exists()
 
     stale = tmp_path / "stale"
     stale.mkdir()
     (stale / "state.json").write_text(
-        '{"processes": {"etcd": {"pid": %d, "start_time": 1}, "kube-apiserver": null}}' % NO_SUCH_PID
+        json.dumps({"processes": {"etcd": {"pid": NO_SUCH_PID, "start_time": 1}, "kube-apiserver": None}})
     )
     (stale / "leftover").write_text("x")
     assert prepare_state_dir(stale, components.ORDER) == stale and list(stale.iterdir()) == []

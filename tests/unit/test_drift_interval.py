@@ -3,6 +3,7 @@ change honoured within 30 s, on a new LLM too. The daemon runs on a fake clock: 
 
 from __future__ import annotations
 
+from itertools import pairwise
 from types import SimpleNamespace
 from typing import Any
 
@@ -134,7 +135,7 @@ class Harness:
 async def test_no_wait_is_longer_than_the_floor_the_first_one_included(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(monkeypatch, {}, default=600)
     await h.run(until=1000)
-    gaps = [b - a for a, b in zip([0.0, *h.wakes], h.wakes)]
+    gaps = [b - a for a, b in pairwise([0.0, *h.wakes])]
     assert max(gaps) <= DRIFT_INTERVAL_FLOOR
     assert h.checks and 540 <= h.checks[0] <= 660  # the default interval, with its jitter
 
@@ -145,7 +146,7 @@ async def test_an_annotation_set_after_creation_is_honoured(monkeypatch: pytest.
     h.script[5.0] = lambda: h.annotate("30")
     await h.run(until=200)
     assert h.checks and h.checks[0] <= 5 + 30 + 30 * 1.1
-    gaps = [b - a for a, b in zip(h.checks, h.checks[1:])]
+    gaps = [b - a for a, b in pairwise(h.checks)]
     assert gaps and all(27 <= g <= 33 for g in gaps)
 
 
@@ -168,4 +169,4 @@ async def test_a_clamped_value_checks_at_the_floor_and_warns_once_per_value(monk
     assert h.events[0][0] == 0.0 and 100 <= h.events[1][0] <= 130 and 300 <= h.events[2][0] <= 330
     first = [t for t in h.checks if t < 100]
     assert 2 <= len(first) <= 4, "clamped to 30 s: three checks or so in 100 s, not a million"
-    assert all(b - a >= 27 for a, b in zip(h.checks, h.checks[1:]))
+    assert all(b - a >= 27 for a, b in pairwise(h.checks))

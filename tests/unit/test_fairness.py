@@ -48,7 +48,7 @@ def test_a_late_lone_request_waits_for_at_most_one_grant_of_a_busy_namespace() -
     s: FairScheduler[str] = FairScheduler(1, FAST)
     for i in range(2000):
         s.add("busy", f"busy{i}")
-    [(name, first)] = s.grants()
+    [(name, _first)] = s.grants()
     s.add("lone", "create")  # arrives behind 1,999 waiters of another namespace
     s.release(name)
     assert serve(s, 3) == ["busy1", "create", "busy2"]  # a new namespace joins the back of the line, once

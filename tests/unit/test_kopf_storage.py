@@ -71,7 +71,7 @@ def _cause(raw: dict) -> tuple[Any, Any, Any]:
 
 def _handled(raw: dict) -> dict:
     """The object after kopf stored the diff base for it (store() into a patch, patch applied)."""
-    diffbase, progress = _storages()
+    diffbase, _progress = _storages()
     _old, new, _diff = _cause(raw)
     patch = kopf.Patch()
     diffbase.store(body=kopf.Body(raw), patch=patch, essence=new)
@@ -134,7 +134,7 @@ def test_unchanged_object_has_an_empty_diff_despite_status_and_progress_annotati
 def test_a_change_of_spec_labels_or_annotations_is_a_diff(change: Any) -> None:
     handled = _handled(_body({"displayName": "x", "clientConfig": {"a": 0}}))
     change(handled)
-    old, new, diff = _cause(handled)
+    old, _new, diff = _cause(handled)
     assert old is not None and diff  # kopf: an update
 
 
