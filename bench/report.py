@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from bench.results import MemoryPoint, MemoryResult, Results, SteadyResult
 
 TARGETS = {
     "converge_s": 60.0,
@@ -48,7 +49,7 @@ def _counts(c: dict[str, float], per: float = 1.0) -> str:
     return ", ".join(f"{k} {_n(v / per)}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _busy(results: dict[str, Any]) -> str:
+def _busy(results: Results) -> str:
     cpu = results.get("cpu_total") or {}
     cores = results["machine"]["cores"] or 1
     wall = cpu.get("wall") or results.get("wall_s") or 1
@@ -66,11 +67,11 @@ def _busy(results: dict[str, Any]) -> str:
     return text
 
 
-def _pick(points: list[dict[str, Any]], llms: int, secrets: int) -> dict[str, Any] | None:
+def _pick(points: list[MemoryPoint], llms: int, secrets: int) -> MemoryPoint | None:
     return next((p for p in points if p["llms"] == llms and p.get("secrets", 0) == secrets), None)
 
 
-def _preamble(r: dict[str, Any], w: Callable[[str], object]) -> None:
+def _preamble(r: Results, w: Callable[[str], object]) -> None:
     """The title and the paragraphs before the table: how, where and on which sources the run was made."""
     sizes, m = r["sizes"], r["machine"]
     targets = bool(sizes["targets"])
@@ -119,7 +120,7 @@ def _preamble(r: dict[str, Any], w: Callable[[str], object]) -> None:
     w("")
 
 
-def _closing(r: dict[str, Any], w: Callable[[str], object]) -> None:
+def _closing(r: Results, w: Callable[[str], object]) -> None:
     """The fair-share section, the scale plan, the analysis (full size only) and the method."""
     sizes = r["sizes"]
     if r.get("fairness"):
@@ -152,7 +153,7 @@ def _closing(r: dict[str, Any], w: Callable[[str], object]) -> None:
     w("")
 
 
-def render(r: dict[str, Any]) -> str:
+def render(r: Results) -> str:
     sizes = r["sizes"]
     targets = bool(sizes["targets"])
     conv, rot, lat, mem, calls = r["convergence"], r["rotation"], r["latency"], r["memory"], r["calls"]
@@ -433,7 +434,7 @@ def _med(k: int) -> str:
     return f"median of {k} runs" if k > 1 else "1 run"
 
 
-def fairness_section(r: dict[str, Any]) -> str:
+def fairness_section(r: Results) -> str:
     """The fair-share phase as a section of its own (also spliced alone into BENCHMARKS.md by `--only fairness`)."""
     fair, sizes = r["fairness"], r["sizes"]
     n = fair["n"]
@@ -546,15 +547,15 @@ def splice_fairness(document: str, section: str) -> str:
     return document[:anchor] + section.rstrip() + "\n\n" + document[anchor:]
 
 
-def render_fairness_only(r: dict[str, Any]) -> str:
+def render_fairness_only(r: Results) -> str:
     return "# Benchmarks: fair share only\n\n" + fairness_section(r)
 
 
-def diag_rps(r: dict[str, Any]) -> float:
+def diag_rps(r: Results) -> float:
     return float(r["sizes"].get("diagnostic_rps") or 0)
 
 
-def _secrets_cost(mem: dict[str, Any]) -> str:
+def _secrets_cost(mem: MemoryResult) -> str:
     sec = mem.get("secrets") or {}
     fresh = sec.get("fresh")
     base = next((p for p in mem["points"] if fresh and p["llms"] == fresh["llms"] and p.get("secrets", 0) == 0), None)
@@ -568,7 +569,7 @@ def _secrets_cost(mem: dict[str, Any]) -> str:
     )
 
 
-def _check_ms(steady: dict[str, Any]) -> float:
+def _check_ms(steady: SteadyResult) -> float:
     return steady["drift_cpu_s"] / max(1, steady["drift_checks"]) * 1000
 
 
@@ -576,7 +577,7 @@ def _reqs(registry: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in registry.items() if k in ("POST", "GET", "LIST", "PUT", "DELETE") and v}
 
 
-def _scale_plan(r: dict[str, Any]) -> str:
+def _scale_plan(r: Results) -> str:
     sizes = r["sizes"]
     conv, mem = r["convergence"], r["memory"]
     last = conv["runs"][-1]

@@ -12,12 +12,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import cast
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import FULL, SMOKE, run_bench
 from bench.report import fairness_section, render, render_fairness_only, splice_fairness
+from bench.results import Results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.from_json:
-        results = json.loads(args.from_json.read_text())
+        results = cast(Results, json.loads(args.from_json.read_text()))
     else:
         results = run_bench(SMOKE if args.smoke else FULL, keep_dir=args.logs, profile_dir=args.profile, only=args.only)
     if results.get("only") == "fairness":
