@@ -321,6 +321,8 @@ def test_readme_upgrade_command_labels_every_secret_in_use(
             namespace, llm_manifest(llm, credentials={"apiKey": {"secretKeyRef": {"name": secret, "key": "api-key"}}})
         )
     kube.apply(namespace, llm_manifest("u4"))  # no credentials: nothing to label
+    # A reference to a Secret that does not exist (as other namespaces of a real cluster may hold): skipped.
+    kube.apply(namespace, llm_manifest("u5", credentials={"apiKey": {"secretKeyRef": {"name": "gone", "key": "k"}}}))
     for llm in users:
         kube.wait_condition(namespace, llm, "False", "SecretNotLabelled")
 
@@ -332,6 +334,7 @@ def test_readme_upgrade_command_labels_every_secret_in_use(
     }
     done = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+    assert f"skipped {namespace}/gone" in done.stdout, done.stdout
     for llm in [*users, "u4"]:
         kube.wait_condition(namespace, llm, "True", "Available", timeout=30)
 
