@@ -84,14 +84,6 @@ class SecretReader(Protocol):
         """The Secret's labels and decoded data, or None when it does not exist."""
 
 
-def secret_ref(credentials: Credentials | None, namespace: str) -> tuple[str, str] | None:
-    """(namespace, name) of the Kubernetes Secret these credentials read, if any."""
-    if credentials is None or credentials.api_key is None or credentials.api_key.secret_key_ref is None:
-        return None
-    ref = credentials.api_key.secret_key_ref
-    return (ref.namespace or namespace, ref.name)
-
-
 async def resolve_credentials(
     credentials: Credentials | None, namespace: str, reader: SecretReader
 ) -> dict[str, Any] | None:

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from goodmem_operator.api.mapping import (
-    apply_update,
     canonical_url,
     credentials_fingerprint,
     desired_request,
@@ -16,6 +15,8 @@ from goodmem_operator.api.mapping import (
     registry_credentials,
 )
 from goodmem_operator.api.types import LLMSpec
+
+from .update_rules import apply_update
 
 pytestmark = pytest.mark.unit
 

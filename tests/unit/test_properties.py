@@ -15,13 +15,14 @@ from hypothesis import strategies as st
 from goodmem_emulator import LLMStore, Principal
 from goodmem_emulator._validation import canonicalize_url, validate_create_request, validate_update_request
 from goodmem_operator.api.mapping import (
-    apply_update,
     desired_request,
     diff,
     ownership_labels,
     registry_credentials,
 )
 from goodmem_operator.api.types import LLMSpec
+
+from .update_rules import apply_update
 
 pytestmark = pytest.mark.unit
 

@@ -177,21 +177,6 @@ def diff(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
     return {**_diff_scalars(desired, observed), **_diff_structured(desired, observed)}
 
 
-def apply_update(observed: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """What the registry holds after `update` (the contract's update rules); used by tests and checks."""
-    result = dict(observed)
-    for key, value in update.items():
-        if key == "replaceLabels":
-            result["labels"] = dict(value)
-        elif key == "mergeLabels":
-            result["labels"] = {**(result.get("labels") or {}), **value}
-        elif key == "supportedModalities" and not value:
-            continue
-        else:
-            result[key] = value
-    return result
-
-
 def drifted_fields(update: dict[str, Any]) -> list[str]:
     """Spec field names an update body touches (replaceLabels reported as labels)."""
     return sorted("labels" if k == "replaceLabels" else k for k in update)
