@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from goodmem_devcluster.audit import WRITE_VERBS
+from goodmem_devcluster.audit import WRITE_VERBS, is_write
 
 OPERATOR_USER = "goodmem-bench-operator"
 READ_VERBS = ("get", "list", "watch")
@@ -57,7 +57,7 @@ def count_operator_requests(path: Path, offset: int) -> dict[str, Counter[str]]:
             continue
         verb, stage = ev.get("verb"), ev.get("stage")
         key = what(ev)
-        if verb in WRITE_VERBS and stage == "ResponseComplete":
+        if is_write(ev) and stage == "ResponseComplete":
             writes[key] += 1
             if (ev.get("responseStatus") or {}).get("code", 200) >= 400:
                 failed[f"{key} {ev['responseStatus']['code']}"] += 1

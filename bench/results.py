@@ -146,7 +146,8 @@ class FairnessRun(TypedDict):
     registry: Counts
     cpu: Cpu
     delete: DeleteResult
-    rps: NotRequired[float]  # the diagnostic run only
+    rps: NotRequired[float]  # the --registry-rps diagnostic run only
+    streams: NotRequired[str]  # the --watch-streams diagnostic run only
 
 
 class FairnessResult(TypedDict):
@@ -155,6 +156,7 @@ class FairnessResult(TypedDict):
     idle_s: list[float]
     loaded_s: list[float]
     diagnostic: FairnessRun | None
+    single_stream: NotRequired[FairnessRun | None]
     idle_median_s: float
     loaded_median_s: float
     delay_median_s: float
@@ -184,9 +186,18 @@ class SecretsResult(TypedDict):
     fresh: MemoryPoint
 
 
+class NamespacesResult(TypedDict):
+    n: int  # empty namespaces added
+    llms: int
+    before: MemoryPoint  # a fresh operator before they were added
+    after: MemoryPoint  # and after
+    per_namespace_kb: float
+
+
 class MemoryResult(TypedDict):
     points: list[MemoryPoint]
     secrets: NotRequired[SecretsResult]
+    namespaces: NotRequired[NamespacesResult]
 
 
 class CallsResult(TypedDict):

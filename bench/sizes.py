@@ -33,6 +33,12 @@ class Sizes:
     # One more loaded run with this --registry-rps, where the registry budget (not the API server) is the bottleneck,
     # so the per-namespace queues decide the order (not in the medians).
     fairness_diagnostic_rps: float | None = 20.0
+    # One more loaded run with --watch-streams cluster (one LLM watch for all namespaces, the layout before issue #13
+    # part 5 was met): what a stream per namespace saves (not in the medians).
+    fairness_single_stream: bool = True
+    # Empty namespaces added at the end of the memory phase: what each watched namespace costs a fresh operator
+    # (two watch streams each: LLMs and labelled Secrets). 0: skipped.
+    memory_namespaces: int = 500
     settle_s: float = 2.0  # after a phase reaches its end state, before its counters are read
     quiet_s: float = 2.0  # registry silence that marks the end of an operator's resume pass
     sample_s: float = 3.0  # RSS sampling of a settled operator
@@ -73,6 +79,8 @@ SMOKE = Sizes(
     fairness=20,
     fairness_runs=1,
     fairness_diagnostic_rps=None,
+    fairness_single_stream=False,
+    memory_namespaces=5,
     settle_s=0.5,
     quiet_s=0.5,
     sample_s=1.0,

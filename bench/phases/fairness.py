@@ -42,12 +42,17 @@ class FairnessPhase(PhaseBase):
             self.say(f"   lone create, idle operator: {', '.join(f'{x:.2f}s' for x in idle)}")
             for k in range(s.fairness_runs):
                 runs.append(self._fairness_run(k))
-            diagnostic = None
+            diagnostic = single_stream = None
             if s.fairness_diagnostic_rps:
                 stack.start_operator("fairness-rps", ["--registry-rps", f"{s.fairness_diagnostic_rps:g}"])
                 time.sleep(1.0)
                 diagnostic = self._fairness_run(s.fairness_runs)
                 diagnostic["rps"] = s.fairness_diagnostic_rps
+            if s.fairness_single_stream:
+                stack.start_operator("fairness-single-stream", ["--watch-streams", "cluster"])
+                time.sleep(1.0)
+                single_stream = self._fairness_run(s.fairness_runs + 1)
+                single_stream["streams"] = "cluster"
         finally:
             idle_watch.stop()
             stack.stop_operator()
@@ -58,6 +63,7 @@ class FairnessPhase(PhaseBase):
             "idle_s": idle,
             "loaded_s": loaded,
             "diagnostic": diagnostic,
+            "single_stream": single_stream,
             "idle_median_s": statistics.median(idle),
             "loaded_median_s": statistics.median(loaded),
             "delay_median_s": statistics.median(loaded) - statistics.median(idle),

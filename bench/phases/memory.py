@@ -8,7 +8,7 @@ import uuid
 
 from bench.kube import LLMWatch, llm_body, secret_body
 from bench.phases.base import PhaseBase
-from bench.results import MemoryPoint, MemoryResult, SecretsResult
+from bench.results import MemoryPoint, MemoryResult, NamespacesResult, SecretsResult
 
 
 class MemoryPhase(PhaseBase):
@@ -71,6 +71,8 @@ class MemoryPhase(PhaseBase):
                 if target == s.memory_secrets_at:
                     out["secrets"] = self._unrelated_secrets(target)
                     points.append(out["secrets"]["fresh"])
+            if s.memory_namespaces:
+                out["namespaces"] = self._empty_namespaces(have, points[-1])
         finally:
             watch.stop()
             stack.stop_operator()
@@ -119,3 +121,19 @@ class MemoryPhase(PhaseBase):
             "running_hwm_mb": running_hwm,
             "fresh": fresh,
         }
+
+    def _empty_namespaces(self, n_llms: int, before: MemoryPoint) -> NamespacesResult:
+        """Empty namespaces added (last: the dev cluster never finishes deleting a namespace), then a fresh operator:
+        what each watched namespace costs it (a stream per namespace: an LLM watch and a labelled-Secret watch)."""
+        n = self.sizes.memory_namespaces
+        for _ in range(n):
+            self._namespace("empty")
+        self.stack.stop_operator()
+        after = self._fresh_operator_rss(f"mem-{n_llms}-namespaces", n_llms)
+        per_ns = (after["rss_mb"] - before["rss_mb"]) * 1024 / n
+        self.say(
+            f"   {n_llms} LLMs + {n} more (empty) namespaces: fresh operator RSS {after['rss_mb']} MB "
+            f"(before {before['rss_mb']} MB: {per_ns:.0f} KB per namespace), started in {after['startup_s']} s "
+            f"(before {before['startup_s']} s)"
+        )
+        return {"n": n, "llms": n_llms, "before": before, "after": after, "per_namespace_kb": round(per_ns, 1)}

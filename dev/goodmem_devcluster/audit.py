@@ -7,9 +7,25 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["AUDIT_POLICY", "WRITE_VERBS", "count_writes_by_user", "read_audit_events"]
+__all__ = ["AUDIT_POLICY", "REVIEWS", "WRITE_VERBS", "count_writes_by_user", "is_write", "read_audit_events"]
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+#: A `create` on these asks a question and stores nothing (the operator asks SelfSubjectAccessReviews at startup).
+REVIEWS = frozenset(
+    {
+        "selfsubjectaccessreviews",
+        "selfsubjectrulesreviews",
+        "subjectaccessreviews",
+        "tokenreviews",
+        "localsubjectaccessreviews",
+    }
+)
+
+
+def is_write(ev: dict) -> bool:
+    """Whether an audit event is a write: a write verb on anything but a review."""
+    return ev.get("verb") in WRITE_VERBS and (ev.get("objectRef") or {}).get("resource") not in REVIEWS
+
 
 #: Writes at Metadata level (who, what, when, response code; no bodies); nothing else.
 AUDIT_POLICY = """\
@@ -45,6 +61,6 @@ def count_writes_by_user(events: Iterable[dict], *, stage: str = "ResponseComple
     """Write requests per user name (one event per request at `stage`)."""
     counts: Counter = Counter()
     for ev in events:
-        if ev.get("stage") == stage and ev.get("verb") in WRITE_VERBS:
+        if ev.get("stage") == stage and is_write(ev):
             counts[ev.get("user", {}).get("username", "")] += 1
     return counts

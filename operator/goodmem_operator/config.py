@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from goodmem_operator.trust import parse_owner_id_grants
+from goodmem_operator.watching import Streams
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Config:
     debug: bool
     liveness: str | None
     owner_id_grants: dict[str, frozenset[str]] = field(default_factory=dict)  # --allow-owner-id
+    watch_streams: Streams = Streams.PER_NAMESPACE  # without --namespace: a stream per namespace, or one for all
 
     def __repr__(self) -> str:  # never print the key
         return f"Config(base_url={self.base_url!r}, namespaces={self.namespaces!r}, cluster_name={self.cluster_name!r})"
@@ -58,6 +60,14 @@ def parse(argv: list[str] | None = None) -> Config:
         action="append",
         default=None,
         help="namespace to watch, repeatable (env GOODMEM_WATCH_NAMESPACES, comma separated; default: all)",
+    )
+    p.add_argument(
+        "--watch-streams",
+        choices=[s.value for s in Streams],
+        default=env("GOODMEM_WATCH_STREAMS", Streams.PER_NAMESPACE.value),
+        help="without --namespace: one watch stream per namespace, so one namespace's load does not delay "
+        "another's (needs list/watch on namespaces; the default), or one cluster-wide stream "
+        "(env GOODMEM_WATCH_STREAMS)",
     )
     p.add_argument(
         "--cluster-name",
@@ -141,4 +151,5 @@ def parse(argv: list[str] | None = None) -> Config:
         debug=args.debug,
         liveness=args.liveness,
         owner_id_grants=owner_id_grants,
+        watch_streams=Streams(args.watch_streams),
     )

@@ -26,6 +26,7 @@ from goodmem_operator.metrics import Metrics
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
 from goodmem_operator.secrets import KubeSecretReader, SecretCache
+from goodmem_operator.watching import choose, kube_can_i
 
 log = logging.getLogger("goodmem_operator")
 
@@ -134,11 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         # The initial listings come in pages, not as one response of every Secret of the cluster.
         settings.watching.chunk_size = 500
         runtime_ref["rt"] = build_runtime(cfg)
-        log.info(
-            "goodmem-operator: registry %s, watching %s",
-            cfg.base_url,
-            ", ".join(cfg.namespaces) if cfg.namespaces else "all namespaces",
-        )
+        log.info("goodmem-operator: registry %s, watching %s", cfg.base_url, scope.description)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -163,18 +160,22 @@ def main(argv: list[str] | None = None) -> None:
     kopf.configure(verbose=cfg.verbose, debug=cfg.debug, log_format=log_format)
     logging.getLogger("kopf.objects").addFilter(QuietIndexLog())
     settings = kopf.OperatorSettings()
-    # One known CRD, installed before the operator; namespaces named exactly. Without this kopf lists and
-    # watches every CRD (and, with --namespace, every Namespace): cluster-scoped reads deploy/ does not
-    # grant. Set before the run (not in the startup handler): the resource observer starts with the run.
-    settings.scanning.disabled = True
+    # One watch stream per namespace when watching them all (watching.py: fair share between namespaces), which
+    # needs kopf's namespace observation; it comes with kopf following the CRDs too (list/watch, granted in
+    # deploy/). Named namespaces: those exactly, nothing cluster-scoped read. Set before the run (not in the
+    # startup handler): the observers start with the run.
+    scope = choose(cfg.namespaces, cfg.watch_streams, kube_can_i)
+    if scope.fallback:
+        log.warning("goodmem-operator: %s", scope.fallback)
+    settings.scanning.disabled = not scope.observe_namespaces
     select_credential_secrets(settings)  # Secrets without goodmem.ai/credentials=true never reach the operator
     kopf.run(
         loop=event_loop(),
         settings=settings,
         registry=registry,
         standalone=True,
-        clusterwide=not cfg.namespaces,
-        namespaces=list(cfg.namespaces),
+        clusterwide=scope.clusterwide,
+        namespaces=list(scope.namespaces),
         liveness_endpoint=cfg.liveness,
         memories=LeanMemories(runtime_ref),  # no per-object memory for Secrets no LLM uses
     )

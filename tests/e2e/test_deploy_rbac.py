@@ -9,10 +9,11 @@ operator runs with exactly that one removed and the API server's audit log shows
 list/watch: nothing is served; llms patch: no finalizer; llms/status patch: no status; secrets get: the
 metadata-only read that tells a Secret without the opt-in label from a missing one; secrets list: the Secret
 watch and the read of a labelled Secret (a list by name with the label selector); secrets watch: the Secret
-watch, so no rotation; events create: no Events). No `get` on LLMs is needed. The operator turns kopf's cluster
-scanning off (settings.scanning.disabled), so no CRD or Namespace read is needed either: with scanning on, kopf
-lists and watches all CRDs, and with --namespace all Namespaces, and retries each 403 for about a
-minute before it goes on.
+watch, so no rotation; events create: no Events). No `get` on LLMs is needed. Watching every namespace, the
+operator opens one watch stream per namespace (watching.py), which takes kopf's namespace observation (namespaces
+list/watch) and with it its CRD observation (customresourcedefinitions list/watch); it asks for the namespace
+rights first (a SelfSubjectAccessReview) and without them falls back to one cluster-wide stream, so those two are
+proven by the fallback rather than by a 403. With --namespace nothing cluster-scoped is read.
 
 This module runs its own control plane: the session's operator (tests/e2e/conftest.py) watches every
 namespace as admin and would reconcile these LLMs too, which would prove nothing.
@@ -63,6 +64,13 @@ GRANTED = {
     ("", "secrets", "watch"),
     ("", "events", "create"),
 }
+#: Watching every namespace, one stream each (the ClusterRole only; a single-namespace Role has none of these).
+CLUSTER_GRANTED = {
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
 CLUSTER_ROLE = ROOT / "deploy" / "overlays" / "cluster-wide" / "clusterrole.yaml"
 CREDENTIALS_LABEL = {"goodmem.ai/credentials": "true"}  # the opt-in label a Secret needs to be used
 
@@ -93,7 +101,15 @@ WITHOUT_RULE = {
     ("", "secrets", "list"): "the Secret watch cannot start: no rotation is seen",
     ("", "secrets", "watch"): "the Secret watch cannot start: no rotation is seen",
     ("", "events", "create"): "no Events on LLMs",
+    # The operator asks before it opens a stream per namespace (a SelfSubjectAccessReview: no 403), so these two
+    # are proven by the fallback instead: one cluster-wide stream, and the log says which right is missing.
+    ("", "namespaces", "list"): "no stream per namespace: one cluster-wide stream, so namespaces wait on each other",
+    ("", "namespaces", "watch"): "no stream per namespace: one cluster-wide stream, so namespaces wait on each other",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "kopf cannot follow the LLM CRD (upgrades unseen)",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "kopf cannot follow the LLM CRD (upgrades unseen)",
 }
+#: Rules whose absence the operator detects and works around (watching.choose): proven by the fallback, not a 403.
+ASKED_FIRST = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
 #: 403s, "Forbidden", kopf's "Not enough permissions": any of them in the log means a missing right.
 #: (?<![,.\d]) keeps a timestamp's milliseconds ("01:57:37,403") from matching.
@@ -197,11 +213,24 @@ def sa_requests(cp: ControlPlane, since: datetime) -> list[tuple[str, str, str, 
 
 
 def sa_writes(cp: ControlPlane, since: datetime) -> set[tuple[str, str, str]]:
-    """(verb, resource[/subresource], response code) of every write the operator's identity made since `since`."""
+    """(verb, resource[/subresource], response code) of every write the operator's identity made since `since`.
+    A SelfSubjectAccessReview is a `create` that stores nothing (the operator asks one at startup: watching.py)."""
     return {
         (verb, resource, code)
         for verb, resource, code, stage in sa_requests(cp, since)
-        if stage == "ResponseComplete" and verb in WRITE_VERBS
+        if stage == "ResponseComplete" and verb in WRITE_VERBS and resource != "selfsubjectaccessreviews"
+    }
+
+
+def sa_watch_scopes(cp: ControlPlane, since: datetime, resource: str) -> set[str | None]:
+    """The namespaces of the operator's watches on `resource` since `since` (None: a cluster-wide watch)."""
+    return {
+        ev.get("objectRef", {}).get("namespace")
+        for ev in cp.audit_events()
+        if ev.get("user", {}).get("username") == SA_USER
+        and datetime.fromisoformat(ev["requestReceivedTimestamp"]) >= since
+        and ev.get("verb") == "watch"
+        and ev.get("objectRef", {}).get("resource") == resource
     }
 
 
@@ -241,7 +270,7 @@ def test_cluster_wide_install_runs_a_full_cycle_with_only_its_identity(
     kubeconfig = cp.kubeconfig_for_service_account(SYSTEM_NS, SA)
     wait_until(lambda: can_i(cp, kubeconfig, "watch", "llms.goodmem.ai", None), message="the ClusterRoleBinding")
     ns = _fresh_namespace(cp)
-    assert rules_in(cp, kubeconfig, ns) == GRANTED, "exactly the documented rules, nothing more"
+    assert rules_in(cp, kubeconfig, ns) == GRANTED | CLUSTER_GRANTED, "exactly the documented rules, nothing more"
 
     started = datetime.now(UTC)
     [health_port] = free_ports(1)
@@ -323,8 +352,13 @@ def test_the_identity_cannot_write_secrets_nor_touch_anything_else(cluster: Cont
         ("get", "llms.goodmem.ai"),
         ("delete", "events"),
         ("patch", "events"),
-        ("list", "namespaces"),
-        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        # Namespaces and CRDs are listed and watched (a stream per namespace), never written.
+        ("create", "namespaces"),
+        ("delete", "namespaces"),
+        ("patch", "namespaces"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
         ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ]:
@@ -441,7 +475,7 @@ def test_readme_command_releases_finalizers_left_by_an_uninstalled_operator(
 def test_the_rule_table_matches_deploy() -> None:
     """No stale entry: every rule WITHOUT_RULE explains is one deploy/ grants (the converse is checked per rule)."""
     assert set(WITHOUT_RULE) <= set(manifest_rules()), set(WITHOUT_RULE) - set(manifest_rules())
-    assert set(manifest_rules()) == GRANTED, "the documented rules are the ones in deploy/"
+    assert set(manifest_rules()) == GRANTED | CLUSTER_GRANTED, "the documented rules are the ones in deploy/"
 
 
 def _cluster_role_without(rule: tuple[str, str, str]) -> str:
@@ -483,7 +517,10 @@ def test_each_rule_is_needed(
     ns = _fresh_namespace(cp)
     try:
         cp.kubectl("apply", "-f", "-", input=_cluster_role_without(rule))
-        wait_until(lambda: rules_in(cp, kubeconfig, ns) == GRANTED - {rule}, message=f"the ClusterRole without {rule}")
+        wait_until(
+            lambda: rules_in(cp, kubeconfig, ns) == (GRANTED | CLUSTER_GRANTED) - {rule},
+            message=f"the ClusterRole without {rule}",
+        )
         # The Secret exists before the operator starts: unused then, so not cached, and the LLM's reconcile reads it.
         # Labelled Secrets are read with a list by name (label selector); `get` is the metadata-only read that tells
         # an unlabelled Secret from a missing one, so its case uses a Secret that did not opt in.
@@ -509,13 +546,20 @@ def test_each_rule_is_needed(
                 30,
                 "the operator's watches",
             )
-            if not seen():
+            if rule in ASKED_FIRST:
+                # Served through one cluster-wide stream instead of one per namespace, and the log says why.
                 kube.apply(ns, llm_manifest("needs-" + verb, credentials=REF))
-            kube.wait_for(seen, 30, f"a 403 for {verb} {resource} ({WITHOUT_RULE[rule]})")
+                kube.wait_condition(ns, "needs-" + verb, timeout=30)
+                assert sa_watch_scopes(cp, started, "llms") == {None}, "one cluster-wide LLM watch, none per namespace"
+                assert f"may not {verb} namespaces" in op.log_text()
+            else:
+                if not seen():
+                    kube.apply(ns, llm_manifest("needs-" + verb, credentials=REF))
+                kube.wait_for(seen, 30, f"a 403 for {verb} {resource} ({WITHOUT_RULE[rule]})")
         finally:
             op.stop()
         denied = sa_denied(cp, started)
-        assert denied == {expected}, f"only the removed rule is missing: {denied}"
+        assert denied == (set() if rule in ASKED_FIRST else {expected}), f"only the removed rule is missing: {denied}"
         log_lines = [line[:200] for line in op.log_text().splitlines() if "forbidden" in line.lower()]
         print(
             f"\nwithout {verb} {resource}: 403 in the audit log ({WITHOUT_RULE[rule]}); operator log: {log_lines[:1]}"

@@ -25,35 +25,51 @@ RULES = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
+#: Only where the operator watches every namespace (the ClusterRole): one watch stream per namespace needs kopf's
+#: namespace observation, which comes with its CRD observation. A Role cannot grant them and needs neither.
+CLUSTER_RULES = [
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+]
 
 
 def _load(path: Path) -> dict[str, Any]:
     return dict(yaml.safe_load(path.read_text()))
 
 
-def _helm_rules() -> list[dict[str, Any]]:
+def _helm_rules(template: str = "rules") -> list[dict[str, Any]]:
     text = (DEPLOY / "helm" / "goodmem-operator" / "templates" / "_helpers.tpl").read_text()
-    block = re.search(r'define "goodmem-operator\.rules" -}}\n(.*?)\{\{- end -}}', text, re.S)
-    assert block, "the rules template is missing from _helpers.tpl"
+    block = re.search(rf'define "goodmem-operator\.{template}" -}}}}\n(.*?)\{{\{{- end -}}}}', text, re.S)
+    assert block, f"the {template} template is missing from _helpers.tpl"
     return list(yaml.safe_load(block.group(1)))
 
 
 @pytest.mark.parametrize(
-    "rules",
+    ("rules", "expected"),
     [
         pytest.param(
-            lambda: _load(DEPLOY / "overlays" / "cluster-wide" / "clusterrole.yaml")["rules"], id="clusterrole"
+            lambda: _load(DEPLOY / "overlays" / "cluster-wide" / "clusterrole.yaml")["rules"],
+            RULES + CLUSTER_RULES,
+            id="clusterrole",
         ),
-        pytest.param(lambda: _load(DEPLOY / "overlays" / "single-namespace" / "role.yaml")["rules"], id="role"),
-        pytest.param(_helm_rules, id="helm"),
+        pytest.param(lambda: _load(DEPLOY / "overlays" / "single-namespace" / "role.yaml")["rules"], RULES, id="role"),
+        pytest.param(_helm_rules, RULES, id="helm"),
+        pytest.param(lambda: _helm_rules("clusterRules"), CLUSTER_RULES, id="helm-cluster"),
     ],
 )
-def test_rbac_is_exactly_the_documented_set(rules: Any) -> None:
-    assert rules() == RULES
+def test_rbac_is_exactly_the_documented_set(rules: Any, expected: list[dict[str, Any]]) -> None:
+    assert rules() == expected
+
+
+def test_helm_grants_cluster_reads_only_in_the_cluster_role() -> None:
+    text = (DEPLOY / "helm" / "goodmem-operator" / "templates" / "rbac.yaml").read_text()
+    cluster, namespaced = text.split("{{- else }}")
+    assert 'include "goodmem-operator.clusterRules"' in cluster
+    assert "clusterRules" not in namespaced
 
 
 def test_no_wildcards_and_secrets_read_only() -> None:
-    for rule in RULES:
+    for rule in RULES + CLUSTER_RULES:
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key]
     secrets = [r for r in RULES if "secrets" in r["resources"]]
@@ -62,7 +78,7 @@ def test_no_wildcards_and_secrets_read_only() -> None:
 
 def test_readme_documents_the_same_rules() -> None:
     readme = (ROOT / "README.md").read_text()
-    for rule in RULES:
+    for rule in RULES + CLUSTER_RULES:
         group = rule["apiGroups"][0] or "core"
         line = f"| `{group}` | `{rule['resources'][0]}` | {', '.join(f'`{v}`' for v in rule['verbs'])} |"
         assert line in readme, f"README Permissions table lacks: {line}"

@@ -150,11 +150,12 @@ def test_render_kubeconfig_with_client_cert_and_token() -> None:
 
 
 def test_count_writes_by_user() -> None:
-    def ev(user: str, verb: str, stage: str = "ResponseComplete") -> dict:
-        return {"stage": stage, "verb": verb, "user": {"username": user}}
+    def ev(user: str, verb: str, stage: str = "ResponseComplete", resource: str = "llms") -> dict:
+        return {"stage": stage, "verb": verb, "user": {"username": user}, "objectRef": {"resource": resource}}
 
     events = [
         ev("op", "create"),
+        ev("op", "create", resource="selfsubjectaccessreviews"),  # a question, not a write
         ev("op", "patch"),
         ev("op", "get"),
         ev("op", "create", "ResponseStarted"),

@@ -40,3 +40,14 @@ app.kubernetes.io/component: operator
   resources: ["events"]
   verbs: ["create"]
 {{- end -}}
+
+{{/* Watching every namespace, one stream each: the cluster-scoped reads, only in the ClusterRole
+     (the same as the last rules of deploy/overlays/cluster-wide/clusterrole.yaml). */}}
+{{- define "goodmem-operator.clusterRules" -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end -}}
