@@ -5,6 +5,7 @@ leaves no task. Due times run on a fake clock (`wake()` by hand): no wall-clock 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -51,7 +52,7 @@ class Recorder:
         finally:
             self.active[key] -= 1
 
-    def keys(self) -> list[Key]:
+    def order(self) -> list[Key]:
         return [key for _, key, _, _ in self.calls]
 
 
@@ -61,10 +62,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def queue(clock: Clock) -> Any:
-    work = Recorder(clock)
+def work(clock: Clock) -> Recorder:
+    return Recorder(clock)
+
+
+@pytest.fixture
+async def queue(clock: Clock, work: Recorder) -> AsyncIterator[Requeue]:
     q = Requeue(work, concurrency=4, clock=clock)
-    q.work = work  # type: ignore[attr-defined]
     yield q
     await q.aclose()
 
@@ -78,28 +82,31 @@ async def advance(q: Requeue, clock: Clock, to: float) -> None:
 A, B, C = ("team-a", "x"), ("team-b", "y"), ("team-a", "z")
 
 
-async def test_a_key_submitted_many_times_is_reconciled_once(queue: Requeue, clock: Clock) -> None:
+async def test_a_key_submitted_many_times_is_reconciled_once(queue: Requeue, clock: Clock, work: Recorder) -> None:
     for _ in range(3):
         queue.add(A, "drift", 5.0)
     queue.add(A, "secret", 5.0)
     await advance(queue, clock, 5.0)
-    assert [(t, k, trig) for t, k, trig, _ in queue.work.calls] == [(5.0, A, "drift")]  # type: ignore[attr-defined]
+    assert [(t, k, trig) for t, k, trig, _ in work.calls] == [(5.0, A, "drift")]
 
 
-async def test_the_earliest_due_time_wins_and_a_later_one_never_postpones(queue: Requeue, clock: Clock) -> None:
+async def test_the_earliest_due_time_wins_and_a_later_one_never_postpones(
+    queue: Requeue, clock: Clock, work: Recorder
+) -> None:
     queue.add(A, "drift", 600.0)
     queue.add(A, "update", 5.0)
     assert queue.pending(A) == ("update", 5.0), "sooner: it replaces the drift check"
     queue.add(A, "drift", 600.0)
     assert queue.pending(A) == ("update", 5.0), "later: it changes nothing"
     await advance(queue, clock, 4.9)
-    assert queue.work.calls == []  # type: ignore[attr-defined]
+    assert work.calls == []
     await advance(queue, clock, 5.0)
-    assert queue.work.keys() == [A] and len(queue) == 0  # type: ignore[attr-defined]
+    assert work.order() == [A] and len(queue) == 0
 
 
-async def test_a_failed_reconcile_is_retried_on_the_delay_it_returns(queue: Requeue, clock: Clock) -> None:
-    work: Recorder = queue.work  # type: ignore[attr-defined]
+async def test_a_failed_reconcile_is_retried_on_the_delay_it_returns(
+    queue: Requeue, clock: Clock, work: Recorder
+) -> None:
     work.script[A] = [Next("update", 2.0), Next("update", 4.0), Next("drift", 600.0)]
     queue.add(A, "update")
     await queue.idle()
@@ -112,8 +119,9 @@ async def test_a_failed_reconcile_is_retried_on_the_delay_it_returns(queue: Requ
     assert queue.pending(A) == ("drift", 600.0), "in sync: the next turn is the drift check"
 
 
-async def test_a_reconcile_that_raises_is_tried_again_after_the_error_delay(queue: Requeue, clock: Clock) -> None:
-    work: Recorder = queue.work  # type: ignore[attr-defined]
+async def test_a_reconcile_that_raises_is_tried_again_after_the_error_delay(
+    queue: Requeue, clock: Clock, work: Recorder
+) -> None:
     work.script[A] = [RuntimeError("API server away")]
     queue.add(A, "secret")
     await queue.idle()
@@ -130,7 +138,7 @@ async def test_keys_are_served_in_turn_across_namespaces(clock: Clock) -> None:
             q.add(("busy", f"llm-{i}"), "secret", 1.0)
         q.add(("quiet", "llm"), "secret", 1.0)  # submitted last, all come due at once
         await advance(q, clock, 1.0)
-        assert work.keys()[:2] == [("busy", "llm-0"), ("quiet", "llm")], work.keys()
+        assert work.order()[:2] == [("busy", "llm-0"), ("quiet", "llm")], work.order()
         assert all(ns == key[0] for _, key, _, ns in work.calls), "each reconcile runs as its namespace's tenant"
     finally:
         await q.aclose()
@@ -147,7 +155,7 @@ async def test_one_namespace_never_holds_every_slot(clock: Clock) -> None:
         assert q.running == 2, "busy holds at most concurrency - 1"
         q.add(("quiet", "llm"), "secret")
         await asyncio.sleep(0)
-        assert ("quiet", "llm") in work.keys(), "the slot left free goes to the other namespace at once"
+        assert ("quiet", "llm") in work.order(), "the slot left free goes to the other namespace at once"
         work.gate.set()
         await q.idle()
         assert len(work.calls) == 6
@@ -155,7 +163,7 @@ async def test_one_namespace_never_holds_every_slot(clock: Clock) -> None:
         await q.aclose()
 
 
-async def test_a_reconcile_elsewhere_replaces_a_pending_retry(queue: Requeue, clock: Clock) -> None:
+async def test_a_reconcile_elsewhere_replaces_a_pending_retry(queue: Requeue, clock: Clock, work: Recorder) -> None:
     """A changed spec: kopf's update handler reconciles at once (in a `turn`), and its outcome decides the next
     turn; the retry that was waiting out its backoff is dropped, not run afterwards."""
     queue.add(A, "update", 300.0)
@@ -163,42 +171,43 @@ async def test_a_reconcile_elsewhere_replaces_a_pending_retry(queue: Requeue, cl
         turn.then = Next("drift", 600.0)
     assert queue.pending(A) == ("drift", 600.0)
     await advance(queue, clock, 300.0)
-    assert queue.work.calls == []  # type: ignore[attr-defined]
+    assert work.calls == []
 
 
-async def test_an_entry_added_during_a_reconcile_elsewhere_runs_after_it(queue: Requeue, clock: Clock) -> None:
+async def test_an_entry_added_during_a_reconcile_elsewhere_runs_after_it(
+    queue: Requeue, clock: Clock, work: Recorder
+) -> None:
     """A Secret rotated while kopf's handler reconciles: that reconcile may have read the old value, so the Secret's
     turn is kept, and runs when the handler's reconcile ends (not during it)."""
     with queue.turn(A) as turn:
         queue.add(A, "secret")
         await asyncio.sleep(0)
-        assert queue.work.calls == [], "not while the key is being reconciled"  # type: ignore[attr-defined]
+        assert work.calls == [], "not while the key is being reconciled"
         turn.then = Next("drift", 600.0)
     await queue.idle()
-    assert [(k, trig) for _, k, trig, _ in queue.work.calls] == [(A, "secret")]  # type: ignore[attr-defined]
+    assert [(k, trig) for _, k, trig, _ in work.calls] == [(A, "secret")]
 
 
-async def test_a_key_is_never_reconciled_twice_at_once(queue: Requeue, clock: Clock) -> None:
-    work: Recorder = queue.work  # type: ignore[attr-defined]
+async def test_a_key_is_never_reconciled_twice_at_once(queue: Requeue, clock: Clock, work: Recorder) -> None:
     work.gate = asyncio.Event()
     queue.add(A, "secret")
     await asyncio.sleep(0)
     queue.add(A, "secret")  # rotated again while the first reconcile runs
     queue.add(B, "secret")
     await asyncio.sleep(0)
-    assert work.keys() == [A, B]
+    assert work.order() == [A, B]
     work.gate.set()
     await queue.idle()
-    assert work.keys() == [A, B, A], "the second rotation gets its own reconcile, after the first"
+    assert work.order() == [A, B, A], "the second rotation gets its own reconcile, after the first"
     assert work.most_in_flight[A] == 1
 
 
-async def test_a_discarded_key_never_runs(queue: Requeue, clock: Clock) -> None:
+async def test_a_discarded_key_never_runs(queue: Requeue, clock: Clock, work: Recorder) -> None:
     queue.add(A, "drift", 10.0)
     queue.add(C, "secret", 10.0)
     queue.discard(A)
     await advance(queue, clock, 10.0)
-    assert queue.work.keys() == [C] and queue.pending(A) is None  # type: ignore[attr-defined]
+    assert work.order() == [C] and queue.pending(A) is None
 
 
 async def test_shutdown_cancels_everything_and_leaves_no_task(clock: Clock) -> None:
