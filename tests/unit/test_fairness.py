@@ -96,6 +96,7 @@ def test_every_grant_takes_a_global_token() -> None:
     clock.now = 10.0  # the bucket refills to its capacity, not beyond
     assert [w for _, w in s.grants()] == ["d"] and not s.blocked_on_tokens()
 
+
 def test_without_a_bucket_only_the_slots_limit() -> None:
     clock = Clock()
     s: FairScheduler[str] = FairScheduler(3, rate=None, per_tenant=2, clock=clock)
@@ -108,7 +109,6 @@ def test_without_a_bucket_only_the_slots_limit() -> None:
     assert [w for _, w in s.grants()] == [], "a is at its cap of two"
     s.release("a")
     assert [w for _, w in s.grants()] == ["a2"]
-
 
 
 def test_withdrawn_waiters_and_idle_namespaces_leave_nothing_behind() -> None:
