@@ -25,14 +25,14 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from goodmem_operator import conditions as cond
-from goodmem_operator._kopf import ResourceMemories
+from goodmem_operator._kopf import ResourceMemories, ResourceMemory
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.fairness import tenant
 from goodmem_operator.llm_index import LLMIndex
@@ -77,7 +77,7 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     CHANGED = f"{ANNOTATION_PREFIX}/changed-since-last-handled"
     FIELD = ("status", KOPF_STATUS, "lastHandled")
 
-    def _comparable(self, essence: Any) -> dict[str, Any]:
+    def _comparable(self, essence: Mapping[str, Any]) -> dict[str, Any]:
         """The essence without kopf's own annotations (progress, markers) and empty stanzas."""
         data = copy.deepcopy(dict(essence))
         meta = data.get("metadata")
@@ -93,15 +93,15 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
                 data.pop("metadata")
         return data
 
-    def _digest(self, essence: Any) -> str:
+    def _digest(self, essence: Mapping[str, Any]) -> str:
         canonical = json.dumps(self._comparable(essence), sort_keys=True, separators=(",", ":"), default=str)
         return DIGEST_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
 
-    def digest_of(self, body: Any) -> str:
+    def digest_of(self, body: kopf.Body) -> str:
         """The digest of `body`'s essence (what changes it: spec, labels, annotations but kopf's own)."""
         return self._digest(self.build(body=body))
 
-    def _stored(self, body: Any) -> str | None:
+    def _stored(self, body: kopf.Body) -> str | None:
         status = body.get("status") or {}
         value = (status.get(KOPF_STATUS) or {}).get(self.FIELD[-1]) if isinstance(status, dict) else None
         if isinstance(value, str):
@@ -112,18 +112,20 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
                 return str(legacy)
         return None
 
-    def fetch(self, *, body: Any) -> Any:
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         stored = self._stored(body)
         if stored is None:
             return None
         if not stored.startswith(DIGEST_PREFIX):
-            return json.loads(stored)  # written by kopf's AnnotationsDiffBaseStorage (before this storage)
+            old: kopf.BodyEssence = json.loads(stored)  # written by kopf's AnnotationsDiffBaseStorage (before this)
+            return old
         current = self.build(body=body)  # what kopf compares it with (no extra fields in our handlers)
         if self._digest(current) == stored.strip():
             return current
-        return {**current, self.CHANGED: True}
+        changed: Any = {**current, self.CHANGED: True}  # kopf's TypedDict plus one key of ours: a diff for kopf
+        return cast(kopf.BodyEssence, changed)
 
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         patch.status.setdefault(KOPF_STATUS, {})[self.FIELD[-1]] = self._digest(essence)
         for full_key in self.make_keys(self.key, body=body):
             if full_key in body.metadata.annotations:
@@ -149,11 +151,11 @@ class ChangeAwareProgressStorage(kopf.StatusProgressStorage):
         super().__init__(name=KOPF_STATUS, field="status.{name}.progress", touch_field="status.{name}.dummy")
         self.diffbase = diffbase
 
-    def store(self, *, key: Any, record: Any, body: Any, patch: Any) -> None:
+    def store(self, *, key: kopf.HandlerId, record: kopf.ProgressRecord, body: kopf.Body, patch: kopf.Patch) -> None:
         extended: Any = {**record, self.FIELD: self.diffbase.digest_of(body)}  # kopf's TypedDict plus our key
         super().store(key=key, record=extended, body=body, patch=patch)
 
-    def fetch(self, *, key: Any, body: Any) -> Any:
+    def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
         record = super().fetch(key=key, body=body)
         if not record:
             return record
@@ -163,7 +165,7 @@ class ChangeAwareProgressStorage(kopf.StatusProgressStorage):
         essence = plain.pop(self.FIELD, None)
         if plain.get("delayed") and essence not in (None, self.diffbase.digest_of(body)):
             plain["delayed"] = None
-        return plain
+        return cast(kopf.ProgressRecord, plain)  # kopf's own keys only, as it wrote them
 
 
 StatusWriter = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (namespace, name, status delta)
@@ -213,7 +215,7 @@ class Memo(kopf.Memo):
     runtime: Runtime
 
 
-def key_of(body: Any) -> Key:
+def key_of(body: Mapping[str, Any]) -> Key:
     meta = body.get("metadata") or {}
     return meta.get("namespace") or "", meta.get("name") or ""
 
@@ -246,7 +248,7 @@ class LeanMemories(ResourceMemories):
     """
 
     @staticmethod
-    def _keep(raw_body: Any, memobase: Any) -> bool:
+    def _keep(raw_body: kopf.RawBody, memobase: object | None) -> bool:
         rt = memobase.get("runtime") if isinstance(memobase, dict) else None
         if rt is None or raw_body.get("kind") != "Secret" or raw_body.get("apiVersion", "v1") != "v1":
             return True
@@ -254,8 +256,13 @@ class LeanMemories(ResourceMemories):
         return secret_in_use(rt, meta.get("namespace", ""), meta.get("name", ""))
 
     async def recall(
-        self, raw_body: Any, *, memobase: Any = None, noticed_by_listing: bool = False, ephemeral: bool = False
-    ) -> Any:
+        self,
+        raw_body: kopf.RawBody,
+        *,
+        memobase: Any = None,  # the memo given to kopf.run, typed by kopf's private NewType AnyMemo
+        noticed_by_listing: bool = False,
+        ephemeral: bool = False,
+    ) -> ResourceMemory:
         return await super().recall(
             raw_body,
             memobase=memobase,
@@ -311,7 +318,7 @@ def _jitter(uid: str) -> float:
     return 0.9 + (zlib.crc32(uid.encode()) % 1000) / 5000
 
 
-def drift_of(rt: Runtime, body: Any) -> DriftInterval:
+def drift_of(rt: Runtime, body: Mapping[str, Any]) -> DriftInterval:
     """The LLM's drift interval now, with a `DriftIntervalClamped` Warning the first time a clamped value is seen
     (again after a valid value came between). Read at every reconcile: an annotation change is one (kopf's update
     handler), so the new interval counts from that reconcile on."""
@@ -322,11 +329,11 @@ def drift_of(rt: Runtime, body: Any) -> DriftInterval:
         rt.warned.pop(key, None)
     elif rt.warned.get(key) != interval.clamped_from:
         rt.warned[key] = interval.clamped_from
-        kopf.event(body, type="Warning", reason=DRIFT_INTERVAL_CLAMPED, message=drift_clamped_message(interval))
+        _post(body, [Event("Warning", DRIFT_INTERVAL_CLAMPED, drift_clamped_message(interval))])
     return interval
 
 
-async def run_reconcile(rt: Runtime, body: Any, trigger: str) -> Outcome:
+async def run_reconcile(rt: Runtime, body: Mapping[str, Any], trigger: str) -> Outcome:
     """The reconcile plus its metrics."""
     obj = LLMObject.from_body(body)
     started = time.monotonic()
@@ -337,12 +344,14 @@ async def run_reconcile(rt: Runtime, body: Any, trigger: str) -> Outcome:
     return outcome
 
 
-def _post(body: Any, events: list[Event]) -> None:
+def _post(body: Mapping[str, Any], events: list[Event]) -> None:
+    # kopf.event reads only apiVersion, kind and metadata (its object reference): the index's plain snapshot serves
+    # as well as kopf's own Body, which is what kopf's signature names.
     for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
 
 
-async def write_outcome(rt: Runtime, outcome: Outcome, body: Any, patch: kopf.Patch | None) -> bool:
+async def write_outcome(rt: Runtime, outcome: Outcome, body: Mapping[str, Any], patch: kopf.Patch | None) -> bool:
     """The one writer of an outcome: the status fields that changed, then its Events. In a kopf change handler the
     fields go into kopf's `patch`, which kopf sends in one `/status` request with its own `status.kopf` (a write of
     ours beside it would cost one more API write per change); elsewhere, one `/status` merge patch. Returns
@@ -365,7 +374,7 @@ async def write_outcome(rt: Runtime, outcome: Outcome, body: Any, patch: kopf.Pa
     return written
 
 
-async def settle(rt: Runtime, body: Any, trigger: str, patch: kopf.Patch | None) -> Next:
+async def settle(rt: Runtime, body: Mapping[str, Any], trigger: str, patch: kopf.Patch | None) -> Next:
     """One reconcile of an LLM, wherever it runs, and its outcome written; returns the key's next turn: the retry
     on the outcome's backoff, SIDE_PATH_RETRY when the reconcile raised or its status could not be written, else
     the next drift check, one interval (with the LLM's stable jitter) from now."""
