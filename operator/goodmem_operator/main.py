@@ -109,7 +109,7 @@ class QuietIndexLog(logging.Filter):
 def main(argv: list[str] | None = None) -> None:
     cfg = config_mod.parse(argv)
     registry = build_registry()
-    memo = Memo()  # kopf hands a shallow copy to every object's handlers: `memo.runtime` is shared
+    shared = Memo()  # kopf.run(memo=...): every object's handlers get a shallow copy, so `runtime` is one object
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         # A digest, not a copy of the spec: a large spec must not overflow the annotations (kopf#1087).
         diffbase = DigestDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
         settings.persistence.diffbase_storage = diffbase
-        # A changed spec ends a retry delay at once (kopf alone would wait it out).
+        # A changed spec ends a kopf retry delay at once (kopf alone would wait it out): the release handler's, and a
+        # record left by an older operator; the reconcile's own retries are the requeue's (handlers.py).
         settings.persistence.progress_storage = ChangeAwareProgressStorage(diffbase=diffbase)
         settings.posting.loggers = False  # our own Events only, never log lines (they could carry anything)
         settings.watching.server_timeout = 300
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.queueing.idle_timeout = 0.1
         # The initial listings come in pages, not as one response of every Secret of the cluster.
         settings.watching.chunk_size = 500
-        memo.runtime = build_runtime(cfg)  # before any watch starts: kopf runs startup handlers first
+        memo.runtime = build_runtime(cfg)  # kopf's root memo (`shared`), before any watch starts
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url, scope.description)
 
     @kopf.on.login(registry=registry)
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=scope.clusterwide,
         namespaces=list(scope.namespaces),
         liveness_endpoint=cfg.liveness,
-        memo=memo,
+        memo=shared,
         memories=LeanMemories(),  # no per-object memory for Secrets no LLM uses
     )
 
