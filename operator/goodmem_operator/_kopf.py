@@ -8,9 +8,12 @@ change made here, never a surprise somewhere else. Everything else uses kopf's p
 
 from __future__ import annotations
 
-from kopf._core.reactor.inventory import ResourceMemories  # kopf.run(memories=...) takes one; not re-exported
+from kopf._core.reactor.inventory import (  # kopf.run(memories=...) takes one; not re-exported
+    ResourceMemories,
+    ResourceMemory,  # what ResourceMemories.recall returns
+)
 
 #: The kopf minor release the private names above were checked against.
 KOPF_MINOR = "1.45"
 
-__all__ = ["KOPF_MINOR", "ResourceMemories"]
+__all__ = ["KOPF_MINOR", "ResourceMemories", "ResourceMemory"]

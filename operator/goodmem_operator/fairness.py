@@ -18,7 +18,9 @@ around each reconcile and finalize (`handlers.run_reconcile`, `handlers.release_
 verbs need no extra argument; a call outside any tenant shares the tenant "".
 
 `FairScheduler` is the bookkeeping alone (no asyncio, an injectable clock: its unit tests are
-deterministic); `FairLimiter` puts futures and one timer around it.
+deterministic); `FairLimiter` puts futures and one timer around it. The operator's requeue (requeue.py) orders
+its due keys with a `FairScheduler` too, without a token bucket (`rate=None`): its slots are reconciles, and
+their registry requests pass this limiter's bucket anyway.
 """
 
 from __future__ import annotations
@@ -56,12 +58,13 @@ def default_per_tenant(concurrency: int) -> int:
 
 
 class FairScheduler(Generic[W]):
-    """Who gets the next registry slot: per-tenant queues, a per-tenant cap, one global token bucket."""
+    """Who gets the next slot: per-tenant queues, a per-tenant cap, one global token bucket (none if `rate` is
+    None: then only the slots limit)."""
 
     def __init__(
         self,
         concurrency: int,
-        rate: float,
+        rate: float | None,
         *,
         burst: int | None = None,
         per_tenant: int | None = None,
@@ -71,8 +74,8 @@ class FairScheduler(Generic[W]):
         self.per_tenant = max(
             1, min(self.concurrency, per_tenant if per_tenant is not None else default_per_tenant(self.concurrency))
         )
-        self.rate = max(0.001, rate)
-        self.capacity = float(burst if burst is not None else max(1, int(rate)))
+        self.rate = None if rate is None else max(0.001, rate)
+        self.capacity = float(burst if burst is not None else max(1, int(rate or 1)))
         self._clock = clock
         self._tokens = self.capacity
         self._stamp = clock()
@@ -110,6 +113,8 @@ class FairScheduler(Generic[W]):
     # -- grants ----------------------------------------------------------------------------------
 
     def _refill(self) -> None:
+        if self.rate is None:
+            return
         now = self._clock()
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
@@ -117,7 +122,9 @@ class FairScheduler(Generic[W]):
     def token_wait(self) -> float:
         """Seconds until the bucket holds a whole token (0 when it does)."""
         self._refill()
-        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
+        if self.rate is None or self._tokens >= 1:
+            return 0.0
+        return (1 - self._tokens) / self.rate
 
     def _next_tenant(self) -> str | None:
         best: str | None = None
@@ -138,10 +145,11 @@ class FairScheduler(Generic[W]):
             name = self._next_tenant()
             if name is None:
                 break
-            self._refill()
-            if self._tokens < 1:
-                break
-            self._tokens -= 1
+            if self.rate is not None:
+                self._refill()
+                if self._tokens < 1:
+                    break
+                self._tokens -= 1
             queue = self._queues[name]
             waiter, _ = queue.popitem(last=False)
             self.active += 1
@@ -155,7 +163,7 @@ class FairScheduler(Generic[W]):
 
     def blocked_on_tokens(self) -> bool:
         """Whether a waiter could be served but for the token bucket (then a timer must come back)."""
-        return self.active < self.concurrency and self._next_tenant() is not None
+        return self.rate is not None and self.active < self.concurrency and self._next_tenant() is not None
 
     def release(self, tenant: str) -> None:
         """A granted request is over (whatever its result)."""

@@ -1,34 +1,44 @@
 """kopf glue: wire Kubernetes events to the one reconcile, and apply its outcome.
 
-Nothing here decides anything about the registry: every path (create,
-resume, update, the drift timer, Secret events) calls `Reconciler.reconcile`
-and applies the returned `Outcome` (status delta, events, retry delay).
-Handlers are registered on a registry built from the operator's `Config`, so
-intervals and names come from configuration, not from import-time globals.
+Nothing here decides anything about the registry: every reconcile, whatever started it, goes through `settle`
+(`Reconciler.reconcile`, then `write_outcome`, the one writer of an `Outcome`: status delta and Events), which
+also names the key's next turn. Two ways in:
+
+- kopf's change handlers (create, resume, update) reconcile at once, and the status delta goes into kopf's own
+  patch, which kopf sends in one `/status` request with its bookkeeping (`status.kopf`);
+- everything else is a key in the one requeue (requeue.py): a Secret event's users, and each key's next turn,
+  the retry on the engine's backoff after a failure, else the next drift check. Those reconciles read the LLM's
+  latest body from `LLMIndex`, and their delta goes out as one `/status` merge patch.
+
+Only deletion keeps kopf's own retry (`kopf.TemporaryError`): the finalizer is kopf's to remove.
+The handlers are module-level functions, registered by `build_registry`; what they share is in kopf's memo
+(`Memo.runtime`, set by main's startup handler).
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
+import functools
 import hashlib
 import json
 import logging
 import math
-import random
 import time
 import zlib
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from goodmem_operator import conditions as cond
-from goodmem_operator._kopf import ResourceMemories
+from goodmem_operator._kopf import ResourceMemories, ResourceMemory
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.fairness import tenant
-from goodmem_operator.llm_index import LLMIndex, snapshot
-from goodmem_operator.reconcile import Event, LLMObject, Outcome, Reconciler, RetryLater
+from goodmem_operator.llm_index import LLMIndex
+from goodmem_operator.metrics import Metrics
+from goodmem_operator.reconcile import Event, LLMObject, Outcome, Reconciler, RetryLater, Trigger
+from goodmem_operator.requeue import Key, Next, Requeue
 from goodmem_operator.secrets import CREDENTIALS_SELECTOR, UNKNOWN, SecretCache
 
 log = logging.getLogger("goodmem_operator.handlers")
@@ -67,7 +77,7 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     CHANGED = f"{ANNOTATION_PREFIX}/changed-since-last-handled"
     FIELD = ("status", KOPF_STATUS, "lastHandled")
 
-    def _comparable(self, essence: Any) -> dict[str, Any]:
+    def _comparable(self, essence: Mapping[str, Any]) -> dict[str, Any]:
         """The essence without kopf's own annotations (progress, markers) and empty stanzas."""
         data = copy.deepcopy(dict(essence))
         meta = data.get("metadata")
@@ -83,15 +93,15 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
                 data.pop("metadata")
         return data
 
-    def _digest(self, essence: Any) -> str:
+    def _digest(self, essence: Mapping[str, Any]) -> str:
         canonical = json.dumps(self._comparable(essence), sort_keys=True, separators=(",", ":"), default=str)
         return DIGEST_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
 
-    def digest_of(self, body: Any) -> str:
+    def digest_of(self, body: kopf.Body) -> str:
         """The digest of `body`'s essence (what changes it: spec, labels, annotations but kopf's own)."""
         return self._digest(self.build(body=body))
 
-    def _stored(self, body: Any) -> str | None:
+    def _stored(self, body: kopf.Body) -> str | None:
         status = body.get("status") or {}
         value = (status.get(KOPF_STATUS) or {}).get(self.FIELD[-1]) if isinstance(status, dict) else None
         if isinstance(value, str):
@@ -102,18 +112,20 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
                 return str(legacy)
         return None
 
-    def fetch(self, *, body: Any) -> Any:
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         stored = self._stored(body)
         if stored is None:
             return None
         if not stored.startswith(DIGEST_PREFIX):
-            return json.loads(stored)  # written by kopf's AnnotationsDiffBaseStorage (before this storage)
+            old: kopf.BodyEssence = json.loads(stored)  # written by kopf's AnnotationsDiffBaseStorage (before this)
+            return old
         current = self.build(body=body)  # what kopf compares it with (no extra fields in our handlers)
         if self._digest(current) == stored.strip():
             return current
-        return {**current, self.CHANGED: True}
+        changed: Any = {**current, self.CHANGED: True}  # kopf's TypedDict plus one key of ours: a diff for kopf
+        return cast(kopf.BodyEssence, changed)
 
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         patch.status.setdefault(KOPF_STATUS, {})[self.FIELD[-1]] = self._digest(essence)
         for full_key in self.make_keys(self.key, body=body):
             if full_key in body.metadata.annotations:
@@ -125,11 +137,12 @@ class ChangeAwareProgressStorage(kopf.StatusProgressStorage):
     resource changes.
 
     kopf does not call a handler that raised TemporaryError(delay=...) again before the delay is over,
-    even if the spec changes meanwhile (and while a creation keeps failing, kopf stores no diff base, so
-    every later change is still that same creation): a fix to a spec waiting out a 5-minute backoff (a
-    missing Secret, a registry outage) would wait those 5 minutes. This storage records with each handler
-    state the digest of the essence it was written for, and drops the delay when the resource's essence
-    differs: a changed spec is tried at once, once per change; retrying the same spec keeps its backoff.
+    even if the spec changes meanwhile. The reconcile handler no longer raises it (its retries are keys in
+    the requeue, where a changed spec ends the delay at once: requeue.py), but the release handler does, and
+    an LLM that was waiting out a delay under an older operator carries that record in its status: this
+    storage records with each handler state the digest of the essence it was written for, and drops the
+    delay when the resource's essence differs: a changed spec is tried at once, once per change; retrying
+    the same spec keeps its backoff.
     """
 
     FIELD = "essence"  # an extra key in kopf's record; kopf ignores keys it does not know
@@ -138,11 +151,11 @@ class ChangeAwareProgressStorage(kopf.StatusProgressStorage):
         super().__init__(name=KOPF_STATUS, field="status.{name}.progress", touch_field="status.{name}.dummy")
         self.diffbase = diffbase
 
-    def store(self, *, key: Any, record: Any, body: Any, patch: Any) -> None:
+    def store(self, *, key: kopf.HandlerId, record: kopf.ProgressRecord, body: kopf.Body, patch: kopf.Patch) -> None:
         extended: Any = {**record, self.FIELD: self.diffbase.digest_of(body)}  # kopf's TypedDict plus our key
         super().store(key=key, record=extended, body=body, patch=patch)
 
-    def fetch(self, *, key: Any, body: Any) -> Any:
+    def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
         record = super().fetch(key=key, body=body)
         if not record:
             return record
@@ -152,20 +165,59 @@ class ChangeAwareProgressStorage(kopf.StatusProgressStorage):
         essence = plain.pop(self.FIELD, None)
         if plain.get("delayed") and essence not in (None, self.diffbase.digest_of(body)):
             plain["delayed"] = None
-        return plain
+        return cast(kopf.ProgressRecord, plain)  # kopf's own keys only, as it wrote them
+
+
+StatusWriter = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (namespace, name, status delta)
+
+# A reconcile outside kopf's change handlers that failed unexpectedly (say, a Secret read while the API server is
+# away), or whose status could not be written, is tried again after this.
+SIDE_PATH_RETRY = 10.0
 
 
 @dataclass
 class Runtime:
-    """What the handlers share; built by main at startup."""
+    """What the handlers share; built by main at startup and kept in kopf's memo (`Memo.runtime`)."""
 
     reconciler: Reconciler
     secret_cache: SecretCache
-    status_writer: Any  # async (namespace, name, status_patch) -> None, for paths outside kopf's own patch
+    status_writer: StatusWriter | None  # the /status merge patch of reconciles outside kopf's change handlers
     drift_interval: float = 600.0
-    metrics: Any = None  # goodmem_operator.metrics.Metrics, or None
+    metrics: Metrics | None = None
     index: LLMIndex = field(default_factory=LLMIndex)
-    _retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    concurrency: int = 32  # reconciles the requeue runs at once (main: twice the registry's concurrency)
+    clock: Callable[[], float] = time.monotonic
+    requeue: Requeue = field(init=False)
+    warned: dict[Key, str] = field(default_factory=dict)  # per LLM, the clamped drift interval last warned about
+
+    def __post_init__(self) -> None:
+        self.requeue = Requeue(
+            functools.partial(requeued, self),
+            concurrency=self.concurrency,
+            error_delay=SIDE_PATH_RETRY,
+            clock=self.clock,
+        )
+
+    def forget(self, key: Key) -> None:
+        """The LLM is gone: no next turn, no warning state."""
+        self.requeue.discard(key)
+        self.warned.pop(key, None)
+
+    async def aclose(self) -> None:
+        await self.requeue.aclose()
+        await self.reconciler.registry.aclose()
+
+
+class Memo(kopf.Memo):
+    """kopf's memo, typed (passed as `kopf.run(memo=...)`). `runtime` is set by the startup handler, before any
+    watch starts; each object's memo is kopf's shallow copy of this one, so every handler sees the same Runtime."""
+
+    runtime: Runtime
+
+
+def key_of(body: Mapping[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
 
 
 def select_credential_secrets(settings: kopf.OperatorSettings) -> None:
@@ -192,46 +244,37 @@ class LeanMemories(ResourceMemories):
     it: with 10,000 unrelated Secrets that was 16 MB of a fresh operator's RSS (BENCHMARKS.md). Such a
     Secret's memory is made ephemeral (kopf's own mode for objects that may never exist): created for
     the event and dropped after it. A Secret that comes into use gets a kept memory from its next event.
+    What the operator knows comes from kopf's memo (`memobase`, the one passed to `kopf.run`).
     """
 
-    def __init__(self, runtime_ref: dict[str, Runtime]) -> None:
-        super().__init__()
-        self._runtime_ref = runtime_ref
-
-    def _keep(self, raw_body: Any) -> bool:
-        rt = self._runtime_ref.get("rt")
+    @staticmethod
+    def _keep(raw_body: kopf.RawBody, memobase: object | None) -> bool:
+        rt = memobase.get("runtime") if isinstance(memobase, dict) else None
         if rt is None or raw_body.get("kind") != "Secret" or raw_body.get("apiVersion", "v1") != "v1":
             return True
         meta = raw_body.get("metadata") or {}
         return secret_in_use(rt, meta.get("namespace", ""), meta.get("name", ""))
 
     async def recall(
-        self, raw_body: Any, *, memobase: Any = None, noticed_by_listing: bool = False, ephemeral: bool = False
-    ) -> Any:
+        self,
+        raw_body: kopf.RawBody,
+        *,
+        memobase: Any = None,  # the memo given to kopf.run, typed by kopf's private NewType AnyMemo
+        noticed_by_listing: bool = False,
+        ephemeral: bool = False,
+    ) -> ResourceMemory:
         return await super().recall(
             raw_body,
             memobase=memobase,
             noticed_by_listing=noticed_by_listing,
-            ephemeral=ephemeral or not self._keep(raw_body),
+            ephemeral=ephemeral or not self._keep(raw_body, memobase),
         )
-
-
-def _post(body: Any, events: list[Event]) -> None:
-    for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
-def apply_outcome(outcome: Outcome, body: Any, patch: kopf.Patch) -> None:
-    delta = outcome.status_patch(dict(body.get("status") or {}))
-    for key, value in delta.items():
-        patch.status[key] = value
-    _post(body, outcome.events)
 
 
 DRIFT_INTERVAL_ANNOTATION = "goodmem.ai/drift-interval"
 # The least a namespace may ask for with the annotation: every drift check is a registry GET out of the budget all
 # namespaces share ("0.0001" once made 395 GETs in 3 s from a single LLM). The operator's own --drift-interval is set
-# by whoever runs the operator and is not floored. It is also how often a drift daemon re-reads the annotation.
+# by whoever runs the operator and is not floored.
 DRIFT_INTERVAL_FLOOR = 30.0
 DRIFT_INTERVAL_CLAMPED = "DriftIntervalClamped"  # the Warning Event's reason
 
@@ -275,8 +318,23 @@ def _jitter(uid: str) -> float:
     return 0.9 + (zlib.crc32(uid.encode()) % 1000) / 5000
 
 
-async def run_reconcile(rt: Runtime, body: Any, trigger: str) -> Outcome:
-    """The reconcile plus its metrics; every path goes through here."""
+def drift_of(rt: Runtime, body: Mapping[str, Any]) -> DriftInterval:
+    """The LLM's drift interval now, with a `DriftIntervalClamped` Warning the first time a clamped value is seen
+    (again after a valid value came between). Read at every reconcile: an annotation change is one (kopf's update
+    handler), so the new interval counts from that reconcile on."""
+    meta = body.get("metadata") or {}
+    interval = drift_interval_of(meta.get("annotations"), rt.drift_interval)
+    key = key_of(body)
+    if interval.clamped_from is None:
+        rt.warned.pop(key, None)
+    elif rt.warned.get(key) != interval.clamped_from:
+        rt.warned[key] = interval.clamped_from
+        _post(body, [Event("Warning", DRIFT_INTERVAL_CLAMPED, drift_clamped_message(interval))])
+    return interval
+
+
+async def run_reconcile(rt: Runtime, body: Mapping[str, Any], trigger: str) -> Outcome:
+    """The reconcile plus its metrics."""
     obj = LLMObject.from_body(body)
     started = time.monotonic()
     with tenant(obj.namespace):  # its registry calls queue in its namespace's turn (fairness.py)
@@ -286,169 +344,46 @@ async def run_reconcile(rt: Runtime, body: Any, trigger: str) -> Outcome:
     return outcome
 
 
-# C901 excepted: mccabe counts the branches of every handler nested here; each handler alone is under 10. The
-# handlers move to module level with the one requeue path (issue #14 part 3), which removes this exception.
-def build_registry(  # noqa: C901
-    runtime_ref: dict[str, Runtime], *, drift_interval: float, recheck: float = DRIFT_INTERVAL_FLOOR
-) -> kopf.OperatorRegistry:
-    """All handlers, on a registry of their own.  `runtime_ref['rt']` is filled at startup.
+def _post(body: Mapping[str, Any], events: list[Event]) -> None:
+    # kopf.event reads only apiVersion, kind and metadata (its object reference): the index's plain snapshot serves
+    # as well as kopf's own Body, which is what kopf's signature names.
+    for event in events:
+        kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
 
-    Drift: a daemon per LLM reconciles when the LLM's interval (annotation
-    goodmem.ai/drift-interval, at least DRIFT_INTERVAL_FLOOR, else `drift_interval`, times a stable
-    per-resource jitter) has passed since its last reconcile of any kind; a changed annotation is
-    seen within `recheck` seconds, from the daemon's first wait on.
-    """
-    registry = kopf.OperatorRegistry()
 
-    def rt() -> Runtime:
-        return runtime_ref["rt"]
-
-    # -- who uses which Secret, and the latest LLM bodies for Secret-driven reconciles ------------
-    # Our own maps, not @kopf.index: kopf's index readiness gate makes startup quadratic (llm_index.py).
-
-    @kopf.on.event(GROUP, VERSION, PLURAL, id=INDEX_HANDLER, registry=registry)
-    async def index_llm(event: Any, body: Any, **_: Any) -> None:
-        released = rt().index.observe(body, deleted=event.get("type") == "DELETED")
-        if released is not None:
-            rt().secret_cache.forget(*released)  # no LLM uses it any more: keep no copy
-
-    # -- the LLM lifecycle ---------------------------------------------------------------------
-
-    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    async def reconcile_llm(body: Any, patch: kopf.Patch, reason: str, **_: Any) -> None:
-        outcome = await run_reconcile(rt(), body, str(reason))
-        apply_outcome(outcome, body, patch)
-        if outcome.retry_after is not None:
-            raise kopf.TemporaryError(_retry_message(outcome), delay=outcome.retry_after)
-
-    @kopf.daemon(GROUP, VERSION, PLURAL, id="drift", cancellation_timeout=5.0, registry=registry)
-    async def observe_drift(stopped: kopf.DaemonStopped, body: Any, uid: str, **_: Any) -> None:
-        """One quiet loop per LLM: re-observe when its drift interval has passed since its last reconcile."""
-        # `body` is a live view in kopf daemons: annotation changes are seen on the next wake-up, and no wait is
-        # longer than `recheck`, the first one included.
-        started = time.monotonic()
-        # Before any reconcile of this LLM is recorded, the first check is due this share of an interval after the
-        # daemon started (a restart's checks spread out); once one is, an interval (with jitter) after the last one.
-        first_share = random.uniform(0.5, 1.0)
-        warned: str | None = None  # the clamped annotation value last warned about
-        retry_in: float | None = None
-        while not stopped:
-            meta = body.get("metadata", {})
-            if meta.get("deletionTimestamp"):
-                return
-            interval = drift_interval_of(meta.get("annotations"), drift_interval)
-            if interval.clamped_from is not None and interval.clamped_from != warned:
-                kopf.event(body, type="Warning", reason=DRIFT_INTERVAL_CLAMPED, message=drift_clamped_message(interval))
-            warned = interval.clamped_from
-            if retry_in is None:
-                last = rt().reconciler.last_observed.get(uid)
-                if last is None:
-                    remaining = interval.seconds * first_share - (time.monotonic() - started)
-                else:
-                    remaining = interval.seconds * _jitter(uid) - (time.monotonic() - last)
-                if remaining > 0:
-                    await stopped.wait(min(remaining, recheck))
-                    continue
-            retry_in = await reconcile_and_write(rt(), snapshot(body), "drift")
-            if retry_in is not None:
-                # A failed drift check is retried on its backoff, not a whole interval later,
-                # unless another reconcile comes in between (its path then owns the retry).
-                stamp = rt().reconciler.last_observed.get(uid)
-                await stopped.wait(retry_in)
-                if rt().reconciler.last_observed.get(uid) != stamp:
-                    retry_in = None
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, id="release", registry=registry)
-    async def release_llm(body: Any, patch: kopf.Patch, **_: Any) -> None:
-        obj = LLMObject.from_body(body)
+async def write_outcome(rt: Runtime, outcome: Outcome, body: Mapping[str, Any], patch: kopf.Patch | None) -> bool:
+    """The one writer of an outcome: the status fields that changed, then its Events. In a kopf change handler the
+    fields go into kopf's `patch`, which kopf sends in one `/status` request with its own `status.kopf` (a write of
+    ours beside it would cost one more API write per change); elsewhere, one `/status` merge patch. Returns
+    whether the status is (or will be) written."""
+    delta = outcome.status_patch(dict(body.get("status") or {}))
+    written = True
+    if patch is not None:
+        for name, value in delta.items():
+            patch.status[name] = value
+    elif delta:
+        namespace, name = key_of(body)
         try:
-            with tenant(obj.namespace):  # as in run_reconcile: the namespace's own turn at the registry
-                events = await rt().reconciler.finalize(obj)
-        except RetryLater as exc:
-            deleting = cond.deleting(f"{exc} (retrying in {exc.delay:g}s)")
-            patch.status["conditions"] = cond.dump(cond.set_conditions(None, [deleting], obj.generation))
-            raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
-        if rt().metrics is not None:
-            rt().metrics.forget(obj.uid)
-        _post(body, events)
-
-    # -- Secrets: events only (no create/update handlers, so nothing is ever written to a Secret) --
-
-    def watched(namespace: str | None, name: str, **_: Any) -> bool:
-        """A Secret some LLM uses, or one still cached: every other Secret event is dropped before a handler
-        runs (no log line, no cache entry, no work for the labelled Secrets no LLM uses). Secrets without
-        the credentials label are not even sent: the watch selects by label (`select_credential_secrets`)."""
-        return secret_in_use(rt(), namespace or "", name)
-
-    @kopf.on.event("", "v1", "secrets", id="secret-changed", when=watched, registry=registry)
-    async def secret_changed(event: Any, namespace: str | None, name: str, body: Any, **_: Any) -> None:
-        namespace = namespace or ""  # kopf types it optional; Secrets are namespaced
-        # Gaining the credentials label comes as ADDED, losing it as DELETED (the watch selects by label);
-        # an unlabelled body (should the selector be off) is kept as "not labelled", without its data.
-        # Either way the users are reconciled: they take up the Secret, or show SecretNotLabelled.
-        users = rt().index.users(namespace, name)
-        cache = rt().secret_cache
-        before = cache.peek(namespace, name)
-        kind = event.get("type")
-        cache.observe(namespace, name, body, deleted=kind == "DELETED", referenced=bool(users))
-        if not users:
-            return
-        if kind is None and before is UNKNOWN:
-            return  # a listing, and nothing known of this Secret yet: the resume handlers cover its users
-        # A listing (kind None) also comes after kopf restarts a watch (410 Gone, say after an API server
-        # restart): a Secret that changed while the watch was away shows up only there.
-        if kind != "DELETED" and before == cache.peek(namespace, name):
-            return
-        # All users at once: the registry client's limiter bounds concurrency and rate (bench/ANALYSIS.md #4).
-        await asyncio.gather(
-            *(_reconcile_from_index(rt(), namespace, llm_name, trigger="secret") for llm_name in users)
-        )
-
-    return registry
+            if rt.status_writer is None:
+                raise RuntimeError("no status writer")
+            await rt.status_writer(namespace, name, delta)
+        except Exception as exc:
+            log.warning("%s/%s: could not write status: %s", namespace, name, type(exc).__name__)
+            written = False
+    _post(body, outcome.events)
+    return written
 
 
-async def _reconcile_from_index(rt: Runtime, namespace: str, name: str, *, trigger: str) -> None:
-    """Reconcile an LLM outside kopf's handler machinery (a Secret changed) and write its status."""
-    body = rt.index.body(namespace, name)
-    if body is None:
-        return
-    if (body.get("metadata") or {}).get("deletionTimestamp"):
-        return
-    retry_in = await reconcile_and_write(rt, body, trigger)
-    key = (namespace, name)
-    pending = rt._retries.pop(key, None)
-    if pending is not None and pending is not asyncio.current_task():
-        pending.cancel()
-    if retry_in is not None:
-        uid = (body.get("metadata") or {}).get("uid", "")
-        stamp = rt.reconciler.last_observed.get(uid)
-
-        async def later() -> None:
-            await asyncio.sleep(retry_in)
-            rt._retries.pop(key, None)
-            if rt.reconciler.last_observed.get(uid) != stamp:
-                return  # reconciled since (or deleted): that path owns any retry
-            await _reconcile_from_index(rt, namespace, name, trigger=trigger)
-
-        rt._retries[key] = asyncio.create_task(later())
-
-
-# Outside kopf's handlers nothing retries for us: a reconcile whose status could not be written, or
-# that failed unexpectedly (say, a Secret read while the API server is away), is tried again after this.
-SIDE_PATH_RETRY = 10.0
-
-
-async def reconcile_and_write(rt: Runtime, body: dict[str, Any], trigger: str) -> float | None:
-    """Reconcile outside a kopf change handler (drift, Secret), write the status delta through /status
-    and post the Events.  Returns when to try again (seconds), or None when nothing needs retrying:
-    the outcome's backoff for a retryable failure, SIDE_PATH_RETRY when the status write or the
-    reconcile itself failed."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+async def settle(rt: Runtime, body: Mapping[str, Any], trigger: str, patch: kopf.Patch | None) -> Next:
+    """One reconcile of an LLM, wherever it runs, and its outcome written; returns the key's next turn: the retry
+    on the outcome's backoff, SIDE_PATH_RETRY when the reconcile raised or its status could not be written, else
+    the next drift check, one interval (with the LLM's stable jitter) from now."""
+    interval = drift_of(rt, body)
+    namespace, name = key_of(body)
     try:
         outcome = await run_reconcile(rt, body, trigger)
     except Exception as exc:
+        # Never the message: it could quote anything. The key is tried again; nothing is lost.
         log.warning(
             "%s/%s: %s reconcile failed: %s; retrying in %gs",
             namespace,
@@ -457,21 +392,115 @@ async def reconcile_and_write(rt: Runtime, body: dict[str, Any], trigger: str) -
             type(exc).__name__,
             SIDE_PATH_RETRY,
         )
-        return SIDE_PATH_RETRY
-    written = True
-    delta = outcome.status_patch(dict(body.get("status") or {}))
-    if delta:
-        try:
-            await rt.status_writer(namespace, name, delta)
-        except Exception as exc:
-            log.warning("%s/%s: could not write status: %s", namespace, name, type(exc).__name__)
-            written = False
-    _post(body, outcome.events)
+        return Next(trigger, SIDE_PATH_RETRY)
+    written = await write_outcome(rt, outcome, body, patch)
     if outcome.retry_after is not None:
-        return outcome.retry_after
-    return None if written else SIDE_PATH_RETRY
+        log.warning("%s/%s: %s; retrying in %gs", namespace, name, _retry_message(outcome), outcome.retry_after)
+        return Next(trigger, outcome.retry_after)
+    if not written:
+        return Next(trigger, SIDE_PATH_RETRY)
+    uid = (body.get("metadata") or {}).get("uid") or ""
+    return Next(Trigger.DRIFT, interval.seconds * _jitter(uid))
+
+
+async def requeued(rt: Runtime, key: Key, trigger: str) -> Next | None:
+    """A key's turn in the requeue: reconcile the LLM's latest body (from the index); None when it is gone or
+    being deleted (its finalizer handler owns it now)."""
+    body = rt.index.body(*key)
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    return await settle(rt, body, trigger, None)
 
 
 def _retry_message(outcome: Outcome) -> str:
     synced = outcome.condition(cond.SYNCED) or {}
     return f"{synced.get('reason', 'Error')}: {synced.get('message', '')}"
+
+
+# -- the handlers (registered by build_registry) ------------------------------------------------------------------
+
+
+async def index_llm(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """Who uses which Secret, and the latest LLM bodies for the requeue's reconciles: our own maps, not
+    @kopf.index, whose readiness gate makes startup quadratic (llm_index.py)."""
+    rt = memo.runtime
+    deleted = event.get("type") == "DELETED"
+    released = rt.index.observe(body, deleted=deleted)
+    if released is not None:
+        rt.secret_cache.forget(*released)  # no LLM uses it any more: keep no copy
+    if deleted:
+        rt.forget(key_of(body))
+
+
+async def reconcile_llm(body: kopf.Body, patch: kopf.Patch, reason: str, memo: Memo, **_: Any) -> None:
+    """create, resume, update: reconcile now, the outcome in kopf's own patch (one `/status` write with kopf's
+    digest). The key's next turn (a retry, or the drift check) goes to the requeue, and replaces any turn that was
+    waiting there: a changed spec ends a retry delay at once. Never kopf's TemporaryError."""
+    rt = memo.runtime
+    with rt.requeue.turn(key_of(body)) as turn:
+        turn.then = await settle(rt, body, str(reason), patch)
+
+
+async def release_llm(body: kopf.Body, patch: kopf.Patch, memo: Memo, **_: Any) -> None:
+    """Deletion: the deletion policy, then kopf removes the finalizer. A retryable failure keeps the finalizer
+    through kopf's own TemporaryError (the one retry that stays kopf's: removing the finalizer is kopf's)."""
+    rt = memo.runtime
+    obj = LLMObject.from_body(body)
+    try:
+        with tenant(obj.namespace):  # as in run_reconcile: the namespace's own turn at the registry
+            events = await rt.reconciler.finalize(obj)
+    except RetryLater as exc:
+        deleting = cond.deleting(f"{exc} (retrying in {exc.delay:g}s)")
+        patch.status["conditions"] = cond.dump(cond.set_conditions(None, [deleting], obj.generation))
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
+    rt.forget(key_of(body))
+    if rt.metrics is not None:
+        rt.metrics.forget(obj.uid)
+    _post(body, events)
+
+
+def watched(namespace: str | None, name: str, memo: Memo, **_: Any) -> bool:
+    """A Secret some LLM uses, or one still cached: every other Secret event is dropped before a handler
+    runs (no log line, no cache entry, no work for the labelled Secrets no LLM uses). Secrets without
+    the credentials label are not even sent: the watch selects by label (`select_credential_secrets`)."""
+    return secret_in_use(memo.runtime, namespace or "", name)
+
+
+async def secret_changed(
+    event: kopf.RawEvent, namespace: str | None, name: str, body: kopf.Body, memo: Memo, **_: Any
+) -> None:
+    """Events only (no create/update handlers, so nothing is ever written to a Secret): update the cache, and when
+    the data (or the label) really changed, submit every LLM that uses the Secret to the requeue, due now."""
+    rt = memo.runtime
+    namespace = namespace or ""  # kopf types it optional; Secrets are namespaced
+    # Gaining the credentials label comes as ADDED, losing it as DELETED (the watch selects by label);
+    # an unlabelled body (should the selector be off) is kept as "not labelled", without its data.
+    # Either way the users are reconciled: they take up the Secret, or show SecretNotLabelled.
+    users = rt.index.users(namespace, name)
+    cache = rt.secret_cache
+    before = cache.peek(namespace, name)
+    kind = event.get("type")
+    cache.observe(namespace, name, body, deleted=kind == "DELETED", referenced=bool(users))
+    if not users:
+        return
+    if kind is None and before is UNKNOWN:
+        return  # a listing, and nothing known of this Secret yet: the resume handlers cover its users
+    # A listing (kind None) also comes after kopf restarts a watch (410 Gone, say after an API server
+    # restart): a Secret that changed while the watch was away shows up only there.
+    if kind != "DELETED" and before == cache.peek(namespace, name):
+        return
+    # All users at once: the requeue runs them concurrently, in fair order; the registry client's limiter bounds
+    # requests and their rate (bench/ANALYSIS.md #4).
+    for llm_name in users:
+        rt.requeue.add((namespace, llm_name), Trigger.SECRET)
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    """All handlers, on a registry of their own; what they share comes in kopf's memo (`Memo.runtime`)."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.event(GROUP, VERSION, PLURAL, id=INDEX_HANDLER, registry=registry)(index_llm)
+    for on in (kopf.on.update, kopf.on.create, kopf.on.resume):
+        on(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)(reconcile_llm)
+    kopf.on.delete(GROUP, VERSION, PLURAL, id="release", registry=registry)(release_llm)
+    kopf.on.event("", "v1", "secrets", id="secret-changed", when=watched, registry=registry)(secret_changed)
+    return registry

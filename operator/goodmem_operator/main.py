@@ -18,6 +18,7 @@ from goodmem_operator.handlers import (
     ChangeAwareProgressStorage,
     DigestDiffBaseStorage,
     LeanMemories,
+    Memo,
     Runtime,
     build_registry,
     select_credential_secrets,
@@ -80,6 +81,9 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
         status_writer=write_status,
         drift_interval=cfg.drift_interval,
         metrics=metrics,
+        # A requeue slot holds a reconcile for all of it (registry requests, the status write, Events): twice the
+        # registry's concurrency keeps the registry client's limiter, not the queue, the bound on requests.
+        concurrency=2 * cfg.registry_concurrency,
     )
 
 
@@ -104,16 +108,17 @@ class QuietIndexLog(logging.Filter):
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config_mod.parse(argv)
-    runtime_ref: dict[str, Runtime] = {}
-    registry = build_registry(runtime_ref, drift_interval=cfg.drift_interval)
+    registry = build_registry()
+    shared = Memo()  # kopf.run(memo=...): every object's handlers get a shallow copy, so `runtime` is one object
 
     @kopf.on.startup(registry=registry)
-    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
         # A digest, not a copy of the spec: a large spec must not overflow the annotations (kopf#1087).
         diffbase = DigestDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
         settings.persistence.diffbase_storage = diffbase
-        # A changed spec ends a retry delay at once (kopf alone would wait it out).
+        # A changed spec ends a kopf retry delay at once (kopf alone would wait it out): the release handler's, and a
+        # record left by an older operator; the reconcile's own retries are the requeue's (handlers.py).
         settings.persistence.progress_storage = ChangeAwareProgressStorage(diffbase=diffbase)
         settings.posting.loggers = False  # our own Events only, never log lines (they could carry anything)
         settings.watching.server_timeout = 300
@@ -134,19 +139,19 @@ def main(argv: list[str] | None = None) -> None:
         settings.queueing.idle_timeout = 0.1
         # The initial listings come in pages, not as one response of every Secret of the cluster.
         settings.watching.chunk_size = 500
-        runtime_ref["rt"] = build_runtime(cfg)
+        memo.runtime = build_runtime(cfg)  # kopf's root memo (`shared`), before any watch starts
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url, scope.description)
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    def login(logger: kopf.Logger, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
         # The handlers live on a registry of their own, so kopf's default login handlers must be named.
-        return kopf.login_via_client(**kwargs)
+        return kopf.login_via_client(logger=logger, settings=settings)
 
     @kopf.on.cleanup(registry=registry)
-    async def close(**_: Any) -> None:
-        rt = runtime_ref.get("rt")
+    async def close(memo: Memo, **_: Any) -> None:
+        rt: Runtime | None = memo.get("runtime")
         if rt is not None:
-            await rt.reconciler.registry.aclose()
+            await rt.aclose()  # the requeue's reconciles and timer, then the registry client
 
     if cfg.liveness:
 
@@ -177,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=scope.clusterwide,
         namespaces=list(scope.namespaces),
         liveness_endpoint=cfg.liveness,
-        memories=LeanMemories(runtime_ref),  # no per-object memory for Secrets no LLM uses
+        memo=shared,
+        memories=LeanMemories(),  # no per-object memory for Secrets no LLM uses
     )
 
 

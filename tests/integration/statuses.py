@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from goodmem_emulator import Emulator
-from goodmem_operator.handlers import Runtime, build_registry
+from goodmem_operator.handlers import Memo, Runtime, build_registry
 from goodmem_operator.reconcile import LLMObject, Outcome, Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
 from goodmem_operator.secrets import SecretCache
@@ -150,13 +150,13 @@ async def _collect() -> dict[str, dict[str, Any]]:
 
 async def _deleting(emu: Emulator, rec: Reconciler, obj: LLMObject) -> LLMObject:
     """The kopf `release` handler, with the registry down: it keeps the finalizer and writes Deleting."""
-    runtime_ref = {"rt": Runtime(reconciler=rec, secret_cache=SecretCache(fallback=FakeSecrets()), status_writer=None)}
-    registry = build_registry(runtime_ref, drift_interval=600)
+    memo = Memo(runtime=Runtime(reconciler=rec, secret_cache=SecretCache(fallback=FakeSecrets()), status_writer=None))
+    registry = build_registry()
     [release] = [h for h in registry._changing.get_all_handlers() if h.id == "release"]
     patch = kopf.Patch()
     emu.set_faults(outage=True)
     try:
-        await release.fn(body=body(obj, deleting=True), patch=patch)
+        await release.fn(body=body(obj, deleting=True), patch=patch, memo=memo)
     except kopf.TemporaryError:
         pass
     else:

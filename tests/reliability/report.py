@@ -375,10 +375,12 @@ from the latest run.
   with what it had cached (`handlers.secret_changed`).
 - **A spec change waited out the backoff**: kopf does not call a handler before its retry delay is over,
   even for a new spec (a fix to a missing Secret could wait 5 minutes). The retry delay now ends when the
-  resource changes (`handlers.ChangeAwareProgressStorage`); the same spec keeps its backoff.
+  resource changes (then `handlers.ChangeAwareProgressStorage`; since the one requeue path, a reconcile of
+  the changed spec replaces the pending retry in `requeue.Requeue`); the same spec keeps its backoff.
 - **A failed drift check was retried only a whole drift interval later**, though its condition said
   "retrying in Ns"; drift and Secret reconciles now retry on their backoff, and also when their status
-  write failed or the reconcile itself raised.
+  write failed or the reconcile itself raised (since the one requeue path, every retry is a key in
+  `requeue.Requeue`).
 - Watch reconnection after an API server restart: `error_backoffs` capped at 5 s (above).
 """
 

@@ -1,26 +1,27 @@
 """The drift-interval annotation (issue #13 part 5): a floor of 30 s, a Warning Event once per clamped value, and a
-change honoured within 30 s, on a new LLM too. The daemon runs on a fake clock: no wall-clock assertion."""
+change honoured at once (kopf's update handler reconciles, and the next drift check counts from there), on a new LLM
+too. The drift checks are keys in the requeue, on a fake clock: no wall-clock assertion."""
 
 from __future__ import annotations
 
 from itertools import pairwise
-from types import SimpleNamespace
 from typing import Any
 
 import kopf
 import pytest
 
-from goodmem_operator import handlers
 from goodmem_operator.handlers import (
     DRIFT_INTERVAL_ANNOTATION,
     DRIFT_INTERVAL_CLAMPED,
     DRIFT_INTERVAL_FLOOR,
     DriftInterval,
+    Memo,
     Runtime,
     build_registry,
     drift_clamped_message,
     drift_interval_of,
 )
+from goodmem_operator.reconcile import Outcome
 
 pytestmark = pytest.mark.unit
 
@@ -57,16 +58,25 @@ def test_the_warning_names_the_value_given_and_the_value_used() -> None:
     assert len(long) < 300  # a tenant's garbage is not copied whole into an Event
 
 
-# -- the daemon, on a fake clock ------------------------------------------------------------------
+# -- the drift checks in the requeue, on a fake clock --------------------------------------------------
 
 
 class FakeReconciler:
-    def __init__(self) -> None:
-        self.last_observed: dict[str, float] = {}
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+
+    async def reconcile(self, obj: Any, *, trigger: str) -> Outcome:
+        if trigger == "drift":
+            self.harness.checks.append(self.harness.now)
+        return Outcome(status={})  # in sync: nothing to write, no retry
+
+
+KEY = ("ns", "llm")
 
 
 class Harness:
-    """Runs the real drift daemon; `script` maps a fake time to an action (e.g. change the annotation)."""
+    """The real handlers and requeue on a fake clock. kopf is played by hand: its create handler at t=0 (or at
+    `created_at`), and its update handler whenever `script` (fake time -> action) changes the annotations."""
 
     def __init__(
         self,
@@ -74,37 +84,29 @@ class Harness:
         annotations: dict[str, str],
         *,
         default: float = 600.0,
-        created_at: float | None = 0.0,
+        created_at: float = 0.0,
     ) -> None:
         self.now = 0.0
+        self.created_at = created_at
         self.checks: list[float] = []
         self.events: list[tuple[float, str, str]] = []
-        self.wakes: list[float] = []
         self.body: dict[str, Any] = {
             "metadata": {"namespace": "ns", "name": "llm", "uid": "uid-1", "annotations": dict(annotations)}
         }
-        self.reconciler = FakeReconciler()
-        if created_at is not None:
-            self.reconciler.last_observed["uid-1"] = created_at  # the create handler's reconcile
         self.script: dict[float, Any] = {}
-        self.until = 0.0
-        rt = Runtime(reconciler=self.reconciler, secret_cache=None, status_writer=None)  # type: ignore[arg-type]
-        registry = build_registry({"rt": rt}, drift_interval=default)
-        [daemon] = [h for h in registry._spawning.get_all_handlers() if h.id == "drift"]
-        self.fn = daemon.fn
-        # handlers' own name `time` only: the event loop's clock (the real time.monotonic) must keep running.
-        monkeypatch.setattr(handlers, "time", SimpleNamespace(monotonic=lambda: self.now))
+        self.rt = Runtime(
+            reconciler=FakeReconciler(self),  # type: ignore[arg-type]
+            secret_cache=None,  # type: ignore[arg-type]
+            status_writer=None,
+            drift_interval=default,
+            clock=lambda: self.now,
+        )
+        self.rt.index.observe(self.body, deleted=False)
+        # One function for create, resume and update (kopf registers it once per cause).
+        self.reconcile_llm = next(h.fn for h in build_registry()._changing.get_all_handlers() if h.id == "reconcile")
         monkeypatch.setattr(
             kopf, "event", lambda body, *, type, reason, message: self.events.append((self.now, reason, message))
         )
-
-        async def check(rt: Any, body: dict[str, Any], trigger: str) -> float | None:
-            assert trigger == "drift"
-            self.checks.append(self.now)
-            self.reconciler.last_observed["uid-1"] = self.now
-            return None
-
-        monkeypatch.setattr(handlers, "reconcile_and_write", check)
 
     def annotate(self, value: str | None) -> None:
         annotations = self.body["metadata"]["annotations"]
@@ -113,31 +115,47 @@ class Harness:
         else:
             annotations[DRIFT_INTERVAL_ANNOTATION] = value
 
+    async def kopf_calls(self, reason: str) -> None:
+        """What kopf does on a creation and on every change of the annotations: the reconcile handler, at once."""
+        self.rt.index.observe(self.body, deleted=False)  # the LLM's watch event comes first
+        await self.reconcile_llm(body=self.body, patch=kopf.Patch(), reason=reason, memo=Memo(runtime=self.rt))
+
     async def run(self, until: float) -> None:
-        harness = self
+        """From one due time or scripted change to the next, until `until`."""
+        queue = self.rt.requeue
+        created = False
+        while True:
+            pending = queue.pending(KEY)
+            times = [t for t in self.script if t > self.now]
+            if not created:
+                times.append(self.created_at)
+            if pending is not None:
+                times.append(self.now + pending[1])
+            target = min(times, default=until)
+            if target > until:
+                break
+            self.now = target
+            if not created and target >= self.created_at:
+                created = True
+                await self.kopf_calls("create")
+            if target in self.script:
+                self.script.pop(target)()
+                await self.kopf_calls("update")
+            queue.wake()
+            await queue.idle()
+            if target == until:
+                break
+        await queue.aclose()
 
-        class Stopped:
-            def __bool__(self) -> bool:
-                return harness.now >= until
 
-            async def wait(self, seconds: float) -> None:
-                assert seconds > 0
-                target = harness.now + seconds
-                for at in sorted(t for t in harness.script if harness.now < t <= target):
-                    harness.now = at
-                    harness.script.pop(at)()
-                harness.now = min(target, until)
-                harness.wakes.append(harness.now)
-
-        await self.fn(stopped=Stopped(), body=self.body, uid="uid-1")
-
-
-async def test_no_wait_is_longer_than_the_floor_the_first_one_included(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_interval_counts_from_the_last_reconcile_of_any_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(monkeypatch, {}, default=600)
     await h.run(until=1000)
-    gaps = [b - a for a, b in pairwise([0.0, *h.wakes])]
-    assert max(gaps) <= DRIFT_INTERVAL_FLOOR
     assert h.checks and 540 <= h.checks[0] <= 660  # the default interval, with its jitter
+    again = Harness(monkeypatch, {}, default=600)
+    again.script[300.0] = lambda: None  # any reconcile (here kopf's; a Secret's does the same) restarts the wait
+    await again.run(until=1000)
+    assert again.checks == [300 + h.checks[0]], "one interval after the reconcile at t=300, not after creation"
 
 
 async def test_an_annotation_set_after_creation_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,15 +164,16 @@ async def test_an_annotation_set_after_creation_is_honoured(monkeypatch: pytest.
     h.script[5.0] = lambda: h.annotate("30")
     await h.run(until=200)
     assert h.checks and h.checks[0] <= 5 + 30 + 30 * 1.1
+    assert h.checks[0] <= 5 + 30 * 1.1, "kopf's update handler reads it at once: the interval counts from t=5"
     gaps = [b - a for a, b in pairwise(h.checks)]
     assert gaps and all(27 <= g <= 33 for g in gaps)
 
 
-async def test_a_new_llm_before_its_first_reconcile_also_rereads(monkeypatch: pytest.MonkeyPatch) -> None:
-    h = Harness(monkeypatch, {}, default=600, created_at=None)
-    h.script[1.0] = lambda: h.annotate("40")
+async def test_a_new_llm_is_checked_on_its_annotation_from_the_first_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(monkeypatch, ann("40"), default=600, created_at=1.0)
     await h.run(until=100)
     assert h.checks and h.checks[0] <= 1 + 30 + 40
+    assert h.checks[0] <= 1 + 40 * 1.1
 
 
 async def test_a_clamped_value_checks_at_the_floor_and_warns_once_per_value(monkeypatch: pytest.MonkeyPatch) -> None:

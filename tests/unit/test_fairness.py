@@ -97,6 +97,20 @@ def test_every_grant_takes_a_global_token() -> None:
     assert [w for _, w in s.grants()] == ["d"] and not s.blocked_on_tokens()
 
 
+def test_without_a_bucket_only_the_slots_limit() -> None:
+    clock = Clock()
+    s: FairScheduler[str] = FairScheduler(3, rate=None, per_tenant=2, clock=clock)
+    for w in ("a0", "a1", "a2", "b0"):
+        s.add(w[0], w)
+    # No token is taken, whatever the clock: three slots, two of them at most for "a".
+    assert sorted(w for _, w in s.grants()) == ["a0", "a1", "b0"]
+    assert s.grants() == [] and not s.blocked_on_tokens() and s.token_wait() == 0.0
+    s.release("b")
+    assert [w for _, w in s.grants()] == [], "a is at its cap of two"
+    s.release("a")
+    assert [w for _, w in s.grants()] == ["a2"]
+
+
 def test_withdrawn_waiters_and_idle_namespaces_leave_nothing_behind() -> None:
     s: FairScheduler[str] = FairScheduler(1, FAST)
     s.add("a", "a0")

@@ -10,7 +10,7 @@ import kopf
 import pytest
 
 from goodmem_operator import _kopf
-from goodmem_operator.handlers import LeanMemories
+from goodmem_operator.handlers import LeanMemories, Memo
 
 pytestmark = pytest.mark.unit
 
@@ -29,3 +29,15 @@ def test_resource_memories_is_what_kopf_run_takes() -> None:
     recall = inspect.signature(_kopf.ResourceMemories.recall).parameters
     assert list(recall) == ["self", "raw_body", "memobase", "noticed_by_listing", "ephemeral"], list(recall)
     assert issubclass(LeanMemories, _kopf.ResourceMemories)
+
+
+async def test_each_objects_memo_is_a_shallow_copy_of_the_one_given_to_kopf_run() -> None:
+    """The handlers share one Runtime through kopf's memo (`Memo.runtime`): that holds only while kopf gives each
+    object a shallow copy of the memo passed to kopf.run (as `memobase`), of the same class."""
+    assert "memo" in inspect.signature(kopf.run).parameters
+    runtime = object()
+    memo = Memo(runtime=runtime)
+    raw = {"apiVersion": "goodmem.ai/v1alpha1", "kind": "LLM", "metadata": {"name": "a", "namespace": "n", "uid": "u"}}
+    memory = await LeanMemories().recall(raw, memobase=memo)
+    assert isinstance(memory, _kopf.ResourceMemory)
+    assert isinstance(memory.memo, Memo) and memory.memo is not memo and memory.memo.runtime is runtime

@@ -105,21 +105,21 @@ def test_quiet_index_log_drops_only_the_index_success_line() -> None:
 
 
 async def test_kopf_keeps_no_memory_for_secrets_no_llm_uses() -> None:
-    from goodmem_operator.handlers import LeanMemories, Runtime
+    from goodmem_operator.handlers import LeanMemories, Memo, Runtime
     from goodmem_operator.secrets import SecretCache
 
-    runtime_ref: dict[str, Runtime] = {}
-    memories = LeanMemories(runtime_ref)
+    memo = Memo()  # what kopf.run(memo=...) gets; kopf passes it to recall() as `memobase`
+    memories = LeanMemories()
 
     def secret(name: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ns", "uid": f"s-{name}"}}
 
     async def kept(raw: dict[str, Any]) -> bool:  # kept: the same memory comes back on the next event
-        return await memories.recall(raw) is await memories.recall(raw)
+        return await memories.recall(raw, memobase=memo) is await memories.recall(raw, memobase=memo)
 
     assert await kept(secret("early")), "before startup nothing is known: kopf's default"
     rt = Runtime(reconciler=None, secret_cache=SecretCache(), status_writer=None)  # type: ignore[arg-type]
-    runtime_ref["rt"] = rt
+    memo.runtime = rt  # the startup handler's doing
     rt.index.observe(body("a", "used"), deleted=False)
     assert await kept(secret("used"))
     assert not await kept(secret("unrelated"))

@@ -12,7 +12,7 @@ import kopf
 import pytest
 
 from goodmem_operator.api.types import Credentials
-from goodmem_operator.handlers import Runtime, build_registry, select_credential_secrets
+from goodmem_operator.handlers import Memo, Runtime, build_registry, select_credential_secrets
 from goodmem_operator.reconcile import Outcome
 from goodmem_operator.secrets import (
     CREDENTIALS_LABEL,
@@ -271,13 +271,14 @@ async def test_secret_handler_reconciles_users_when_the_label_comes_and_goes() -
     fallback = Reader(SecretData({}, {}))
     rec = CountingReconciler()
     rt = Runtime(reconciler=rec, secret_cache=SecretCache(fallback=fallback), status_writer=None)  # type: ignore[arg-type]
-    registry = build_registry({"rt": rt}, drift_interval=600)
+    registry = build_registry()
     [handler] = [h for h in registry._watching.get_all_handlers() if h.id == "secret-changed"]
     rt.index.observe(llm("a", "openai"), deleted=False)
 
     async def event(kind: str | None, body: dict[str, Any]) -> list[str]:
         before = len(rec.calls)
-        await handler.fn(event={"type": kind}, namespace="team-a", name="openai", body=body)
+        await handler.fn(event={"type": kind}, namespace="team-a", name="openai", body=body, memo=Memo(runtime=rt))
+        await rt.requeue.idle()  # the handler submits the users to the requeue, which reconciles them
         return rec.calls[before:]
 
     await rt.secret_cache.read("team-a", "openai")  # the LLM's first reconcile found it unlabelled
@@ -293,3 +294,4 @@ async def test_secret_handler_reconciles_users_when_the_label_comes_and_goes() -
     )
     assert await event("MODIFIED", secret_body({"api-key": "v3"}, {})) == ["a:secret"], "an unlabelled body refuses too"
     assert rt.secret_cache.peek("team-a", "openai") is NOT_LABELLED
+    await rt.requeue.aclose()
