@@ -60,7 +60,7 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
 
     registry = RegistryClient(
         cfg.base_url,
-        cfg.api_key,
+        cfg.api_key.get_secret_value(),
         timeout=cfg.registry_timeout,
         concurrency=cfg.registry_concurrency,
         rate=cfg.registry_rps,
@@ -69,7 +69,7 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
     cache = SecretCache(fallback=KubeSecretReader(core))
     settings = ReconcileSettings(
         cluster_name=cfg.cluster_name,
-        fingerprint_key=fingerprint_key(cfg.api_key),
+        fingerprint_key=fingerprint_key(cfg.api_key.get_secret_value()),
         default_deletion_policy=cfg.default_deletion_policy,
         owner_id_grants=cfg.owner_id_grants,
     )
