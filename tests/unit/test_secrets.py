@@ -8,11 +8,13 @@ import json
 import logging
 from typing import Any
 
+import httpx
 import kopf
 import pytest
 
 from goodmem_operator.api.types import Credentials
 from goodmem_operator.handlers import Runtime, build_registry, select_credential_secrets
+from goodmem_operator.kube import KubeApi
 from goodmem_operator.reconcile import Outcome
 from goodmem_operator.secrets import (
     CREDENTIALS_LABEL,
@@ -148,70 +150,91 @@ async def test_a_secret_that_loses_the_label_is_read_again_and_refused() -> None
 # -- the Kubernetes reader -------------------------------------------------------------------------
 
 
-class Response:
-    def __init__(self, body: Any) -> None:
-        self.data = json.dumps(body).encode()
+def login() -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(server="https://api.test:6443", scheme="Bearer", token="t")
 
 
-class FakeCore:
-    """CoreV1Api's two calls the reader makes; Secrets by name, the API server's selection applied."""
+class FakeApiServer:
+    """The two Secret requests the reader makes, answered as the API server would (selection applied), over an
+    httpx mock transport: the reader's real HTTP client (`kube.KubeApi`) runs unchanged."""
 
-    def __init__(self, secrets: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, secrets: dict[str, dict[str, Any]], *, status: int | None = None) -> None:
         self.secrets = secrets
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.status = status  # answer every request with this status instead
+        self.requests: list[httpx.Request] = []
 
-    def list_namespaced_secret(self, namespace: str, **kw: Any) -> Response:
-        self.calls.append(("list", kw))
-        name = kw["field_selector"].removeprefix("metadata.name=")
-        key, value = kw["label_selector"].split("=")
-        body = self.secrets.get(name)
-        match = body is not None and body["metadata"]["labels"].get(key) == value
-        return Response({"items": [body] if match else []})
-
-    def read_namespaced_secret(self, name: str, namespace: str, **kw: Any) -> Response:
-        from kubernetes.client.exceptions import ApiException
-
-        self.calls.append(("get", kw))
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.status is not None:
+            return httpx.Response(self.status, json={"kind": "Status", "code": self.status})
+        path = request.url.path
+        if path == "/api/v1/namespaces/team-a/secrets":
+            name = request.url.params["fieldSelector"].removeprefix("metadata.name=")
+            key, value = request.url.params["labelSelector"].split("=")
+            body = self.secrets.get(name)
+            match = body is not None and body["metadata"]["labels"].get(key) == value
+            return httpx.Response(200, json={"kind": "SecretList", "items": [body] if match else []})
+        name = path.removeprefix("/api/v1/namespaces/team-a/secrets/")
         if name not in self.secrets:
-            raise ApiException(status=404, reason="Not Found")
-        assert kw["_headers"] == {"Accept": METADATA_ONLY}
-        return Response({"kind": "PartialObjectMetadata", "metadata": self.secrets[name]["metadata"]})
+            return httpx.Response(404, json={"kind": "Status", "code": 404})
+        assert request.headers["Accept"] == METADATA_ONLY
+        return httpx.Response(200, json={"kind": "PartialObjectMetadata", "metadata": self.secrets[name]["metadata"]})
+
+    def reader(self) -> KubeSecretReader:
+        return KubeSecretReader(KubeApi(login, transport=httpx.MockTransport(self)))
+
+    def calls(self) -> list[tuple[str, dict[str, str]]]:
+        return [("list" if r.url.path.endswith("/secrets") else "get", dict(r.url.params)) for r in self.requests]
 
 
 async def test_reader_lists_by_name_with_the_label_selector() -> None:
-    core = FakeCore({"openai": secret_body({"api-key": VALUE}, LABELLED)})
-    got = await KubeSecretReader(core).read("team-a", "openai")
+    server = FakeApiServer({"openai": secret_body({"api-key": VALUE}, LABELLED)})
+    got = await server.reader().read("team-a", "openai")
     assert got == SecretData(LABELLED, {"api-key": VALUE})
-    assert core.calls == [
-        (
-            "list",
-            {
-                "label_selector": "goodmem.ai/credentials=true",
-                "field_selector": "metadata.name=openai",
-                "_preload_content": False,
-            },
-        )
+    assert server.calls() == [
+        ("list", {"labelSelector": "goodmem.ai/credentials=true", "fieldSelector": "metadata.name=openai"})
     ]
 
 
 async def test_reader_tells_unlabelled_from_missing_without_receiving_the_data() -> None:
-    core = FakeCore({"plain": secret_body({"api-key": VALUE}, {"app": "x"}, "plain")})
-    reader = KubeSecretReader(core)
+    server = FakeApiServer({"plain": secret_body({"api-key": VALUE}, {"app": "x"}, "plain")})
+    reader = server.reader()
     got = await reader.read("team-a", "plain")
     assert got == SecretData({"app": "x"}, {})
-    assert [c[0] for c in core.calls] == ["list", "get"], "a metadata-only GET, after the list found nothing"
+    assert [c[0] for c in server.calls()] == ["list", "get"], "a metadata-only GET, after the list found nothing"
+    assert server.requests[1].headers["Accept"] == METADATA_ONLY
+    assert all(VALUE not in r.url.query.decode() for r in server.requests)
     assert await reader.read("team-a", "absent") is None
 
 
 async def test_reader_errors_name_the_secret_and_status_only() -> None:
-    from kubernetes.client.exceptions import ApiException
+    with pytest.raises(RuntimeError, match=r"^reading Secret team-a/openai failed: HTTP 403$"):
+        await FakeApiServer({}, status=403).reader().read("team-a", "openai")
 
-    class Forbidden(FakeCore):
-        def list_namespaced_secret(self, namespace: str, **kw: Any) -> Response:
-            raise ApiException(status=403, reason="Forbidden")
 
-    with pytest.raises(RuntimeError, match=r"reading Secret team-a/openai failed: HTTP 403"):
-        await KubeSecretReader(Forbidden({})).read("team-a", "openai")
+async def test_reader_transport_errors_name_the_secret_and_the_error_class_only() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+
+    reader = KubeSecretReader(KubeApi(login, transport=httpx.MockTransport(refuse)))
+    with pytest.raises(RuntimeError) as caught:
+        await reader.read("team-a", "openai")
+    assert str(caught.value) == "reading Secret team-a/openai failed: ConnectError"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+async def test_reader_without_credentials_says_so() -> None:
+    reader = KubeSecretReader(KubeApi(lambda: None, transport=httpx.MockTransport(FakeApiServer({}))))
+    with pytest.raises(RuntimeError, match=r"^reading Secret team-a/openai failed: LoginFailed$"):
+        await reader.read("team-a", "openai")
+
+
+@pytest.mark.parametrize("name", ["..", "a/../../configmaps/x", "x,metadata.namespace=other", "Upper", "-a", ""])
+async def test_reader_asks_nothing_for_a_name_no_secret_can_have(name: str) -> None:
+    """Not a DNS-1123 name: no Secret exists by it, and it must reach neither a URL path nor a field selector."""
+    server = FakeApiServer({})
+    assert await server.reader().read("team-a", name) is None
+    assert server.requests == []
 
 
 # -- the watch -------------------------------------------------------------------------------------
