@@ -1,29 +1,35 @@
-"""GETs to the Kubernetes API over httpx, with the identity kopf logs in with, on the event loop (no thread).
+"""GETs to the Kubernetes API as the identity kopf logs in with, on the event loop (no thread), over aiohttp.
 
 The operator's own reads (the referenced Secrets, `secrets.KubeSecretReader`) need two GETs; kopf does
 everything else. This client takes its credentials from a login function (main passes
-`kopf.login_via_client`, the one kopf logs in with: in-cluster service account, else the kubeconfig), so it
-speaks as the same identity with the same server, CA, client certificate and token. Like kopf it logs in
-again after a 401 and retries once. A token read from the service account's token file is re-read from
-that file at most every TOKEN_REFRESH seconds, as client-go does: a bound token is rotated by the kubelet
-in that file before it expires. Why httpx and not kubernetes_asyncio: docs/ARCHITECTURE.md.
+`kopf.login_via_client`, the one kopf logs in with: in-cluster service account, else the kubeconfig), and
+builds its session the way kopf builds its own (`ConnectionInfo.as_ssl_context()` for the CA and client
+certificate, `as_http_headers()` for the token or basic auth, the proxy and trust_env): same identity, same
+server, same transport (aiohttp, which kopf depends on and imports anyway). Like kopf it logs in again after a
+401 and retries once. A token read from the service account's token file is re-read from that file at most
+every TOKEN_REFRESH seconds, as client-go does: the kubelet rotates a bound token in that file before it
+expires. Why this and not kubernetes_asyncio or httpx: docs/ARCHITECTURE.md (measured).
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 #: Seconds between re-reads of the service account's token file (client-go's cadence).
 TOKEN_REFRESH = 60.0
 USER_AGENT = "goodmem-operator"
+#: Connections to the API server at most (the `kubernetes` client in the default thread pool allowed 6 reads at
+#: once; 8, 32 and 100 measured alike for 50 concurrent reads).
+CONNECTIONS = 16
 
 
 class Connection(Protocol):
@@ -45,11 +51,23 @@ class LoginFailed(Exception):
     """The login function gave no credentials."""
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The API server's answer: its status and body."""
+
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
 @dataclass
 class _Session:
-    """One login's HTTP client. A session replaced by a later login is closed once its last request is done."""
+    """One login's HTTP session. A session replaced by a later login is closed once its last request is done."""
 
-    client: httpx.AsyncClient
+    http: aiohttp.ClientSession
+    server: str
     headers: dict[str, str]
     token_from_file: bool
     token_read_at: float
@@ -67,27 +85,22 @@ class KubeApi:
         timeout: float = 60.0,
         token_file: Path = SERVICE_ACCOUNT_TOKEN,
         token_refresh: float = TOKEN_REFRESH,
-        transport: httpx.AsyncBaseTransport | None = None,  # tests: a mock transport
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._login = login
-        self._timeout = timeout
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._token_file = token_file
         self._token_refresh = token_refresh
-        self._transport = transport
         self._clock = clock
         self._session: _Session | None = None
-        self.logins = 0  # how often `login` was called (tests, diagnostics)
 
-    async def get(
-        self, path: str, *, params: Mapping[str, str] | None = None, accept: str | None = None
-    ) -> httpx.Response:
-        """GET `path` (relative to the server, e.g. /api/v1/...). After a 401 it logs in again and retries once;
-        any other status is the caller's to judge. Transport errors raise httpx.HTTPError."""
+    async def get(self, path: str, *, params: Mapping[str, str] | None = None, accept: str | None = None) -> Answer:
+        """GET `path` (from the server's root, e.g. /api/v1/...). After a 401 it logs in again and retries once;
+        any other status is the caller's to judge. Transport errors raise aiohttp.ClientError or TimeoutError."""
         session = self._current()
-        response = await self._send(session, path, params, accept)
-        if response.status_code != httpx.codes.UNAUTHORIZED:
-            return response
+        answer = await self._send(session, path, params, accept)
+        if answer.status != 401:
+            return answer
         if session is self._session:  # not yet replaced by a concurrent request's re-login
             await self._relogin()
         return await self._send(self._current(), path, params, accept)
@@ -111,24 +124,19 @@ class KubeApi:
         return session
 
     def _open(self) -> _Session:
-        """Log in (a call of the login function: it reads the kubeconfig or the service account's files)."""
-        self.logins += 1
+        """Log in: one call of the login function (it reads the kubeconfig or the service account's files)."""
         conn = self._login()
         if conn is None:
             raise LoginFailed("no Kubernetes credentials: neither in-cluster nor a kubeconfig")
-        client = httpx.AsyncClient(
-            base_url=conn.server,
-            verify=conn.as_ssl_context(),
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=conn.as_ssl_context()),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             proxy=conn.proxy_url,
             trust_env=conn.trust_env,
             timeout=self._timeout,
-            transport=self._transport,
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
         )
-        headers = conn.as_http_headers()
         token_from_file = conn.token is not None and self._read_token_file() == conn.token
-        return _Session(client, headers, token_from_file, self._clock())
+        return _Session(http, conn.server.rstrip("/"), conn.as_http_headers(), token_from_file, self._clock())
 
     async def _relogin(self) -> None:
         old, self._session = self._session, self._open()
@@ -138,21 +146,22 @@ class KubeApi:
     async def _retire(self, session: _Session) -> None:
         session.retired = True
         if session.in_flight == 0:
-            await session.client.aclose()
+            await session.http.close()
 
-    async def _send(
-        self, session: _Session, path: str, params: Mapping[str, str] | None, accept: str | None
-    ) -> httpx.Response:
+    async def _send(self, session: _Session, path: str, params: Mapping[str, str] | None, accept: str | None) -> Answer:
         headers = dict(session.headers)
         if accept is not None:
             headers["Accept"] = accept
         session.in_flight += 1
         try:
-            return await session.client.get(path, params=params, headers=headers)
+            async with session.http.get(
+                session.server + path, params=params, headers=headers, allow_redirects=False
+            ) as response:
+                return Answer(response.status, await response.read())
         finally:
             session.in_flight -= 1
             if session.retired and session.in_flight == 0:
-                await session.client.aclose()
+                await session.http.close()
 
     def _read_token_file(self) -> str | None:
         """The service account's token, or None when there is none (outside a cluster)."""

@@ -15,10 +15,11 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from goodmem_operator.api.mapping import registry_credentials
 from goodmem_operator.api.types import Credentials
@@ -225,7 +226,7 @@ METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 class KubeSecretReader:
-    """Reads a Secret through the Kubernetes API (`kube.KubeApi`: async httpx, as the operator's identity).
+    """Reads a Secret through the Kubernetes API (`kube.KubeApi`: async, as the identity kopf logs in with).
 
     The read is a list by name with the credentials label selector, so the API server hands over the
     data of a labelled Secret only. When that finds nothing, a metadata-only GET tells a Secret that
@@ -263,14 +264,17 @@ class KubeSecretReader:
     async def _get(self, namespace: str, name: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
         """The answer's JSON, or None for a 404. Errors name the Secret and the status only."""
         try:
-            response = await self._api.get(path, **kwargs)
-        except (httpx.HTTPError, LoginFailed) as exc:
+            answer = await self._api.get(path, **kwargs)
+        except (aiohttp.ClientError, TimeoutError, LoginFailed) as exc:
             raise RuntimeError(f"reading Secret {namespace}/{name} failed: {type(exc).__name__}") from None
-        if response.status_code == httpx.codes.NOT_FOUND:
+        if answer.status == HTTPStatus.NOT_FOUND:
             return None
-        if response.status_code != httpx.codes.OK:
-            raise RuntimeError(f"reading Secret {namespace}/{name} failed: HTTP {response.status_code}")
-        body: dict[str, Any] = response.json()
+        if answer.status != HTTPStatus.OK:
+            raise RuntimeError(f"reading Secret {namespace}/{name} failed: HTTP {answer.status}")
+        try:
+            body: dict[str, Any] = answer.json()
+        except ValueError:
+            raise RuntimeError(f"reading Secret {namespace}/{name} failed: the answer is not JSON") from None
         return body
 
     async def aclose(self) -> None:

@@ -8,13 +8,13 @@ import json
 import logging
 from typing import Any
 
-import httpx
+import aiohttp
 import kopf
 import pytest
 
 from goodmem_operator.api.types import Credentials
 from goodmem_operator.handlers import Runtime, build_registry, select_credential_secrets
-from goodmem_operator.kube import KubeApi
+from goodmem_operator.kube import Answer, LoginFailed
 from goodmem_operator.reconcile import Outcome
 from goodmem_operator.secrets import (
     CREDENTIALS_LABEL,
@@ -150,41 +150,41 @@ async def test_a_secret_that_loses_the_label_is_read_again_and_refused() -> None
 # -- the Kubernetes reader -------------------------------------------------------------------------
 
 
-def login() -> kopf.ConnectionInfo:
-    return kopf.ConnectionInfo(server="https://api.test:6443", scheme="Bearer", token="t")
-
-
 class FakeApiServer:
-    """The two Secret requests the reader makes, answered as the API server would (selection applied), over an
-    httpx mock transport: the reader's real HTTP client (`kube.KubeApi`) runs unchanged."""
+    """`kube.KubeApi` as the reader uses it, answering the two Secret requests as the API server would (the
+    selection applied). The real client over real HTTP: tests/integration/test_kube_reads.py."""
 
     def __init__(self, secrets: dict[str, dict[str, Any]], *, status: int | None = None) -> None:
         self.secrets = secrets
         self.status = status  # answer every request with this status instead
-        self.requests: list[httpx.Request] = []
+        self.requests: list[tuple[str, dict[str, str], str | None]] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+    async def get(self, path: str, *, params: dict[str, str] | None = None, accept: str | None = None) -> Answer:
+        self.requests.append((path, dict(params or {}), accept))
         if self.status is not None:
-            return httpx.Response(self.status, json={"kind": "Status", "code": self.status})
-        path = request.url.path
+            return answer(self.status, {"kind": "Status", "code": self.status})
         if path == "/api/v1/namespaces/team-a/secrets":
-            name = request.url.params["fieldSelector"].removeprefix("metadata.name=")
-            key, value = request.url.params["labelSelector"].split("=")
+            assert params is not None
+            name = params["fieldSelector"].removeprefix("metadata.name=")
+            key, value = params["labelSelector"].split("=")
             body = self.secrets.get(name)
             match = body is not None and body["metadata"]["labels"].get(key) == value
-            return httpx.Response(200, json={"kind": "SecretList", "items": [body] if match else []})
+            return answer(200, {"kind": "SecretList", "items": [body] if match else []})
         name = path.removeprefix("/api/v1/namespaces/team-a/secrets/")
         if name not in self.secrets:
-            return httpx.Response(404, json={"kind": "Status", "code": 404})
-        assert request.headers["Accept"] == METADATA_ONLY
-        return httpx.Response(200, json={"kind": "PartialObjectMetadata", "metadata": self.secrets[name]["metadata"]})
+            return answer(404, {"kind": "Status", "code": 404})
+        assert accept == METADATA_ONLY
+        return answer(200, {"kind": "PartialObjectMetadata", "metadata": self.secrets[name]["metadata"]})
 
     def reader(self) -> KubeSecretReader:
-        return KubeSecretReader(KubeApi(login, transport=httpx.MockTransport(self)))
+        return KubeSecretReader(self)  # duck-typed: the reader only calls get
 
     def calls(self) -> list[tuple[str, dict[str, str]]]:
-        return [("list" if r.url.path.endswith("/secrets") else "get", dict(r.url.params)) for r in self.requests]
+        return [("list" if path.endswith("/secrets") else "get", params) for path, params, _ in self.requests]
+
+
+def answer(status: int, body: Any) -> Answer:
+    return Answer(status, json.dumps(body).encode())
 
 
 async def test_reader_lists_by_name_with_the_label_selector() -> None:
@@ -202,8 +202,7 @@ async def test_reader_tells_unlabelled_from_missing_without_receiving_the_data()
     got = await reader.read("team-a", "plain")
     assert got == SecretData({"app": "x"}, {})
     assert [c[0] for c in server.calls()] == ["list", "get"], "a metadata-only GET, after the list found nothing"
-    assert server.requests[1].headers["Accept"] == METADATA_ONLY
-    assert all(VALUE not in r.url.query.decode() for r in server.requests)
+    assert server.requests[1][2] == METADATA_ONLY
     assert await reader.read("team-a", "absent") is None
 
 
@@ -212,21 +211,29 @@ async def test_reader_errors_name_the_secret_and_status_only() -> None:
         await FakeApiServer({}, status=403).reader().read("team-a", "openai")
 
 
-async def test_reader_transport_errors_name_the_secret_and_the_error_class_only() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+@pytest.mark.parametrize(
+    "error",
+    [aiohttp.ClientConnectionError(f"cannot connect {VALUE}"), TimeoutError(VALUE), LoginFailed(VALUE)],
+    ids=lambda e: type(e).__name__,
+)
+async def test_reader_transport_errors_name_the_secret_and_the_error_class_only(error: Exception) -> None:
+    class Failing(FakeApiServer):
+        async def get(self, path: str, **_: Any) -> Answer:
+            raise error
 
-    reader = KubeSecretReader(KubeApi(login, transport=httpx.MockTransport(refuse)))
     with pytest.raises(RuntimeError) as caught:
-        await reader.read("team-a", "openai")
-    assert str(caught.value) == "reading Secret team-a/openai failed: ConnectError"
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+        await Failing({}).reader().read("team-a", "openai")
+    assert str(caught.value) == f"reading Secret team-a/openai failed: {type(error).__name__}"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__, "no chained message either"
 
 
-async def test_reader_without_credentials_says_so() -> None:
-    reader = KubeSecretReader(KubeApi(lambda: None, transport=httpx.MockTransport(FakeApiServer({}))))
-    with pytest.raises(RuntimeError, match=r"^reading Secret team-a/openai failed: LoginFailed$"):
-        await reader.read("team-a", "openai")
+async def test_reader_refuses_an_answer_that_is_not_json() -> None:
+    class Proxy(FakeApiServer):
+        async def get(self, path: str, **_: Any) -> Answer:
+            return Answer(200, b"<html>login</html>")
+
+    with pytest.raises(RuntimeError, match=r"^reading Secret team-a/openai failed: the answer is not JSON$"):
+        await Proxy({}).reader().read("team-a", "openai")
 
 
 @pytest.mark.parametrize("name", ["..", "a/../../configmaps/x", "x,metadata.namespace=other", "Upper", "-a", ""])
