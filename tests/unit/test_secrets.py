@@ -323,3 +323,17 @@ async def test_secret_handler_reconciles_users_when_the_label_comes_and_goes() -
     )
     assert await event("MODIFIED", secret_body({"api-key": "v3"}, {})) == ["a:secret"], "an unlabelled body refuses too"
     assert rt.secret_cache.peek("team-a", "openai") is NOT_LABELLED
+
+
+async def test_closing_the_cache_closes_its_readers_connections() -> None:
+    class ClosingReader(Reader):
+        closed = False
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    reader = ClosingReader(None)
+    await SecretCache(fallback=reader).aclose()
+    assert reader.closed
+    await SecretCache(fallback=Reader(None)).aclose()  # a reader without connections: nothing to close
+    await SecretCache().aclose()
