@@ -1,155 +1,229 @@
-"""Operator configuration: command-line flags over environment variables over defaults."""
+"""Operator configuration: command-line flags over `GOODMEM_*` environment variables over defaults.
+
+`Config` is a pydantic-settings model: it reads the environment (prefix `GOODMEM_`, an empty variable counts
+as unset) and validates every value. `parse` adds the command line: argparse keeps the documented flags (and
+their own error messages for a value of the wrong type or choice) and hands the flags that were given to the
+model, where they win over the environment. Any bad value ends the program with a usage error that names the
+flag or variable it came from; a message never carries the registry key.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from goodmem_operator.trust import parse_owner_id_grants
 from goodmem_operator.watching import Streams
 
+ENV_PREFIX = "GOODMEM_"
+#: Never echoed in an error message (values) nor in a repr.
+_SECRET_FIELDS = frozenset({"api_key", "api_key_file"})
 
-@dataclass(frozen=True)
-class Config:
-    base_url: str
-    api_key: str
-    namespaces: tuple[str, ...]  # empty: all namespaces
-    cluster_name: str
-    drift_interval: float
-    metrics_port: int
-    default_deletion_policy: str
-    registry_timeout: float
-    registry_concurrency: int
-    registry_rps: float
-    log_format: str
-    verbose: bool
-    debug: bool
-    liveness: str | None
-    owner_id_grants: dict[str, frozenset[str]] = field(default_factory=dict)  # --allow-owner-id
+
+def _comma_list(value: Any) -> Any:
+    """A comma-separated environment variable as a list; a flag's list as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Config(BaseSettings):
+    """The operator's settings. The registry key is a SecretStr; it and the key file stay out of repr and dumps."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # `GOODMEM_X=` counts as unset
+        extra="forbid",
+        frozen=True,
+    )
+
+    base_url: str = "http://localhost:8080"
+    api_key: SecretStr = Field(SecretStr(""), repr=False, exclude=True)
+    api_key_file: Path | None = Field(None, repr=False, exclude=True)
+    # NoDecode: a comma list, not JSON (pydantic-settings would parse a list-typed variable as JSON).
+    namespaces: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="GOODMEM_WATCH_NAMESPACES")
+    cluster_name: str = "default"
+    drift_interval: float = Field(600.0, gt=0)
+    metrics_port: int = Field(0, ge=0, le=65535)
+    default_deletion_policy: Literal["Delete", "Orphan"] = "Delete"
+    registry_timeout: float = Field(10.0, gt=0)
+    registry_concurrency: int = Field(16, ge=1)
+    registry_rps: float = Field(100.0, gt=0)
+    log_format: Literal["plain", "full", "json"] = "plain"
+    verbose: bool = False
+    debug: bool = False
+    liveness: str | None = None
+    owner_id_grants: Annotated[dict[str, frozenset[str]], NoDecode] = Field(
+        default_factory=dict, validation_alias="GOODMEM_ALLOW_OWNER_ID"
+    )
     watch_streams: Streams = Streams.PER_NAMESPACE  # without --namespace: a stream per namespace, or one for all
 
-    def __repr__(self) -> str:  # never print the key
-        return f"Config(base_url={self.base_url!r}, namespaces={self.namespaces!r}, cluster_name={self.cluster_name!r})"
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init arguments), then the environment; no .env file, no secrets directory."""
+        return init_settings, env_settings
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _namespaces(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("owner_id_grants", mode="before")
+    @classmethod
+    def _owner_id_grants(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return value
+        return parse_owner_id_grants(_comma_list(value))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_key_file(cls, data: Any) -> Any:
+        """The key file, when given, wins over GOODMEM_API_KEY (it is read here, once, at startup)."""
+        if isinstance(data, dict) and data.get("api_key_file"):
+            path = Path(str(data["api_key_file"]))
+            try:
+                key = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read the registry API key file {path}: {exc.strerror}") from None
+            data = {**data, "api_key": key}
+        return data
+
+    @model_validator(mode="after")
+    def _require_key(self) -> Config:
+        if not self.api_key.get_secret_value():
+            raise ValueError("no registry API key: set GOODMEM_API_KEY or GOODMEM_API_KEY_FILE")
+        return self
 
 
-def _env_list(name: str) -> list[str]:
-    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+#: The settings read from a variable not named ENV_PREFIX + the field's name, and that variable.
+_ENV_ALIASES = {name: str(f.validation_alias) for name, f in Config.model_fields.items() if f.validation_alias}
 
 
-def parse(argv: list[str] | None = None) -> Config:
-    env = os.environ.get
+def env_name(field: str) -> str:
+    """The environment variable a setting is read from."""
+    return _ENV_ALIASES.get(field, ENV_PREFIX + field.upper())
+
+
+def env_names() -> set[str]:
+    """Every environment variable the operator reads."""
+    return {env_name(field) for field in Config.model_fields}
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The documented flags. Every default is None: a flag not given leaves the setting to the environment."""
     p = argparse.ArgumentParser(
         prog="goodmem-operator",
         description="Reconcile goodmem.ai/v1alpha1 LLM resources against the GoodMem LLM registry.",
+        argument_default=None,
     )
-    p.add_argument(
-        "--base-url",
-        default=env("GOODMEM_BASE_URL", "http://localhost:8080"),
-        help="registry base URL (env GOODMEM_BASE_URL)",
-    )
+    p.add_argument("--base-url", help="registry base URL (env GOODMEM_BASE_URL, default http://localhost:8080)")
     p.add_argument(
         "--api-key-file",
-        default=env("GOODMEM_API_KEY_FILE"),
         help="file holding the registry API key (env GOODMEM_API_KEY_FILE; else env GOODMEM_API_KEY)",
     )
     p.add_argument(
         "-n",
         "--namespace",
+        dest="namespaces",
+        metavar="NAMESPACE",
         action="append",
-        default=None,
         help="namespace to watch, repeatable (env GOODMEM_WATCH_NAMESPACES, comma separated; default: all)",
     )
     p.add_argument(
         "--watch-streams",
         choices=[s.value for s in Streams],
-        default=env("GOODMEM_WATCH_STREAMS", Streams.PER_NAMESPACE.value),
         help="without --namespace: one watch stream per namespace, so one namespace's load does not delay "
         "another's (needs list/watch on namespaces; the default), or one cluster-wide stream "
         "(env GOODMEM_WATCH_STREAMS)",
     )
     p.add_argument(
         "--cluster-name",
-        default=env("GOODMEM_CLUSTER_NAME", "default"),
         help="name of this cluster in the registry entries' ownership labels (env GOODMEM_CLUSTER_NAME)",
     )
     p.add_argument(
         "--drift-interval",
         type=float,
-        default=float(env("GOODMEM_DRIFT_INTERVAL", "600")),
         help="seconds between drift checks of each LLM (env GOODMEM_DRIFT_INTERVAL, default 600)",
     )
     p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(env("GOODMEM_METRICS_PORT", "0")),
-        help="serve Prometheus metrics on this port, 0 = off (env GOODMEM_METRICS_PORT)",
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port, 0 = off (env GOODMEM_METRICS_PORT)"
     )
     p.add_argument(
         "--default-deletion-policy",
         choices=["Delete", "Orphan"],
-        default=env("GOODMEM_DEFAULT_DELETION_POLICY", "Delete"),
         help="deletion policy for LLMs that set none (env GOODMEM_DEFAULT_DELETION_POLICY)",
     )
-    p.add_argument("--registry-timeout", type=float, default=float(env("GOODMEM_REGISTRY_TIMEOUT", "10")))
+    p.add_argument("--registry-timeout", type=float, help="seconds per registry request (env GOODMEM_REGISTRY_TIMEOUT)")
     p.add_argument(
         "--registry-concurrency",
         type=int,
-        default=int(env("GOODMEM_REGISTRY_CONCURRENCY", "16")),
         help="registry requests in flight at most (env GOODMEM_REGISTRY_CONCURRENCY)",
     )
     p.add_argument(
         "--registry-rps",
         type=float,
-        default=float(env("GOODMEM_REGISTRY_RPS", "100")),
         help="registry requests per second at most (env GOODMEM_REGISTRY_RPS)",
     )
-    p.add_argument("--log-format", choices=["plain", "full", "json"], default=env("GOODMEM_LOG_FORMAT", "plain"))
-    p.add_argument("--verbose", action="store_true", default=env("GOODMEM_VERBOSE") == "1")
-    p.add_argument("--debug", action="store_true", default=env("GOODMEM_DEBUG") == "1")
+    p.add_argument("--log-format", choices=["plain", "full", "json"], help="log format (env GOODMEM_LOG_FORMAT)")
+    p.add_argument("--verbose", action="store_const", const=True, help="more logging (env GOODMEM_VERBOSE=1)")
+    p.add_argument("--debug", action="store_const", const=True, help="debug logging (env GOODMEM_DEBUG=1)")
     p.add_argument(
         "--liveness",
-        default=env("GOODMEM_LIVENESS"),
         help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz (env GOODMEM_LIVENESS)",
     )
     p.add_argument(
         "--allow-owner-id",
+        dest="owner_id_grants",
         action="append",
-        default=None,
         metavar="NAMESPACE=OWNER_ID[|OWNER_ID...]",
         help="let LLMs of NAMESPACE set spec.ownerId to these registry principals (OWNER_ID '*': any; "
         "NAMESPACE '*': every namespace); repeatable (env GOODMEM_ALLOW_OWNER_ID, comma separated). "
         "Without it spec.ownerId is refused (OwnerIdNotAllowed)",
     )
-    args = p.parse_args(argv)
-    try:
-        owner_id_grants = parse_owner_id_grants(args.allow_owner_id or _env_list("GOODMEM_ALLOW_OWNER_ID"))
-    except ValueError as exc:
-        p.error(f"--allow-owner-id: {exc}")
+    return p
 
-    if args.api_key_file:
-        api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
-    else:
-        api_key = env("GOODMEM_API_KEY", "")
-    if not api_key:
-        p.error("no registry API key: set GOODMEM_API_KEY or GOODMEM_API_KEY_FILE")
-    namespaces = tuple(args.namespace or _env_list("GOODMEM_WATCH_NAMESPACES"))
-    return Config(
-        base_url=args.base_url,
-        api_key=api_key,
-        namespaces=namespaces,
-        cluster_name=args.cluster_name,
-        drift_interval=args.drift_interval,
-        metrics_port=args.metrics_port,
-        default_deletion_policy=args.default_deletion_policy,
-        registry_timeout=args.registry_timeout,
-        registry_concurrency=args.registry_concurrency,
-        registry_rps=args.registry_rps,
-        log_format=args.log_format,
-        verbose=args.verbose,
-        debug=args.debug,
-        liveness=args.liveness,
-        owner_id_grants=owner_id_grants,
-        watch_streams=Streams(args.watch_streams),
-    )
+
+def _flag_names(p: argparse.ArgumentParser) -> dict[str, str]:
+    """Setting -> its long flag."""
+    return {a.dest: a.option_strings[-1] for a in p._actions if a.option_strings and a.dest != "help"}
+
+
+def _describe(exc: ValidationError, given: set[str], flags: dict[str, str]) -> str:
+    """One line per problem, each naming where the value came from. Values are echoed, never the key's."""
+    by_alias = {alias: field for field, alias in _ENV_ALIASES.items()}
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        field = by_alias.get(loc, loc)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if not field:
+            lines.append(message)
+            continue
+        source = flags[field] if field in given else env_name(field)
+        # A value error's message names the bad item itself; a key is never shown.
+        quiet = field in _SECRET_FIELDS or err["type"] == "value_error" or "input" not in err
+        shown = "" if quiet else f" (got {err['input']!r})"
+        lines.append(f"{source}: {message}{shown}")
+    return "; ".join(lines)
+
+
+def parse(argv: list[str] | None = None) -> Config:
+    """The settings from these flags (default: the command line), the environment and the defaults."""
+    p = _parser()
+    given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    try:
+        # A setting read from a differently named variable takes that name as its init argument too.
+        return Config(**{_ENV_ALIASES.get(k, k): v for k, v in given.items()})
+    except ValidationError as exc:
+        p.error(_describe(exc, set(given), _flag_names(p)))  # usage + `goodmem-operator: error: ...`, exit 2

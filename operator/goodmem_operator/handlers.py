@@ -206,6 +206,7 @@ class Runtime:
     async def aclose(self) -> None:
         await self.requeue.aclose()
         await self.reconciler.registry.aclose()
+        await self.secret_cache.aclose()
 
 
 class Memo(kopf.Memo):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from typing import Any
@@ -23,6 +24,7 @@ from goodmem_operator.handlers import (
     build_registry,
     select_credential_secrets,
 )
+from goodmem_operator.kube import KubeApi
 from goodmem_operator.metrics import Metrics
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
@@ -32,7 +34,8 @@ from goodmem_operator.watching import choose, kube_can_i
 log = logging.getLogger("goodmem_operator")
 
 
-def _kube_clients() -> tuple[Any, Any]:
+def _custom_objects_api() -> Any:
+    """The status writer's client (the sync `kubernetes` client, in a worker thread; Secrets are read by KubeApi)."""
     import kubernetes
 
     # The kubernetes client ships no type information: its calls are untyped for mypy.
@@ -40,8 +43,7 @@ def _kube_clients() -> tuple[Any, Any]:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = kubernetes.client.ApiClient()
-    return kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
+    return kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient())
 
 
 def fingerprint_key(api_key: str) -> bytes:
@@ -50,7 +52,7 @@ def fingerprint_key(api_key: str) -> bytes:
 
 
 def build_runtime(cfg: config_mod.Config) -> Runtime:
-    core, custom = _kube_clients()
+    custom = _custom_objects_api()
     metrics = Metrics()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
@@ -62,16 +64,18 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
 
     registry = RegistryClient(
         cfg.base_url,
-        cfg.api_key,
+        cfg.api_key.get_secret_value(),
         timeout=cfg.registry_timeout,
         concurrency=cfg.registry_concurrency,
         rate=cfg.registry_rps,
         observer=metrics.registry_request,
     )
-    cache = SecretCache(fallback=KubeSecretReader(core))
+    # Secrets are read as the identity kopf logs in with (its own login function), async, without a thread.
+    login = functools.partial(kopf.login_via_client, logger=log, settings=kopf.OperatorSettings())
+    cache = SecretCache(fallback=KubeSecretReader(KubeApi(login)))
     settings = ReconcileSettings(
         cluster_name=cfg.cluster_name,
-        fingerprint_key=fingerprint_key(cfg.api_key),
+        fingerprint_key=fingerprint_key(cfg.api_key.get_secret_value()),
         default_deletion_policy=cfg.default_deletion_policy,
         owner_id_grants=cfg.owner_id_grants,
     )
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     async def close(memo: Memo, **_: Any) -> None:
         rt: Runtime | None = memo.get("runtime")
         if rt is not None:
-            await rt.aclose()  # the requeue's reconciles and timer, then the registry client
+            await rt.aclose()  # the requeue's reconciles and timer, the registry client, the Secret reader
 
     if cfg.liveness:
 

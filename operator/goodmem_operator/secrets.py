@@ -11,15 +11,19 @@ and are never put into an exception message.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from http import HTTPStatus
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote
+
+import aiohttp
 
 from goodmem_operator.api.mapping import registry_credentials
 from goodmem_operator.api.types import Credentials
+from goodmem_operator.kube import KubeApi, LoginFailed
 
 CREDENTIALS_LABEL = "goodmem.ai/credentials"
 CREDENTIALS_LABEL_VALUE = "true"
@@ -82,6 +86,11 @@ class SecretData:
 class SecretReader(Protocol):
     async def read(self, namespace: str, name: str) -> SecretData | None:
         """The Secret's labels and decoded data, or None when it does not exist."""
+
+
+@runtime_checkable
+class _Closeable(Protocol):
+    async def aclose(self) -> None: ...
 
 
 async def resolve_credentials(
@@ -191,6 +200,11 @@ class SecretCache:
     def forget(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
 
+    async def aclose(self) -> None:
+        """Closes the fallback reader's connections, when it holds any."""
+        if isinstance(self._fallback, _Closeable):
+            await self._fallback.aclose()
+
     async def read(self, namespace: str, name: str) -> SecretData | None:
         entry = self._entries.get((namespace, name))
         if entry is not None and entry.secret is not None and entry.secret.opted_in:
@@ -204,47 +218,64 @@ class SecretCache:
         return secret
 
 
+#: What the API server accepts as a Secret's name (a DNS-1123 subdomain).
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
 #: A metadata-only answer (labels, no data): how an unlabelled Secret is told from a missing one.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 class KubeSecretReader:
-    """Reads a Secret through the Kubernetes API (the `kubernetes` client, in a worker thread).
+    """Reads a Secret through the Kubernetes API (`kube.KubeApi`: async, as the identity kopf logs in with).
 
     The read is a list by name with the credentials label selector, so the API server hands over the
     data of a labelled Secret only. When that finds nothing, a metadata-only GET tells a Secret that
     does not exist from one that has not opted in, without receiving the latter's data.
     """
 
-    def __init__(self, core_v1: Any) -> None:
-        self._api = core_v1
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
 
     async def read(self, namespace: str, name: str) -> SecretData | None:
-        from kubernetes.client.exceptions import ApiException
+        if not _SECRET_NAME.fullmatch(name) or len(name) > 253:
+            return None  # no Secret can have this name; nor may it reach a URL path or a field selector
+        secrets = f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets"
+        for _ in range(2):
+            listed = await self._get(
+                namespace,
+                name,
+                secrets,
+                params={"labelSelector": CREDENTIALS_SELECTOR, "fieldSelector": f"metadata.name={name}"},
+            )
+            if listed is None:
+                return None
+            items = listed.get("items") or []
+            if items:
+                return SecretData(secret_labels(items[0]), decode_secret_data(items[0]))
+            meta = await self._get(namespace, name, f"{secrets}/{quote(name, safe='')}", accept=METADATA_ONLY)
+            if meta is None:
+                return None
+            found = SecretData(secret_labels(meta), {})
+            if not found.opted_in:
+                return found
+            # Labelled between the two requests: list again, for the data.
+        raise RuntimeError(f"reading Secret {namespace}/{name} failed: its label changed while it was read")
 
-        def _read() -> SecretData | None:
-            for _ in range(2):
-                try:
-                    listed = self._api.list_namespaced_secret(
-                        namespace,
-                        label_selector=CREDENTIALS_SELECTOR,
-                        field_selector=f"metadata.name={name}",
-                        _preload_content=False,
-                    )
-                    items = json.loads(listed.data).get("items") or []
-                    if items:
-                        return SecretData(secret_labels(items[0]), decode_secret_data(items[0]))
-                    meta = self._api.read_namespaced_secret(
-                        name, namespace, _preload_content=False, _headers={"Accept": METADATA_ONLY}
-                    )
-                except ApiException as exc:
-                    if exc.status == 404:
-                        return None
-                    raise RuntimeError(f"reading Secret {namespace}/{name} failed: HTTP {exc.status}") from None
-                found = SecretData(secret_labels(json.loads(meta.data)), {})
-                if not found.opted_in:
-                    return found
-                # Labelled between the two requests: list again, for the data.
-            raise RuntimeError(f"reading Secret {namespace}/{name} failed: its label changed while it was read")
+    async def _get(self, namespace: str, name: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+        """The answer's JSON, or None for a 404. Errors name the Secret and the status only."""
+        try:
+            answer = await self._api.get(path, **kwargs)
+        except (aiohttp.ClientError, TimeoutError, LoginFailed) as exc:
+            raise RuntimeError(f"reading Secret {namespace}/{name} failed: {type(exc).__name__}") from None
+        if answer.status == HTTPStatus.NOT_FOUND:
+            return None
+        if answer.status != HTTPStatus.OK:
+            raise RuntimeError(f"reading Secret {namespace}/{name} failed: HTTP {answer.status}")
+        try:
+            body: dict[str, Any] = answer.json()
+        except ValueError:
+            raise RuntimeError(f"reading Secret {namespace}/{name} failed: the answer is not JSON") from None
+        return body
 
-        return await asyncio.to_thread(_read)
+    async def aclose(self) -> None:
+        await self._api.aclose()

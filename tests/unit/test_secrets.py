@@ -8,11 +8,13 @@ import json
 import logging
 from typing import Any
 
+import aiohttp
 import kopf
 import pytest
 
 from goodmem_operator.api.types import Credentials
 from goodmem_operator.handlers import Memo, Runtime, build_registry, select_credential_secrets
+from goodmem_operator.kube import Answer, LoginFailed
 from goodmem_operator.reconcile import Outcome
 from goodmem_operator.secrets import (
     CREDENTIALS_LABEL,
@@ -148,70 +150,98 @@ async def test_a_secret_that_loses_the_label_is_read_again_and_refused() -> None
 # -- the Kubernetes reader -------------------------------------------------------------------------
 
 
-class Response:
-    def __init__(self, body: Any) -> None:
-        self.data = json.dumps(body).encode()
+class FakeApiServer:
+    """`kube.KubeApi` as the reader uses it, answering the two Secret requests as the API server would (the
+    selection applied). The real client over real HTTP: tests/integration/test_kube_reads.py."""
 
-
-class FakeCore:
-    """CoreV1Api's two calls the reader makes; Secrets by name, the API server's selection applied."""
-
-    def __init__(self, secrets: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, secrets: dict[str, dict[str, Any]], *, status: int | None = None) -> None:
         self.secrets = secrets
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.status = status  # answer every request with this status instead
+        self.requests: list[tuple[str, dict[str, str], str | None]] = []
 
-    def list_namespaced_secret(self, namespace: str, **kw: Any) -> Response:
-        self.calls.append(("list", kw))
-        name = kw["field_selector"].removeprefix("metadata.name=")
-        key, value = kw["label_selector"].split("=")
-        body = self.secrets.get(name)
-        match = body is not None and body["metadata"]["labels"].get(key) == value
-        return Response({"items": [body] if match else []})
-
-    def read_namespaced_secret(self, name: str, namespace: str, **kw: Any) -> Response:
-        from kubernetes.client.exceptions import ApiException
-
-        self.calls.append(("get", kw))
+    async def get(self, path: str, *, params: dict[str, str] | None = None, accept: str | None = None) -> Answer:
+        self.requests.append((path, dict(params or {}), accept))
+        if self.status is not None:
+            return answer(self.status, {"kind": "Status", "code": self.status})
+        if path == "/api/v1/namespaces/team-a/secrets":
+            assert params is not None
+            name = params["fieldSelector"].removeprefix("metadata.name=")
+            key, value = params["labelSelector"].split("=")
+            body = self.secrets.get(name)
+            match = body is not None and body["metadata"]["labels"].get(key) == value
+            return answer(200, {"kind": "SecretList", "items": [body] if match else []})
+        name = path.removeprefix("/api/v1/namespaces/team-a/secrets/")
         if name not in self.secrets:
-            raise ApiException(status=404, reason="Not Found")
-        assert kw["_headers"] == {"Accept": METADATA_ONLY}
-        return Response({"kind": "PartialObjectMetadata", "metadata": self.secrets[name]["metadata"]})
+            return answer(404, {"kind": "Status", "code": 404})
+        assert accept == METADATA_ONLY
+        return answer(200, {"kind": "PartialObjectMetadata", "metadata": self.secrets[name]["metadata"]})
+
+    def reader(self) -> KubeSecretReader:
+        return KubeSecretReader(self)  # duck-typed: the reader only calls get
+
+    def calls(self) -> list[tuple[str, dict[str, str]]]:
+        return [("list" if path.endswith("/secrets") else "get", params) for path, params, _ in self.requests]
+
+
+def answer(status: int, body: Any) -> Answer:
+    return Answer(status, json.dumps(body).encode())
 
 
 async def test_reader_lists_by_name_with_the_label_selector() -> None:
-    core = FakeCore({"openai": secret_body({"api-key": VALUE}, LABELLED)})
-    got = await KubeSecretReader(core).read("team-a", "openai")
+    server = FakeApiServer({"openai": secret_body({"api-key": VALUE}, LABELLED)})
+    got = await server.reader().read("team-a", "openai")
     assert got == SecretData(LABELLED, {"api-key": VALUE})
-    assert core.calls == [
-        (
-            "list",
-            {
-                "label_selector": "goodmem.ai/credentials=true",
-                "field_selector": "metadata.name=openai",
-                "_preload_content": False,
-            },
-        )
+    assert server.calls() == [
+        ("list", {"labelSelector": "goodmem.ai/credentials=true", "fieldSelector": "metadata.name=openai"})
     ]
 
 
 async def test_reader_tells_unlabelled_from_missing_without_receiving_the_data() -> None:
-    core = FakeCore({"plain": secret_body({"api-key": VALUE}, {"app": "x"}, "plain")})
-    reader = KubeSecretReader(core)
+    server = FakeApiServer({"plain": secret_body({"api-key": VALUE}, {"app": "x"}, "plain")})
+    reader = server.reader()
     got = await reader.read("team-a", "plain")
     assert got == SecretData({"app": "x"}, {})
-    assert [c[0] for c in core.calls] == ["list", "get"], "a metadata-only GET, after the list found nothing"
+    assert [c[0] for c in server.calls()] == ["list", "get"], "a metadata-only GET, after the list found nothing"
+    assert server.requests[1][2] == METADATA_ONLY
     assert await reader.read("team-a", "absent") is None
 
 
 async def test_reader_errors_name_the_secret_and_status_only() -> None:
-    from kubernetes.client.exceptions import ApiException
+    with pytest.raises(RuntimeError, match=r"^reading Secret team-a/openai failed: HTTP 403$"):
+        await FakeApiServer({}, status=403).reader().read("team-a", "openai")
 
-    class Forbidden(FakeCore):
-        def list_namespaced_secret(self, namespace: str, **kw: Any) -> Response:
-            raise ApiException(status=403, reason="Forbidden")
 
-    with pytest.raises(RuntimeError, match=r"reading Secret team-a/openai failed: HTTP 403"):
-        await KubeSecretReader(Forbidden({})).read("team-a", "openai")
+@pytest.mark.parametrize(
+    "error",
+    [aiohttp.ClientConnectionError(f"cannot connect {VALUE}"), TimeoutError(VALUE), LoginFailed(VALUE)],
+    ids=lambda e: type(e).__name__,
+)
+async def test_reader_transport_errors_name_the_secret_and_the_error_class_only(error: Exception) -> None:
+    class Failing(FakeApiServer):
+        async def get(self, path: str, **_: Any) -> Answer:
+            raise error
+
+    with pytest.raises(RuntimeError) as caught:
+        await Failing({}).reader().read("team-a", "openai")
+    assert str(caught.value) == f"reading Secret team-a/openai failed: {type(error).__name__}"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__, "no chained message either"
+
+
+async def test_reader_refuses_an_answer_that_is_not_json() -> None:
+    class Proxy(FakeApiServer):
+        async def get(self, path: str, **_: Any) -> Answer:
+            return Answer(200, b"<html>login</html>")
+
+    with pytest.raises(RuntimeError, match=r"^reading Secret team-a/openai failed: the answer is not JSON$"):
+        await Proxy({}).reader().read("team-a", "openai")
+
+
+@pytest.mark.parametrize("name", ["..", "a/../../configmaps/x", "x,metadata.namespace=other", "Upper", "-a", ""])
+async def test_reader_asks_nothing_for_a_name_no_secret_can_have(name: str) -> None:
+    """Not a DNS-1123 name: no Secret exists by it, and it must reach neither a URL path nor a field selector."""
+    server = FakeApiServer({})
+    assert await server.reader().read("team-a", name) is None
+    assert server.requests == []
 
 
 # -- the watch -------------------------------------------------------------------------------------
@@ -295,3 +325,17 @@ async def test_secret_handler_reconciles_users_when_the_label_comes_and_goes() -
     assert await event("MODIFIED", secret_body({"api-key": "v3"}, {})) == ["a:secret"], "an unlabelled body refuses too"
     assert rt.secret_cache.peek("team-a", "openai") is NOT_LABELLED
     await rt.requeue.aclose()
+
+
+async def test_closing_the_cache_closes_its_readers_connections() -> None:
+    class ClosingReader(Reader):
+        closed = False
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    reader = ClosingReader(None)
+    await SecretCache(fallback=reader).aclose()
+    assert reader.closed
+    await SecretCache(fallback=Reader(None)).aclose()  # a reader without connections: nothing to close
+    await SecretCache().aclose()
