@@ -1,10 +1,12 @@
-"""GETs to the Kubernetes API as the identity kopf logs in with, on the event loop (no thread), over aiohttp.
+"""The operator's own Kubernetes requests, as the identity kopf logs in with, on the event loop (no thread), over
+aiohttp.
 
-The operator's own reads (the referenced Secrets, `secrets.KubeSecretReader`) need two GETs; kopf does
-everything else. This client takes its credentials from a login function (main passes
-`kopf.login_via_client`, the one kopf logs in with: in-cluster service account, else the kubeconfig), and
-builds its session the way kopf builds its own (`ConnectionInfo.as_ssl_context()` for the CA and client
-certificate, `as_http_headers()` for the token or basic auth, the proxy and trust_env): same identity, same
+The operator's own reads (the referenced Secrets, `secrets.KubeSecretReader`) need two GETs, and the reconciles
+that run outside kopf's change handlers (Secret fan-out, drift checks, retries) write status with one merge patch
+of `/status` (`main.status_writer`); kopf does everything else. This client takes its credentials from a login
+function (main passes `kopf.login_via_client`, the one kopf logs in with: in-cluster service account, else the
+kubeconfig), and builds its session the way kopf builds its own (`ConnectionInfo.as_ssl_context()` for the CA and
+client certificate, `as_http_headers()` for the token or basic auth, the proxy and trust_env): same identity, same
 server, same transport (aiohttp, which kopf depends on and imports anyway). Like kopf it logs in again after a
 401 and retries once. A token read from the service account's token file is re-read from that file at most
 every TOKEN_REFRESH seconds, as client-go does: the kubelet rotates a bound token in that file before it
@@ -62,6 +64,20 @@ class Answer:
         return json.loads(self.body)
 
 
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request, as sent again after a re-login."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] | None
+    accept: str | None
+    data: bytes | None  # a merge patch's body
+
+
 @dataclass
 class _Session:
     """One login's HTTP session. A session replaced by a later login is closed once its last request is done."""
@@ -76,7 +92,7 @@ class _Session:
 
 
 class KubeApi:
-    """GET requests to the Kubernetes API as the identity `login` returns."""
+    """Requests to the Kubernetes API (GETs, and merge patches of status) as the identity `login` returns."""
 
     def __init__(
         self,
@@ -97,13 +113,20 @@ class KubeApi:
     async def get(self, path: str, *, params: Mapping[str, str] | None = None, accept: str | None = None) -> Answer:
         """GET `path` (from the server's root, e.g. /api/v1/...). After a 401 it logs in again and retries once;
         any other status is the caller's to judge. Transport errors raise aiohttp.ClientError or TimeoutError."""
+        return await self._request(_Call("GET", path, params, accept, None))
+
+    async def merge_patch(self, path: str, body: Mapping[str, Any]) -> Answer:
+        """A JSON merge patch of `path` (e.g. an object's /status), with `get`'s re-login and error rules."""
+        return await self._request(_Call("PATCH", path, None, None, json.dumps(body).encode()))
+
+    async def _request(self, call: _Call) -> Answer:
         session = self._current()
-        answer = await self._send(session, path, params, accept)
+        answer = await self._send(session, call)
         if answer.status != 401:
             return answer
         if session is self._session:  # not yet replaced by a concurrent request's re-login
             await self._relogin()
-        return await self._send(self._current(), path, params, accept)
+        return await self._send(self._current(), call)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -148,14 +171,21 @@ class KubeApi:
         if session.in_flight == 0:
             await session.http.close()
 
-    async def _send(self, session: _Session, path: str, params: Mapping[str, str] | None, accept: str | None) -> Answer:
+    async def _send(self, session: _Session, call: _Call) -> Answer:
         headers = dict(session.headers)
-        if accept is not None:
-            headers["Accept"] = accept
+        if call.accept is not None:
+            headers["Accept"] = call.accept
+        if call.data is not None:
+            headers["Content-Type"] = MERGE_PATCH
         session.in_flight += 1
         try:
-            async with session.http.get(
-                session.server + path, params=params, headers=headers, allow_redirects=False
+            async with session.http.request(
+                call.method,
+                session.server + call.path,
+                params=call.params,
+                data=call.data,
+                headers=headers,
+                allow_redirects=False,
             ) as response:
                 return Answer(response.status, await response.read())
         finally:

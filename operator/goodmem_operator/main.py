@@ -6,6 +6,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -34,16 +35,20 @@ from goodmem_operator.watching import choose, kube_can_i
 log = logging.getLogger("goodmem_operator")
 
 
-def _custom_objects_api() -> Any:
-    """The status writer's client (the sync `kubernetes` client, in a worker thread; Secrets are read by KubeApi)."""
-    import kubernetes
+class StatusNotWritten(Exception):
+    """The API server refused a status patch (its HTTP status only: the body may echo the patch)."""
 
-    # The kubernetes client ships no type information: its calls are untyped for mypy.
-    try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient())
+
+def status_writer(kube: KubeApi) -> Callable[[str, str, dict[str, Any]], Awaitable[None]]:
+    """One merge patch of an LLM's `/status`; a refusal raises StatusNotWritten (the handler logs and retries)."""
+
+    async def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        answer = await kube.merge_patch(path, {"status": status})
+        if not 200 <= answer.status < 300:
+            raise StatusNotWritten(f"{namespace}/{name}: HTTP {answer.status}")
+
+    return write_status
 
 
 def fingerprint_key(api_key: str) -> bytes:
@@ -52,15 +57,13 @@ def fingerprint_key(api_key: str) -> bytes:
 
 
 def build_runtime(cfg: config_mod.Config) -> Runtime:
-    custom = _custom_objects_api()
     metrics = Metrics()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
-
-    async def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, {"status": status}
-        )
+    # The operator's own Kubernetes requests go as the identity kopf logs in with (its own login function), async,
+    # without a thread: the Secret reads, and the status patch of reconciles outside kopf's change handlers.
+    login = functools.partial(kopf.login_via_client, logger=log, settings=kopf.OperatorSettings())
+    kube = KubeApi(login)
 
     registry = RegistryClient(
         cfg.base_url,
@@ -70,9 +73,7 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
         rate=cfg.registry_rps,
         observer=metrics.registry_request,
     )
-    # Secrets are read as the identity kopf logs in with (its own login function), async, without a thread.
-    login = functools.partial(kopf.login_via_client, logger=log, settings=kopf.OperatorSettings())
-    cache = SecretCache(fallback=KubeSecretReader(KubeApi(login)))
+    cache = SecretCache(fallback=KubeSecretReader(kube))
     settings = ReconcileSettings(
         cluster_name=cfg.cluster_name,
         fingerprint_key=fingerprint_key(cfg.api_key.get_secret_value()),
@@ -82,7 +83,7 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
     return Runtime(
         reconciler=Reconciler(registry, cache, settings),
         secret_cache=cache,
-        status_writer=write_status,
+        status_writer=status_writer(kube),
         drift_interval=cfg.drift_interval,
         metrics=metrics,
         # A requeue slot holds a reconcile for all of it (registry requests, the status write, Events): twice the

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from goodmem_devcluster.pki import CertificateAuthority
 from goodmem_operator.kube import USER_AGENT, KubeApi, LoginFailed
+from goodmem_operator.main import StatusNotWritten, status_writer
 from goodmem_operator.secrets import CREDENTIALS_SELECTOR, METADATA_ONLY, KubeSecretReader, SecretData
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,7 @@ class ApiServer:
     def __init__(self, *valid: str) -> None:
         self.valid = set(valid)
         self.seen: list[web.Request] = []
+        self.patches: list[tuple[str, str, Any]] = []  # (path, content type, body) of each authorized PATCH
         self.secrets: dict[str, dict[str, Any]] = {}
         self.hold: asyncio.Event | None = None  # requests with this token wait for it
         self.hold_token = ""
@@ -49,6 +51,9 @@ class ApiServer:
             await self.hold.wait()
         if not self.authorized(request):
             return web.json_response({"kind": "Status", "code": 401}, status=401)
+        if request.method == "PATCH":
+            self.patches.append((request.path, request.content_type, await request.json()))
+            return web.json_response({"kind": "LLM"})
         prefix = "/api/v1/namespaces/team-a/secrets"
         if request.path == prefix:
             name = request.query["fieldSelector"].removeprefix("metadata.name=")
@@ -70,6 +75,7 @@ class ApiServer:
 async def _serve(server: ApiServer, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[web.AppRunner]:
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", server.handle)
+    app.router.add_route("PATCH", "/{tail:.*}", server.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -174,6 +180,37 @@ async def test_a_401_logs_in_again_and_retries_once(api_server: ApiServer) -> No
     assert (await kube.get("/api/v1/x")).status == 200
     assert api_server.tokens() == ["Bearer expired", "Bearer fresh"]
     assert login.calls == 2
+    await kube.aclose()
+
+
+async def test_a_status_merge_patch_is_sent_again_after_a_401(api_server: ApiServer) -> None:
+    """The status writer of the side paths (main.build_runtime): a merge patch, its body resent after a re-login."""
+    api_server.valid = {"fresh"}
+    login = Logins(api_server, "expired", "fresh")
+    kube = KubeApi(login, token_file=NOWHERE)
+    path = "/apis/goodmem.ai/v1alpha1/namespaces/a/llms/x/status"
+    body = {"status": {"llmId": "0f5e", "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert (await kube.merge_patch(path, body)).status == 200
+    assert api_server.tokens() == ["Bearer expired", "Bearer fresh"]
+    assert api_server.patches == [(path, "application/merge-patch+json", body)]
+    await kube.aclose()
+
+
+async def test_the_status_writer_patches_status_and_raises_on_a_refusal(api_server: ApiServer) -> None:
+    api_server.valid = {"tok"}
+    kube = KubeApi(Logins(api_server, "tok"), token_file=NOWHERE)
+    write = status_writer(kube)
+    await write("team-a", "gpt", {"llmId": "0f5e"})
+    assert api_server.patches == [
+        (
+            "/apis/goodmem.ai/v1alpha1/namespaces/team-a/llms/gpt/status",
+            "application/merge-patch+json",
+            {"status": {"llmId": "0f5e"}},
+        )
+    ]
+    api_server.valid = set()  # every request now 401, after the re-login too
+    with pytest.raises(StatusNotWritten, match=r"^team-a/gpt: HTTP 401$"):
+        await write("team-a", "gpt", {"llmId": "0f5e"})
     await kube.aclose()
 
 
