@@ -601,6 +601,21 @@ def _reqs(registry: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in registry.items() if k in ("POST", "GET", "LIST", "PUT", "DELETE") and v}
 
 
+def _namespaces_plan(mem: MemoryResult) -> list[str]:
+    """The scale-plan line on watched namespaces (a stream each), if the memory phase measured them."""
+    spaces = mem.get("namespaces")
+    if not spaces:
+        return []
+    per_kb = spaces["per_namespace_kb"]
+    return [
+        f"- **Namespaces**: watching every namespace, the operator opens two watch streams per namespace (LLMs, "
+        f"labelled Secrets): about {per_kb:.0f} KB each namespace here, so {1000 * per_kb / 1024:.0f} MB for 1,000 "
+        f"namespaces and {10_000 * per_kb / 1024 / 1024:.1f} GB for 10,000, whether or not they hold LLMs. A cluster "
+        "with thousands of namespaces and few LLMs can trade the per-namespace fair share for one cluster-wide "
+        "stream (`--watch-streams cluster`), or shard by namespace (below)."
+    ]
+
+
 def _scale_plan(r: Results) -> str:
     sizes = r["sizes"]
     conv, mem = r["convergence"], r["memory"]
@@ -637,6 +652,7 @@ def _scale_plan(r: Results) -> str:
         f"{drift_rps_100k * check_ms / 1000:.1f} cores of operator CPU at the {check_ms:.1f} ms per check measured "
         f"here. One process can hold about {rps * 600:,.0f} LLMs at the default interval and rate; beyond that raise "
         "the interval (drift is a safety net; spec and Secret changes are event-driven) or shard.",
+        *_namespaces_plan(mem),
         "- **Sharding**: run one operator per group of namespaces, each with its own `--namespace` list "
         "(`GOODMEM_WATCH_NAMESPACES`); the groups must be disjoint, because two operators watching the same LLM "
         "would both reconcile it. Each shard has its own watch streams, memory, rate limit and registry client, so "
