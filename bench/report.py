@@ -5,7 +5,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
+from bench.compare import compare_section, load_baseline
 from bench.results import MemoryPoint, MemoryResult, Results, SteadyResult
 
 TARGETS = {
@@ -126,6 +128,9 @@ def _closing(r: Results, w: Callable[[str], object]) -> None:
     if r.get("fairness"):
         w(fairness_section(r))
     w(_scale_plan(r))
+    base = load_baseline()
+    if base is not None and sizes.get("targets"):
+        w(compare_section(base, cast(dict[str, Any], r)))
     analysis = Path(__file__).with_name("ANALYSIS.md")
     if analysis.exists() and sizes.get("targets"):
         w(analysis.read_text().rstrip() + "\n")  # hand-written (bench/ANALYSIS.md), dated inside
