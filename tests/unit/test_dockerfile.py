@@ -1,7 +1,6 @@
-"""The Dockerfile, read statically. There is no Docker engine here: the image itself is never built in
-the suite (`make image` builds it where one runs). What can be checked without one is checked here:
-the stages, the user, the entry point, that the final stage carries no build tool and no wheel layer,
-and that the build context (.dockerignore) holds what the builder stage needs.
+"""The Dockerfile, read statically: the stages, the user, the entry point, that the final stage carries no build
+tool and no wheel layer, and that the build context (.dockerignore) holds what the builder stage needs. The image
+itself is built and run in tests/e2e/test_image.py (podman, on a Debian base: see goodmem_devcluster.image).
 """
 
 from __future__ import annotations
@@ -59,7 +58,24 @@ def test_two_stages_on_a_slim_python(stages: list[list[tuple[str, str]]]) -> Non
 
 def test_builder_makes_wheels_of_the_runtime_only(stages: list[list[tuple[str, str]]]) -> None:
     runs = [args for ins, args in stages[0] if ins == "RUN"]
-    assert runs == ["pip wheel --wheel-dir /wheels ."], "the [test] extra must not reach the image"
+    # In a venv of its own: a Debian base has no pip outside one (and refuses system-wide installs, PEP 668).
+    assert runs == ["python3 -m venv /opt/build && /opt/build/bin/pip wheel --wheel-dir /wheels ."], (
+        "the [test] extra must not reach the image"
+    )
+    # pip's CA bundle can be handed in (`make image` mounts the host's with podman); no default, so none is baked in.
+    assert ("ARG", "PIP_CERT") in stages[0]
+    assert not [a for ins, a in stages[1] if ins == "ARG"], "the final stage takes no build argument"
+
+
+def test_final_stage_installs_into_a_venv_first_on_path(stages: list[list[tuple[str, str]]]) -> None:
+    final = stages[1]
+    runs = " ".join(args for ins, args in final if ins == "RUN")
+    assert "python3 -m venv /opt/goodmem-operator" in runs
+    assert "/opt/goodmem-operator/bin/pip uninstall --yes pip setuptools" in runs
+    env = " ".join(args for ins, args in final if ins == "ENV")
+    path = re.search(r"PATH=(\S+)", env)
+    # The PATH is spelled out: an imported base (mmdebstrap's tarball) may have none to extend.
+    assert path and path.group(1).split(":")[0] == "/opt/goodmem-operator/bin" and "/usr/bin" in path.group(1)
 
 
 def test_final_stage_installs_only_the_wheels(stages: list[list[tuple[str, str]]]) -> None:
