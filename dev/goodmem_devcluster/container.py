@@ -243,7 +243,6 @@ class PodRun:
             "--detach",
             "--name",
             self.name,
-            *self.engine.runtime_args(),
             "--network",
             "host",
             "--log-driver",

@@ -112,11 +112,10 @@ class Engine:
             env["DOCKER_BUILDKIT"] = "1"
         return env
 
-    def runtime_args(self) -> list[str]:
-        return ["--runtime", self.runtime] if self.runtime else []
-
     def command(self, *args: str) -> list[str]:
-        return [self.path, *args]
+        """argv for the engine's CLI; podman's --runtime is a global option (`podman build` has none of its own)."""
+        runtime = ["--runtime", self.runtime] if self.runtime else []
+        return [self.path, *runtime, *args]
 
     def run(
         self, *args: str, check: bool = True, timeout: float | None = 120.0, input: bytes | None = None
@@ -156,7 +155,7 @@ def find_engine() -> Engine:
     if wanted in ("", "podman"):
         podman = shutil.which("podman")
         if podman:
-            runc = shutil.which("runc") or (os.path.exists("/usr/sbin/runc") and "/usr/sbin/runc") or None
+            runc = shutil.which("runc") or shutil.which("runc", path="/usr/sbin:/sbin")  # not on a non-root PATH
             conf = None if os.environ.get("CONTAINERS_CONF") else containers_conf()
             return Engine("podman", podman, runtime="runc" if runc else None, conf=conf)
         missing.append("podman is not installed (not on PATH)")
@@ -351,10 +350,8 @@ def build_command(
 ) -> list[str]:
     """The engine's build command for the repository's Dockerfile."""
     args = ["build", "--network", "host", "--build-arg", f"PYTHON_IMAGE={python_image}", "-t", tag]
-    if engine.name == "podman":
-        args[1:1] = engine.runtime_args()
-        if ca_bundle is not None:
-            args += ["-v", f"{ca_bundle}:{ca_bundle}:ro", "--build-arg", f"PIP_CERT={ca_bundle}"]
+    if engine.name == "podman" and ca_bundle is not None:
+        args += ["-v", f"{ca_bundle}:{ca_bundle}:ro", "--build-arg", f"PIP_CERT={ca_bundle}"]
     return engine.command(*args, "-f", str(context / "Dockerfile"), str(context))
 
 

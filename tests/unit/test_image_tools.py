@@ -46,7 +46,13 @@ def test_no_engine_says_what_is_missing_and_make_image_fails(
 def test_podman_runs_with_runc_and_a_conf_without_default_ulimits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(image_mod.shutil, "which", lambda name: f"/usr/bin/{name}")
     engine = image_mod.find_engine()
-    assert (engine.name, engine.runtime_args()) == ("podman", ["--runtime", "runc"])
+    assert engine.name == "podman" and engine.command("build", ".") == [
+        "/usr/bin/podman",
+        "--runtime",
+        "runc",
+        "build",
+        ".",
+    ]
     assert engine.conf is not None and "default_ulimits = []" in engine.conf.read_text()
     assert engine.env()["CONTAINERS_CONF"] == str(engine.conf)
     monkeypatch.setenv("CONTAINERS_CONF", "/etc/mine.conf")  # the user's own choice is kept
@@ -128,7 +134,7 @@ def test_the_build_hands_pip_the_hosts_ca_bundle_with_podman(tmp_path: Path) -> 
     bundle = tmp_path / "ca.pem"
     podman = Engine("podman", "podman", runtime="runc")
     cmd = image_mod.build_command(podman, "goodmem-operator:t", "localhost/base:1", bundle, context=ROOT)
-    assert cmd[:4] == ["podman", "build", "--runtime", "runc"]
+    assert cmd[:4] == ["podman", "--runtime", "runc", "build"]
     joined = " ".join(cmd)
     assert f"-v {bundle}:{bundle}:ro --build-arg PIP_CERT={bundle}" in joined
     assert "--network host --build-arg PYTHON_IMAGE=localhost/base:1 -t goodmem-operator:t" in joined
@@ -234,7 +240,7 @@ def test_the_pod_gets_its_env_volumes_and_service_account(deployment: dict[str, 
     assert env["GOODMEM_BASE_URL"] == "http://127.0.0.1:1" and env["KUBERNETES_SERVICE_PORT"] == "6443"
     args = run.run_args()
     assert args[-2:] == ["localhost/goodmem-operator:t", "--liveness=http://0.0.0.0:8081/healthz"]
-    assert args[:5] == ["--detach", "--name", "goodmem-e2e-x", "--runtime", "runc"]
+    assert args[:5] == ["--detach", "--name", "goodmem-e2e-x", "--network", "host"]
     assert "--tmpfs" in args and args[args.index("--tmpfs") + 1] == f"/tmp:rw,mode=1777,size={16 * 2**20}"
     key_dir = tmp_path / "pod" / "volumes" / "registry-api-key"
     assert f"{key_dir}:/etc/goodmem/registry:ro" in args
