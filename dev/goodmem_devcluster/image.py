@@ -89,7 +89,7 @@ def containers_conf() -> Path:
     path = cache_dir() / "containers.conf"
     if not path.is_file() or path.read_text() != CONTAINERS_CONF_TEXT:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(CONTAINERS_CONF_TEXT)
         os.replace(tmp, path)
     return path
@@ -117,14 +117,12 @@ class Engine:
         runtime = ["--runtime", self.runtime] if self.runtime else []
         return [self.path, *runtime, *args]
 
-    def run(
-        self, *args: str, check: bool = True, timeout: float | None = 120.0, input: bytes | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, check: bool = True, timeout: float | None = 120.0) -> subprocess.CompletedProcess[str]:
         """The engine's CLI, output captured as text; check=True raises ImageBuildFailed with its stderr."""
         res = subprocess.run(
             self.command(*args),
             env=self.env(),
-            input=None if input is None else input.decode(),
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -396,7 +394,7 @@ def build_image(tag: str | None = None, base: str = "auto", *, refresh_base: boo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="goodmem-image", description=__doc__.splitlines()[0])
     p.add_argument("--tag", default=None, help="image tag (default goodmem-operator:<version>)")
-    p.add_argument("--base", default="auto", help="auto (default), public, debian, or an image reference")
+    p.add_argument("--base", default="auto", help=f"{', '.join(BASE_CHOICES)} (the first is the default), or an image")
     p.add_argument("--refresh-base", action="store_true", help="make the Debian base again (newer packages)")
     args = p.parse_args(argv)
     try:
