@@ -318,7 +318,8 @@ def test_the_image_holds_the_operator_and_no_dev_tool(engine: Engine, image: Bui
         "import importlib.metadata as m, importlib.util as u, json; "
         "print(json.dumps({'dists': sorted(d.metadata['Name'].lower() for d in m.distributions()), "
         "'modules': {n: u.find_spec(n) is not None for n in "
-        "('goodmem_operator', 'goodmem_emulator', 'goodmem_devcluster', 'pytest', 'pip', 'kopf', 'uvloop')}}))"
+        "('goodmem_operator', 'goodmem_emulator', 'goodmem_devcluster', 'pytest', 'pip', 'kopf', 'uvloop', "
+        "'kubernetes.config', 'kubernetes.aio')}}))"
     )
     try:
         res = engine.run(
@@ -342,6 +343,8 @@ def test_the_image_holds_the_operator_and_no_dev_tool(engine: Engine, image: Bui
         "goodmem_operator": True,
         "kopf": True,
         "uvloop": True,
+        "kubernetes.config": True,
+        "kubernetes.aio": False,  # removed: nothing imports it (Dockerfile)
         "goodmem_emulator": False,
         "goodmem_devcluster": False,
         "pytest": False,
