@@ -257,3 +257,19 @@ def test_the_pod_gets_its_env_volumes_and_service_account(deployment: dict[str, 
     }
     run.stop()  # never started: nothing to remove in podman, the files go
     assert not (tmp_path / "pod").exists()
+
+
+def test_the_image_test_skips_without_an_engine_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from goodmem_devcluster import testing
+
+    def none() -> Engine:
+        raise EngineUnavailable("no container engine: podman is not installed")
+
+    monkeypatch.setattr(testing, "find_engine", none)
+    monkeypatch.delenv("GOODMEM_REQUIRE_E2E", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"IMAGE E2E SKIPPED.*podman is not installed"):
+        testing.require_container_engine()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"A CONTAINER ENGINE IS REQUIRED.*podman is not installed"):
+        testing.require_container_engine()
