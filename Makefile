@@ -13,7 +13,10 @@ $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	$(PY) -m pip install -q -e '.[test]' -e ./dev
 	touch $@
 
+## System packages the image needs (podman, runc, mmdebstrap): installed with apt-get when missing and run as root,
+## else named; SYSTEM_PACKAGES=0 skips the step (hack/install-system-packages).
 install: $(VENV)/.installed
+	@bash hack/install-system-packages
 
 ## The main job on the embedded default: local control plane + registry emulator + operator + examples.
 ## KEEP=1 leaves it running and prints how to point kubectl at it.
@@ -59,15 +62,11 @@ reliability: install
 	GOODMEM_RELIABILITY_FULL=1 bash hack/run-tests -m reliability -s
 	$(PY) -m tests.reliability.report
 
-## The container image (Dockerfile). Builds only where a Docker engine answers; elsewhere says so and succeeds.
-IMAGE ?= goodmem-operator:0.1.0
-image:
-	@if docker info >/dev/null 2>&1; then \
-		DOCKER_BUILDKIT=1 docker build -t $(IMAGE) . ; \
-	else \
-		echo "make image: no Docker engine answers ('docker info' failed), so $(IMAGE) was NOT built."; \
-		echo "            Run 'make image' where Docker (with BuildKit) runs, or: docker build -t $(IMAGE) ."; \
-	fi
+## The container image (Dockerfile), with podman or Docker (goodmem_devcluster.image). BASE=auto (default: the public
+## Python image when Docker Hub answers, else a Debian base made by mmdebstrap, cached), public, debian or an image
+## reference; IMAGE=name:tag (default goodmem-operator:<version>). Without an engine it says what is missing and fails.
+image: install
+	$(PY) -m goodmem_devcluster.image $(if $(IMAGE),--tag $(IMAGE)) $(if $(BASE),--base $(BASE))
 
 cluster-up: install
 	$(PY) -m goodmem_devcluster up

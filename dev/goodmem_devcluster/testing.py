@@ -1,6 +1,7 @@
-"""pytest helpers: skip (or fail, under GOODMEM_REQUIRE_E2E=1) when no control plane can be built.
+"""pytest helpers: skip (or fail, under CI: GOODMEM_REQUIRE_E2E=1 or CI=true) when no control plane can be built
+or no container engine runs.
 
-from goodmem_devcluster.testing import require_control_plane, control_plane_session
+from goodmem_devcluster.testing import require_control_plane, control_plane_session, require_container_engine
 """
 
 from __future__ import annotations
@@ -13,17 +14,26 @@ from typing import Any
 
 from .controlplane import ControlPlane
 from .gobuild import GoUnavailable, binaries, build, build_tool, find_go, tool_path
+from .image import Engine, EngineUnavailable, find_engine
 
 __all__ = [
     "REQUIRE_ENV",
     "build_visibly",
     "control_plane_session",
+    "e2e_required",
+    "require_container_engine",
     "require_control_plane",
     "require_tool",
     "unavailable_reason",
 ]
 
 REQUIRE_ENV = "GOODMEM_REQUIRE_E2E"
+
+
+def e2e_required() -> bool:
+    """Whether a missing prerequisite of the e2e tier fails rather than skips: GOODMEM_REQUIRE_E2E=1 (.ci/run sets
+    it) or CI=true (what CI services set)."""
+    return os.environ.get(REQUIRE_ENV) == "1" or os.environ.get("CI") == "true"
 
 
 def unavailable_reason() -> str | None:
@@ -45,8 +55,8 @@ def require_control_plane() -> None:
     if reason is None:
         return
     banner = "!" * 20
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{banner} E2E REQUIRED ({REQUIRE_ENV}=1) BUT NO CONTROL PLANE: {reason}", pytrace=False)
+    if e2e_required():
+        pytest.fail(f"{banner} E2E REQUIRED ({REQUIRE_ENV}=1 or CI=true) BUT NO CONTROL PLANE: {reason}", pytrace=False)
     pytest.skip(f"{banner} E2E SKIPPED, NO CONTROL PLANE (set {REQUIRE_ENV}=1 to make this fail): {reason}")
 
 
@@ -95,10 +105,25 @@ def require_tool(name: str, pytestconfig: Any = None) -> Path:
         find_go()
     except GoUnavailable as exc:
         banner = "!" * 20
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{banner} {name} REQUIRED ({REQUIRE_ENV}=1) BUT IT CANNOT BE BUILT: {exc}", pytrace=False)
+        if e2e_required():
+            pytest.fail(
+                f"{banner} {name} REQUIRED ({REQUIRE_ENV}=1 or CI=true) BUT IT CANNOT BE BUILT: {exc}", pytrace=False
+            )
         pytest.skip(
             f"{banner} {name.upper()} SKIPPED, NO GO TO BUILD IT (set {REQUIRE_ENV}=1 to make this fail): {exc}"
         )
     with _capture_disabled(pytestconfig):
         return build_tool(name)
+
+
+def require_container_engine() -> Engine:
+    """The container engine (podman, else a running Docker); skips loudly without one, fails under CI."""
+    import pytest
+
+    try:
+        return find_engine()
+    except EngineUnavailable as exc:
+        banner = "!" * 20
+        if e2e_required():
+            pytest.fail(f"{banner} A CONTAINER ENGINE IS REQUIRED ({REQUIRE_ENV}=1 or CI=true): {exc}", pytrace=False)
+        pytest.skip(f"{banner} IMAGE E2E SKIPPED (set {REQUIRE_ENV}=1 to make this fail): {exc}")

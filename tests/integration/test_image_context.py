@@ -3,7 +3,8 @@
 The context is what .dockerignore lets through (an allow-list: pyproject.toml, README.md, operator/);
 the project's wheel is built from a copy of it the way the builder stage does (`pip wheel`, with
 build isolation, dependencies left out here), and the wheel must carry the entry point the image's
-ENTRYPOINT names and no test dependency.
+ENTRYPOINT names and no test dependency. The built image itself is checked the same way (no emulator, no dev
+cluster, no test tool, no pip) in tests/e2e/test_image.py.
 """
 
 from __future__ import annotations

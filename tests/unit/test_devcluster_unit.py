@@ -206,8 +206,13 @@ def test_require_control_plane_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(testing, "unavailable_reason", lambda: "Go toolchain not found")
     monkeypatch.delenv("GOODMEM_REQUIRE_E2E", raising=False)
+    monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match=r"E2E SKIPPED.*Go toolchain not found"):
         testing.require_control_plane()
+    monkeypatch.setenv("CI", "true")  # what CI services set: a skip there would pass unseen
+    with pytest.raises(pytest.fail.Exception, match=r"E2E REQUIRED.*Go toolchain not found"):
+        testing.require_control_plane()
+    monkeypatch.delenv("CI")
     monkeypatch.setenv("GOODMEM_REQUIRE_E2E", "1")
     with pytest.raises(pytest.fail.Exception, match=r"E2E REQUIRED.*Go toolchain not found"):
         testing.require_control_plane()
