@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from goodmem_operator import _kopf
 from goodmem_operator import config as config_mod
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.handlers import (
@@ -29,7 +30,7 @@ from goodmem_operator.metrics import Metrics
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
 from goodmem_operator.secrets import KubeSecretReader, SecretCache
-from goodmem_operator.watching import choose, kube_can_i
+from goodmem_operator.watching import choose, kube_can_i, revise_namespaces
 
 log = logging.getLogger("goodmem_operator")
 
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     if scope.fallback:
         log.warning("goodmem-operator: %s", scope.fallback)
     settings.scanning.disabled = not scope.observe_namespaces
+    if scope.observe_namespaces:
+        # A namespace being deleted keeps its streams until its LLMs are released (watching.namespace_gone).
+        _kopf.replace_namespace_revision(revise_namespaces)
     select_credential_secrets(settings)  # Secrets without goodmem.ai/credentials=true never reach the operator
     kopf.run(
         loop=event_loop(),
