@@ -495,3 +495,21 @@ def test_control_plane_with_a_controller_manager_records_it(tmp_path: Path) -> N
     assert plain.supervisor.order == ("etcd", "kube-apiserver") and plain.controller_manager_pid is None
     with pytest.raises(ControlPlaneError, match="runs no kube-controller-manager"):
         plain.start_controller_manager()
+
+
+def test_cli_build_builds_the_controller_manager_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from goodmem_devcluster import __main__ as cli
+
+    monkeypatch.setenv("GOODMEM_DEVCLUSTER_CACHE", str(tmp_path))
+    asked: list[bool] = []
+
+    def fake_build(*, quiet: bool = False, controller_manager: bool = False) -> gobuild.Binaries:
+        asked.append(controller_manager)
+        return gobuild.binaries()
+
+    monkeypatch.setattr(gobuild, "build", fake_build)
+    assert cli.main(["build"]) == 0 and cli.main(["build", "--controller-manager"]) == 0
+    assert asked == [False, True]
+    assert "kube_controller_manager: " in capsys.readouterr().out
