@@ -136,21 +136,37 @@ def namespace_gone(event_type: str | None, namespace: Mapping[str, Any]) -> bool
     return marked and bool(conditions) and not any(c.get("status") == "True" for c in conditions)
 
 
-def revise_namespaces(
-    *,
-    insights: Insights,
-    namespaces: Collection[NamespacePattern],
-    raw_events: Collection[kopf.RawEvent] = (),
-    raw_bodies: Collection[kopf.RawBody] = (),
-) -> None:
-    """kopf's namespace revision with `namespace_gone` as the rule (main installs it through
-    `_kopf.replace_namespace_revision`): a listed (`raw_bodies`) or changed (`raw_events`) namespace that matches
-    the watched patterns has streams unless it is gone; a gone one loses them."""
-    changes: list[tuple[str | None, Mapping[str, Any]]] = [(e["type"], e["object"]) for e in raw_events]
-    changes += [(None, body) for body in raw_bodies]
-    for event_type, body in changes:
-        name = NamespaceName(body["metadata"]["name"])
-        if namespace_gone(event_type, body):
-            insights.namespaces.discard(name)
-        elif any(match_namespace(name, pattern) for pattern in namespaces):
-            insights.namespaces.add(name)
+class NamespaceWatch:
+    """kopf's namespace revision with `namespace_gone` as the rule (main installs `revise` into kopf through
+    `_kopf.replace_namespace_revision`), and the namespaces it has seen being deleted (`terminating`)."""
+
+    def __init__(self) -> None:
+        self._terminating: set[str] = set()
+
+    def terminating(self, namespace: str) -> bool:
+        """Whether `namespace` is being deleted: the API server then refuses new objects in it, Events included."""
+        return namespace in self._terminating
+
+    def revise(
+        self,
+        *,
+        insights: Insights,
+        namespaces: Collection[NamespacePattern],
+        raw_events: Collection[kopf.RawEvent] = (),
+        raw_bodies: Collection[kopf.RawBody] = (),
+    ) -> None:
+        """A listed (`raw_bodies`) or changed (`raw_events`) namespace that matches the watched patterns has streams
+        unless it is gone; a gone one loses them."""
+        changes: list[tuple[str | None, Mapping[str, Any]]] = [(e["type"], e["object"]) for e in raw_events]
+        changes += [(None, body) for body in raw_bodies]
+        for event_type, body in changes:
+            name = NamespaceName(body["metadata"]["name"])
+            gone = namespace_gone(event_type, body)
+            if gone or not (body.get("metadata") or {}).get("deletionTimestamp"):
+                self._terminating.discard(name)
+            else:
+                self._terminating.add(name)
+            if gone:
+                insights.namespaces.discard(name)
+            elif any(match_namespace(name, pattern) for pattern in namespaces):
+                insights.namespaces.add(name)

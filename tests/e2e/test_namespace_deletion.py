@@ -111,7 +111,13 @@ def writes(registry: EmulatorProcess, llm_id: str) -> list[str]:
     """The registry writes to one entry: its create (POST with this client-chosen id), PUTs and DELETEs."""
     found = []
     for e in registry.stats()["log"]:
-        if e["method"] == "POST" and e["route"] == "/v1/llms" and (e.get("body") or {}).get("llmId") == llm_id:
+        body = e.get("body")
+        if (
+            e["method"] == "POST"
+            and e["route"] == "/v1/llms"
+            and isinstance(body, dict)
+            and body.get("llmId") == llm_id
+        ):
             found.append("POST")
         elif e["method"] in ("PUT", "DELETE") and e["path"] == f"/v1/llms/{llm_id}":
             found.append(e["method"])
@@ -127,7 +133,7 @@ def wait_namespace_gone(k: Kube, ns: str, since: float, after: str) -> None:
     print(f"\n[namespace deletion] {ns} gone {time.monotonic() - since:.1f}s after {after}")
 
 
-def assert_policies_applied(registry: EmulatorProcess, tenant: Tenant) -> None:
+def assert_policies_applied(cp: ControlPlane, registry: EmulatorProcess, tenant: Tenant) -> None:
     ns = tenant.namespace
     for name in Tenant.DELETED:
         llm_id = tenant.ids[name]
@@ -141,6 +147,12 @@ def assert_policies_applied(registry: EmulatorProcess, tenant: Tenant) -> None:
     assert writes(registry, tenant.ids[Tenant.ORPHANED]) == ["POST", "PUT"], "one PUT strips the ownership labels"
     owned = [r["llmId"] for r in registry.records() if f"/{ns}/" in (r.get("labels") or {}).get(OWNER, "")]
     assert owned == [], "no entry of the deleted namespace still claims an owner"
+    refused = [
+        e
+        for e in cp.audit_events()
+        if (e.get("objectRef") or {}).get("namespace") == ns and (e.get("responseStatus") or {}).get("code") == 403
+    ]
+    assert refused == [], "no Event (or anything else) is sent into the namespace while it is being deleted"
 
 
 def assert_untouched(k: Kube, registry: EmulatorProcess, tenant: Tenant) -> None:
@@ -152,18 +164,18 @@ def assert_untouched(k: Kube, registry: EmulatorProcess, tenant: Tenant) -> None
 
 
 def test_deleting_a_namespace_applies_each_deletion_policy_and_the_namespace_goes(
-    k: Kube, op: OperatorProcess, registry: EmulatorProcess, bystander: Tenant
+    cp: ControlPlane, k: Kube, op: OperatorProcess, registry: EmulatorProcess, bystander: Tenant
 ) -> None:
     tenant = populate(k, "tenant")
     start = time.monotonic()
     k.run("delete", "namespace", tenant.namespace, "--wait=false")
     wait_namespace_gone(k, tenant.namespace, start, "kubectl delete namespace (operator running)")
-    assert_policies_applied(registry, tenant)
+    assert_policies_applied(cp, registry, tenant)
     assert_untouched(k, registry, bystander)
 
 
 def test_a_namespace_deleted_while_the_operator_is_down_finishes_when_it_is_back(
-    k: Kube, op: OperatorProcess, registry: EmulatorProcess, bystander: Tenant
+    cp: ControlPlane, k: Kube, op: OperatorProcess, registry: EmulatorProcess, bystander: Tenant
 ) -> None:
     """The namespace controller deletes the Secrets and marks the LLMs for deletion; the LLMs wait on the operator's
     finalizer, so the namespace stays Terminating. The operator, started again, finds the namespace being deleted,
@@ -191,7 +203,7 @@ def test_a_namespace_deleted_while_the_operator_is_down_finishes_when_it_is_back
         restarted = time.monotonic()
         op.start()
     wait_namespace_gone(k, ns, restarted, "the operator's restart (it was down during kubectl delete namespace)")
-    assert_policies_applied(registry, tenant)
+    assert_policies_applied(cp, registry, tenant)
     assert_untouched(k, registry, bystander)
 
 

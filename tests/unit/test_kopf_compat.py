@@ -46,12 +46,12 @@ async def test_each_objects_memo_is_a_shallow_copy_of_the_one_given_to_kopf_run(
 
 def test_kopf_revises_namespaces_through_the_name_the_operator_replaces() -> None:
     """`_kopf.replace_namespace_revision` swaps `observation.revise_namespaces`: kopf's namespace observer must still
-    look it up by that module-global name, with the keywords `watching.revise_namespaces` takes."""
+    look it up by that module-global name, with the keywords `watching.NamespaceWatch.revise` takes."""
     from goodmem_operator import watching
 
     observation = _kopf._observation
     assert list(inspect.signature(observation.revise_namespaces).parameters) == list(
-        inspect.signature(watching.revise_namespaces).parameters
+        inspect.signature(watching.NamespaceWatch().revise).parameters
     )
     for caller in (observation.namespace_observer, observation.process_discovered_namespace_event):
         assert "revise_namespaces" in caller.__code__.co_names, caller

@@ -33,7 +33,7 @@ def test_kopf_follows_namespaces_with_the_operators_rule_when_it_observes_them(
     monkeypatch: pytest.MonkeyPatch, argv: list[str], replaced: bool
 ) -> None:
     """Watching every namespace (kopf's namespace observation), a namespace being deleted keeps its streams until its
-    LLMs are released (watching.revise_namespaces); with named namespaces kopf observes none, and nothing changes."""
+    LLMs are released (watching.NamespaceWatch); with named namespaces kopf observes none, and nothing changes."""
     import kopf
 
     from goodmem_operator import _kopf, watching
@@ -47,4 +47,4 @@ def test_kopf_follows_namespaces_with_the_operators_rule_when_it_observes_them(
     monkeypatch.setattr(kopf, "run", lambda **kwargs: runs.append(kwargs))
     main.main(argv)
     assert len(runs) == 1
-    assert (observation.revise_namespaces is watching.revise_namespaces) is replaced
+    assert isinstance(getattr(observation.revise_namespaces, "__self__", None), watching.NamespaceWatch) is replaced

@@ -1,5 +1,5 @@
 """Which watch streams the operator opens (goodmem_operator.watching.choose): the decision table; and which
-namespaces keep theirs while they are being deleted (watching.revise_namespaces, namespace_gone)."""
+namespaces keep theirs while they are being deleted (watching.NamespaceWatch, namespace_gone)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from goodmem_operator import _kopf, config
-from goodmem_operator.watching import ALL_NAMESPACES, CanI, Streams, choose, namespace_gone, revise_namespaces
+from goodmem_operator.watching import ALL_NAMESPACES, CanI, NamespaceWatch, Streams, choose, namespace_gone
 
 pytestmark = pytest.mark.unit
 
@@ -119,7 +119,7 @@ def event(kind: str, body: Any) -> Any:
 def test_kopf_alone_never_serves_a_namespace_already_being_deleted_when_the_operator_starts() -> None:
     """Why the operator replaces kopf's rule: with kopf's, an operator that starts while a namespace with LLMs is
     being deleted opens no stream for it, so nothing ever releases those LLMs. If this starts failing, kopf has
-    changed its rule: check whether `watching.revise_namespaces` is still needed."""
+    changed its rule: check whether `watching.NamespaceWatch` is still needed."""
     insights = _kopf.Insights()
     dying = namespace("dying", deleting=True, conditions=CONTENT_REMAINING)
     KOPF_REVISE(insights=insights, namespaces=[ALL_NAMESPACES], raw_bodies=[namespace("live"), dying])
@@ -129,37 +129,39 @@ def test_kopf_alone_never_serves_a_namespace_already_being_deleted_when_the_oper
 
 
 def test_a_namespace_being_deleted_is_served_from_the_startup_listing_until_it_is_empty() -> None:
-    insights = _kopf.Insights()
+    insights, watch = _kopf.Insights(), NamespaceWatch()
     dying = namespace("dying", deleting=True, conditions=CONTENT_REMAINING)
-    revise_namespaces(insights=insights, namespaces=[ALL_NAMESPACES], raw_bodies=[namespace("live"), dying])
+    watch.revise(insights=insights, namespaces=[ALL_NAMESPACES], raw_bodies=[namespace("live"), dying])
     assert insights.namespaces == {"live", "dying"}
-    revise_namespaces(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("MODIFIED", dying)])
+    assert watch.terminating("dying") and not watch.terminating("live")
+    watch.revise(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("MODIFIED", dying)])
     assert insights.namespaces == {"live", "dying"}
     emptied = namespace("dying", deleting=True, conditions=EMPTIED)
-    revise_namespaces(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("MODIFIED", emptied)])
+    watch.revise(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("MODIFIED", emptied)])
     assert insights.namespaces == {"live"}, "nothing left in it: its streams stop"
+    assert not watch.terminating("dying")
 
 
 def test_a_namespace_keeps_its_streams_through_deletion_until_deleted() -> None:
-    insights = _kopf.Insights()
-    revise_namespaces(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("ADDED", namespace("a"))])
+    insights, watch = _kopf.Insights(), NamespaceWatch()
+    watch.revise(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("ADDED", namespace("a"))])
     assert insights.namespaces == {"a"}
     for step in (
         namespace("a", deleting=True),  # marked, before the namespace controller's first pass
         namespace("a", deleting=True, conditions=CONTENT_REMAINING),
     ):
-        revise_namespaces(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("MODIFIED", step)])
-        assert insights.namespaces == {"a"}
+        watch.revise(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("MODIFIED", step)])
+        assert insights.namespaces == {"a"} and watch.terminating("a")
     # DELETED ends it even if its last state still had a True condition (a finalizer removed by hand, say).
     gone = namespace("a", deleting=True, conditions=CONTENT_REMAINING)
-    revise_namespaces(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("DELETED", gone)])
-    assert insights.namespaces == set()
+    watch.revise(insights=insights, namespaces=[ALL_NAMESPACES], raw_events=[event("DELETED", gone)])
+    assert insights.namespaces == set() and not watch.terminating("a")
 
 
 def test_only_namespaces_matching_the_patterns_get_streams() -> None:
-    insights = _kopf.Insights()
+    insights, watch = _kopf.Insights(), NamespaceWatch()
     dying = namespace("team-b", deleting=True, conditions=CONTENT_REMAINING)
-    revise_namespaces(insights=insights, namespaces=["team-*"], raw_bodies=[namespace("team-a"), namespace("x"), dying])
+    watch.revise(insights=insights, namespaces=["team-*"], raw_bodies=[namespace("team-a"), namespace("x"), dying])
     assert insights.namespaces == {"team-a", "team-b"}
 
 
