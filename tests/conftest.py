@@ -33,6 +33,16 @@ def control_plane(pytestconfig: pytest.Config):
         yield cp
 
 
+@pytest.fixture(scope="module")
+def control_plane_with_controller_manager(pytestconfig: pytest.Config):
+    """A control plane of its own that also runs kube-controller-manager (the namespace controller, the garbage
+    collector): deleted namespaces finish deleting, ownerReferences cascade. Started only for a module that asks
+    for it, and stopped after that module, so the rest of the session neither waits for it nor shares its
+    cluster-wide behaviour. The first run builds kube-controller-manager (then cached like the others)."""
+    with control_plane_session(pytestconfig, controller_manager=True) as cp:
+        yield cp
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> str:
     """A fresh namespace per test. Never wait for namespace deletion: without a

@@ -28,9 +28,9 @@ def _attach(state_dir: Path) -> ControlPlane | None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    b = _build.build()
+    b = _build.build(controller_manager=args.controller_manager)
     for name, path in vars(b).items():
-        print(f"{name}: {path}")
+        print(f"{name}: {path}" + ("" if path.exists() else "  (not built; optional: build --controller-manager)"))
     return 0
 
 
@@ -41,12 +41,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         _err(f"already up at {d} (pids {existing.pids}); `down` first to restart")
         print(f"export KUBECONFIG={existing.kubeconfig_path}")
         return 0
-    _build.build()
-    cp = ControlPlane(d, detached=True, startup_timeout=args.timeout)
+    _build.build(controller_manager=args.controller_manager)
+    cp = ControlPlane(d, detached=True, startup_timeout=args.timeout, controller_manager=args.controller_manager)
     cp.start()
+    kcm = (
+        f"kube-controller-manager (pid {cp.controller_manager_pid}, ready in "
+        f"{cp.startup_seconds.get('kube-controller-manager', 0):.1f}s), "
+        if args.controller_manager
+        else ""
+    )
     _err(
         f"kube-apiserver {_build.KUBERNETES_VERSION} at {cp.server_url} (pid {cp.apiserver_pid}, ready in "
-        f"{cp.startup_seconds.get('kube-apiserver', 0):.1f}s), etcd {_build.ETCD_VERSION} at {cp.etcd_url} "
+        f"{cp.startup_seconds.get('kube-apiserver', 0):.1f}s), {kcm}etcd {_build.ETCD_VERSION} at {cp.etcd_url} "
         f"(pid {cp.etcd_pid}); state in {d}; audit log {cp.audit_log_path}; kubectl {cp.kubectl_path}"
     )
     print(f"export KUBECONFIG={cp.kubeconfig_path}", flush=True)
@@ -118,8 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     state = argparse.ArgumentParser(add_help=False)
     state.add_argument("--state-dir", type=Path, default=default_state_dir(), help="default: %(default)s")
 
-    sub.add_parser("build", help="build (or find cached) etcd, kube-apiserver, kubectl").set_defaults(func=cmd_build)
-    p = sub.add_parser("up", parents=[state], help="start detached; prints `export KUBECONFIG=...` last")
+    kcm = argparse.ArgumentParser(add_help=False)
+    kcm.add_argument(
+        "--controller-manager",
+        action="store_true",
+        help="also kube-controller-manager (namespace deletion, garbage collection); built on first use",
+    )
+    sub.add_parser("build", parents=[kcm], help="build (or find cached) etcd, kube-apiserver, kubectl").set_defaults(
+        func=cmd_build
+    )
+    p = sub.add_parser("up", parents=[state, kcm], help="start detached; prints `export KUBECONFIG=...` last")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /readyz")
     p.set_defaults(func=cmd_up)
     sub.add_parser("down", parents=[state], help="stop the recorded processes and remove the state dir").set_defaults(

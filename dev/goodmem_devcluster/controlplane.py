@@ -1,7 +1,8 @@
-"""Run etcd + kube-apiserver as local processes (what controller-runtime's envtest runs).
+"""Run etcd + kube-apiserver as local processes (what controller-runtime's envtest runs), and, when asked
+(`controller_manager=True`), kube-controller-manager with the namespace controller and the garbage collector.
 
-No controller manager, scheduler or kubelet: see README.md for what that implies. `ControlPlane` is a facade
-over four parts, each usable alone:
+No scheduler or kubelet; by default no controller manager: see README.md for what that implies. `ControlPlane` is a
+facade over four parts, each usable alone:
 
 - `_supervisor.Supervisor`: spawns the processes (`components.py` says which), waits for them, stops them by
   pid; the state directory and the stop at exit;
@@ -46,7 +47,8 @@ Kubeconfig = str | os.PathLike[str] | None
 
 
 class ControlPlane:
-    """etcd + kube-apiserver on free loopback ports, with an admin kubeconfig.
+    """etcd + kube-apiserver on free loopback ports, with an admin kubeconfig; kube-controller-manager too with
+    `controller_manager=True` (namespaces then finish deleting, ownerReferences cascade).
 
     Usage::
 
@@ -72,6 +74,8 @@ class ControlPlane:
         extra_apiserver_args: Sequence[str] = (),
         build: bool = True,
         stop_timeout: float = 15.0,
+        controller_manager: bool = False,
+        extra_controller_manager_args: Sequence[str] = (),
     ) -> None:
         self._state_dir_arg = Path(state_dir).expanduser().resolve() if state_dir is not None else None
         self.keep_state = keep_state
@@ -79,11 +83,16 @@ class ControlPlane:
         self.startup_timeout = startup_timeout
         self.audit = audit
         self.extra_apiserver_args = list(extra_apiserver_args)
+        self.controller_manager = controller_manager
+        self.extra_controller_manager_args = list(extra_controller_manager_args)
         self._build = build
         self.binaries = _build.binaries()
         self.endpoints = Endpoints()
         self.supervisor = Supervisor(
-            components.ORDER, detached=detached, stop_timeout=stop_timeout, on_change=self._record
+            components.order(controller_manager=controller_manager),
+            detached=detached,
+            stop_timeout=stop_timeout,
+            on_change=self._record,
         )
         self._exit_hook = ExitHook(self.stop, "stopping")
         self._layout: Layout | None = None
@@ -141,6 +150,10 @@ class ControlPlane:
         return self.layout.log(components.KUBE_APISERVER)
 
     @property
+    def controller_manager_log_path(self) -> Path:
+        return self.layout.log(components.KUBE_CONTROLLER_MANAGER)
+
+    @property
     def kubectl_path(self) -> Path:
         """The kubectl built from hack/go/kube (a kubectl on PATH is never used)."""
         return self.binaries.kubectl
@@ -183,6 +196,12 @@ class ControlPlane:
         return self.supervisor.pid(components.KUBE_APISERVER)
 
     @property
+    def controller_manager_pid(self) -> int | None:
+        if not self.controller_manager:
+            return None
+        return self.supervisor.pid(components.KUBE_CONTROLLER_MANAGER)
+
+    @property
     def pids(self) -> dict[str, int]:
         return self.supervisor.pids
 
@@ -199,7 +218,7 @@ class ControlPlane:
         return self.supervisor.any_alive()
 
     def is_alive(self, component: str) -> bool:
-        """Whether the process `component` ("etcd", "kube-apiserver") runs."""
+        """Whether the process `component` ("etcd", "kube-apiserver", "kube-controller-manager") runs."""
         return self.supervisor.alive(component)
 
     def apiserver_ready(self) -> bool:
@@ -218,12 +237,13 @@ class ControlPlane:
         self.stop()
 
     def start(self) -> ControlPlane:
-        """Build if needed, generate certificates, start etcd and kube-apiserver, wait for /readyz."""
+        """Build if needed, generate certificates, start etcd and kube-apiserver, wait for /readyz; then
+        kube-controller-manager if asked for, and wait until its controllers have started."""
         if self.is_running():
             raise ControlPlaneError("already started")
         if self._build:
-            _build.build()
-        elif not self.binaries.all_present():
+            _build.build(controller_manager=self.controller_manager)
+        elif not self.binaries.all_present(controller_manager=self.controller_manager):
             raise ControlPlaneError(f"binaries missing (build=False): {self.binaries}")
         self._layout = Layout(prepare_state_dir(self._state_dir_arg, components.ORDER))
         try:
@@ -232,6 +252,9 @@ class ControlPlane:
                 self.layout.audit_policy.write_text(_audit.AUDIT_POLICY)
             self._start_on_free_ports()
             self.credentials.write_admin_kubeconfig()
+            if self.controller_manager:
+                self.credentials.write_controller_manager_credentials()
+                self._start_controller_manager_on_a_free_port()
             self._save_state()
         except BaseException as exc:
             self.supervisor.stop_all()
@@ -258,8 +281,19 @@ class ControlPlane:
                     raise
                 shutil.rmtree(self.layout.etcd_data, ignore_errors=True)
 
+    def _start_controller_manager_on_a_free_port(self) -> None:
+        for attempt in range(3):
+            self.endpoints.controller_manager_port = free_ports(1)[0]
+            try:
+                self.start_controller_manager()
+                return
+            except ControlPlaneError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd (SIGTERM, SIGKILL after `stop_timeout`); remove state unless kept."""
+        """Stop kube-controller-manager (if it runs), kube-apiserver, then etcd (SIGTERM, SIGKILL after
+        `stop_timeout`); remove state unless kept."""
         self.supervisor.stop_all()
         self._exit_hook.disarm()
         if not self.keep_state:
@@ -303,6 +337,33 @@ class ControlPlane:
     def stop_apiserver(self) -> None:
         self.supervisor.stop(components.KUBE_APISERVER)
 
+    def controller_manager_args(self) -> list[str]:
+        """The kube-controller-manager command line (without the binary)."""
+        return components.controller_manager_args(self.layout, self.endpoints, extra=self.extra_controller_manager_args)
+
+    def start_controller_manager(self) -> None:
+        """Start kube-controller-manager (same port and credentials as before, if it ran already) and wait until
+        its controllers have started. Only on a control plane made with `controller_manager=True`."""
+        if not self.controller_manager:
+            raise ControlPlaneError("this control plane runs no kube-controller-manager (controller_manager=False)")
+        if not self.supervisor.alive(components.KUBE_APISERVER):
+            raise ControlPlaneError("kube-apiserver is not running; start_apiserver() first")
+        self.supervisor.start(
+            components.controller_manager(
+                self.binaries.kube_controller_manager,
+                self.layout,
+                self.endpoints,
+                ca_tls=self.credentials.ca_tls(),
+                extra=self.extra_controller_manager_args,
+                timeout=self.startup_timeout,
+            )
+        )
+
+    def stop_controller_manager(self) -> None:
+        """Stop kube-controller-manager: namespaces being deleted then stay Terminating until it starts again."""
+        if self.controller_manager:
+            self.supervisor.stop(components.KUBE_CONTROLLER_MANAGER)
+
     # -------------------------------------------------------------- state.json
     def state(self) -> dict[str, Any]:
         """What state.json records."""
@@ -320,6 +381,8 @@ class ControlPlane:
             "detached": self.detached,
             "audit": self.audit,
             "extra_apiserver_args": self.extra_apiserver_args,
+            "controller_manager": self.controller_manager,
+            "extra_controller_manager_args": self.extra_controller_manager_args,
         }
 
     def _save_state(self) -> None:
@@ -344,6 +407,8 @@ class ControlPlane:
             audit=st.get("audit", True),
             extra_apiserver_args=st.get("extra_apiserver_args", ()),
             build=False,
+            controller_manager=st.get("controller_manager", False),
+            extra_controller_manager_args=st.get("extra_controller_manager_args", ()),
         )
         cp.endpoints = Endpoints.from_ports(st["ports"])
         cp.supervisor.adopt(st["processes"])

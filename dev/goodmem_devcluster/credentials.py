@@ -20,6 +20,7 @@ __all__ = [
     "ADMIN_GROUPS",
     "ADMIN_USER",
     "APISERVER_DNS_NAMES",
+    "CONTROLLER_MANAGER_USER",
     "Credentials",
     "file_safe",
     "request_service_account_token",
@@ -36,6 +37,8 @@ APISERVER_DNS_NAMES = (
     "kubernetes.default.svc.cluster.local",
 )
 APISERVER_IPS = (HOST, "10.0.0.1")
+#: the user kube-controller-manager logs in as; the API server's bootstrap RBAC binds its ClusterRole to it
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 
 
 def file_safe(name: str) -> str:
@@ -64,6 +67,19 @@ class Credentials:
         )
         ca.issue_client(ADMIN_USER, ADMIN_GROUPS).write(lay.admin_cert, lay.admin_key)
         write_service_account_keys(lay.sa_key, lay.sa_pub)
+
+    def write_controller_manager_credentials(self) -> Path:
+        """kube-controller-manager's serving certificate (127.0.0.1, localhost) and its kubeconfig (a client
+        certificate for system:kube-controller-manager); returns the kubeconfig's path."""
+        lay = self.layout
+        self.load_ca().issue_serving(dns=["localhost"], ips=[HOST]).write(
+            lay.controller_manager_cert, lay.controller_manager_key
+        )
+        return self.kubeconfig_for_user(CONTROLLER_MANAGER_USER, (), lay.controller_manager_kubeconfig)
+
+    def ca_tls(self) -> ssl.SSLContext:
+        """TLS that trusts the control plane's CA, with no client certificate (an anonymous client)."""
+        return ssl.create_default_context(cafile=str(self.layout.ca_cert))
 
     def load_ca(self) -> CertificateAuthority:
         return CertificateAuthority(cert_pem=self.layout.ca_cert.read_bytes(), key_pem=self.layout.ca_key.read_bytes())

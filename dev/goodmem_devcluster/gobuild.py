@@ -1,8 +1,9 @@
-"""Build etcd, kube-apiserver and kubectl from the Go modules in hack/go.
+"""Build etcd, kube-apiserver and kubectl (and, when asked, kube-controller-manager) from the Go modules in hack/go.
 
 The versions are read from hack/go/*/go.mod, so the cache directory names and
 the `-X ...version.gitVersion` link flags cannot disagree with what is built.
-Binaries are cached per version and never rebuilt once present.
+Binaries are cached per version and never rebuilt once present. kube-controller-manager is optional: only a
+control plane that runs it (`ControlPlane(controller_manager=True)`) builds it.
 """
 
 from __future__ import annotations
@@ -121,9 +122,16 @@ class Binaries:
     etcd: Path
     kube_apiserver: Path
     kubectl: Path
+    #: optional: built only for a control plane that runs it (same module and version as kube-apiserver)
+    kube_controller_manager: Path
 
-    def all_present(self) -> bool:
-        return all(_is_executable(p) for p in (self.etcd, self.kube_apiserver, self.kubectl))
+    def required(self, *, controller_manager: bool = False) -> tuple[Path, ...]:
+        """The binaries a control plane needs: etcd, kube-apiserver, kubectl, and kube-controller-manager if asked."""
+        core = (self.etcd, self.kube_apiserver, self.kubectl)
+        return (*core, self.kube_controller_manager) if controller_manager else core
+
+    def all_present(self, *, controller_manager: bool = False) -> bool:
+        return all(_is_executable(p) for p in self.required(controller_manager=controller_manager))
 
 
 def binaries() -> Binaries:
@@ -134,6 +142,7 @@ def binaries() -> Binaries:
         etcd=bin_dir / f"etcd-{ETCD_VERSION}" / "etcd",
         kube_apiserver=kube / "kube-apiserver",
         kubectl=kube / "kubectl",
+        kube_controller_manager=kube / "kube-controller-manager",
     )
 
 
@@ -174,10 +183,10 @@ class _Step:
     output: Path
 
 
-def _steps() -> list[_Step]:
+def _steps(*, controller_manager: bool = False) -> list[_Step]:
     b = binaries()
     hd = hack_dir()
-    return [
+    steps = [
         _Step(f"etcd {ETCD_VERSION}", hd / "etcd", ".", "-s -w", b.etcd),
         _Step(
             f"kube-apiserver {KUBERNETES_VERSION}",
@@ -188,17 +197,28 @@ def _steps() -> list[_Step]:
         ),
         _Step(f"kubectl {KUBERNETES_VERSION}", hd / "kube", "./cmd/kubectl", kube_ldflags(), b.kubectl),
     ]
+    if controller_manager:
+        steps.append(
+            _Step(
+                f"kube-controller-manager {KUBERNETES_VERSION}",
+                hd / "kube",
+                "./cmd/kube-controller-manager",
+                kube_ldflags(),
+                b.kube_controller_manager,
+            )
+        )
+    return steps
 
 
-def build(*, quiet: bool = False) -> Binaries:
+def build(*, quiet: bool = False, controller_manager: bool = False) -> Binaries:
     """Build whatever is missing from the cache; return the binaries' paths.
 
-    A second call builds nothing. Progress goes to stderr: a line per step with
-    elapsed time, and a heartbeat every ~30 s (a cold build takes 10+ minutes).
+    kube-controller-manager only with `controller_manager=True`. A second call builds nothing. Progress goes to
+    stderr: a line per step with elapsed time, and a heartbeat every ~30 s (a cold build takes 10+ minutes).
     Raises GoUnavailable if something must be built and Go is absent.
     """
     b = binaries()
-    missing = [s for s in _steps() if not _is_executable(s.output)]
+    missing = [s for s in _steps(controller_manager=controller_manager) if not _is_executable(s.output)]
     if not missing:
         return b
     log = (lambda _msg: None) if quiet else _log
@@ -211,7 +231,7 @@ def build(*, quiet: bool = False) -> Binaries:
         except BlockingIOError:
             log(f"another process is building into {lock_path.parent}; waiting for it")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        missing = [s for s in _steps() if not _is_executable(s.output)]
+        missing = [s for s in _steps(controller_manager=controller_manager) if not _is_executable(s.output)]
         t0 = time.monotonic()
         for i, step in enumerate(missing, 1):
             _build_one(go, step, f"[{i}/{len(missing)}]", log)

@@ -71,6 +71,20 @@ class Layout:
         return self.pki / "sa.pub"
 
     @property
+    def controller_manager_cert(self) -> Path:
+        """kube-controller-manager's serving certificate (signed by the CA)."""
+        return self.pki / "controller-manager.crt"
+
+    @property
+    def controller_manager_key(self) -> Path:
+        return self.pki / "controller-manager.key"
+
+    @property
+    def controller_manager_kubeconfig(self) -> Path:
+        """kube-controller-manager's kubeconfig: user system:kube-controller-manager (a client certificate)."""
+        return self.kubeconfigs / "kube-controller-manager.kubeconfig"
+
+    @property
     def etcd_data(self) -> Path:
         return self.root / "etcd-data"
 
@@ -105,6 +119,7 @@ class Endpoints:
     etcd_peer_port: int | None = None
     apiserver_port: int | None = None
     host: str = HOST
+    controller_manager_port: int | None = None  # only when the control plane runs kube-controller-manager
 
     @property
     def server_url(self) -> str:
@@ -119,9 +134,17 @@ class Endpoints:
         return f"http://{self.host}:{self.etcd_peer_port}"
 
     def ports(self) -> dict[str, int | None]:
-        """What state.json records under "ports"."""
-        return {"etcd-client": self.etcd_port, "etcd-peer": self.etcd_peer_port, "kube-apiserver": self.apiserver_port}
+        """What state.json records under "ports" (kube-controller-manager's only when it has one)."""
+        ports = {"etcd-client": self.etcd_port, "etcd-peer": self.etcd_peer_port, "kube-apiserver": self.apiserver_port}
+        if self.controller_manager_port is not None:
+            ports["kube-controller-manager"] = self.controller_manager_port
+        return ports
 
     @classmethod
     def from_ports(cls, ports: dict[str, int | None]) -> Endpoints:
-        return cls(ports["etcd-client"], ports["etcd-peer"], ports["kube-apiserver"])
+        return cls(
+            ports["etcd-client"],
+            ports["etcd-peer"],
+            ports["kube-apiserver"],
+            controller_manager_port=ports.get("kube-controller-manager"),
+        )

@@ -36,9 +36,9 @@ def e2e_required() -> bool:
     return os.environ.get(REQUIRE_ENV) == "1" or os.environ.get("CI") == "true"
 
 
-def unavailable_reason() -> str | None:
-    """None if the binaries are cached or Go can build them; otherwise why not."""
-    if binaries().all_present():
+def unavailable_reason(*, controller_manager: bool = False) -> str | None:
+    """None if the binaries (kube-controller-manager too, if asked) are cached or Go can build them; else why not."""
+    if binaries().all_present(controller_manager=controller_manager):
         return None
     try:
         find_go()
@@ -47,11 +47,11 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def require_control_plane() -> None:
+def require_control_plane(*, controller_manager: bool = False) -> None:
     """Skip the calling test/fixture loudly if no control plane can be had; fail instead if GOODMEM_REQUIRE_E2E=1."""
     import pytest
 
-    reason = unavailable_reason()
+    reason = unavailable_reason(controller_manager=controller_manager)
     if reason is None:
         return
     banner = "!" * 20
@@ -70,19 +70,23 @@ def _capture_disabled(pytestconfig: Any) -> Iterator[None]:
         yield
 
 
-def build_visibly(pytestconfig: Any = None) -> None:
+def build_visibly(pytestconfig: Any = None, *, controller_manager: bool = False) -> None:
     """build() with pytest's output capture off, so a cold build's progress shows on the terminal."""
-    if binaries().all_present():
+    if binaries().all_present(controller_manager=controller_manager):
         return
     with _capture_disabled(pytestconfig):
-        build()
+        build(controller_manager=controller_manager)
 
 
 @contextlib.contextmanager
 def control_plane_session(pytestconfig: Any = None, **kwargs: Any) -> Iterator[ControlPlane]:
-    """require_control_plane(), build visibly, start a ControlPlane(**kwargs), stop it afterwards."""
-    require_control_plane()
-    build_visibly(pytestconfig)
+    """require_control_plane(), build visibly, start a ControlPlane(**kwargs), stop it afterwards.
+
+    `controller_manager=True` (passed on to ControlPlane) also builds and runs kube-controller-manager.
+    """
+    controller_manager = bool(kwargs.get("controller_manager", False))
+    require_control_plane(controller_manager=controller_manager)
+    build_visibly(pytestconfig, controller_manager=controller_manager)
     cp = ControlPlane(**kwargs)
     cp.start()
     try:

@@ -175,6 +175,10 @@ StatusWriter = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (namespa
 SIDE_PATH_RETRY = 10.0
 
 
+def _never_terminating(namespace: str) -> bool:
+    return False
+
+
 @dataclass
 class Runtime:
     """What the handlers share; built by main at startup and kept in kopf's memo (`Memo.runtime`)."""
@@ -189,6 +193,9 @@ class Runtime:
     clock: Callable[[], float] = time.monotonic
     requeue: Requeue = field(init=False)
     warned: dict[Key, str] = field(default_factory=dict)  # per LLM, the clamped drift interval last warned about
+    #: whether a namespace is being deleted (main: watching.NamespaceWatch.terminating, known with namespace
+    #: observation); the API server refuses new objects there, Events included
+    terminating: Callable[[str], bool] = _never_terminating
 
     def __post_init__(self) -> None:
         self.requeue = Requeue(
@@ -330,7 +337,7 @@ def drift_of(rt: Runtime, body: Mapping[str, Any]) -> DriftInterval:
         rt.warned.pop(key, None)
     elif rt.warned.get(key) != interval.clamped_from:
         rt.warned[key] = interval.clamped_from
-        _post(body, [Event("Warning", DRIFT_INTERVAL_CLAMPED, drift_clamped_message(interval))])
+        _post(rt, body, [Event("Warning", DRIFT_INTERVAL_CLAMPED, drift_clamped_message(interval))])
     return interval
 
 
@@ -345,7 +352,21 @@ async def run_reconcile(rt: Runtime, body: Mapping[str, Any], trigger: str) -> O
     return outcome
 
 
-def _post(body: Mapping[str, Any], events: list[Event]) -> None:
+def _post(rt: Runtime, body: Mapping[str, Any], events: list[Event]) -> None:
+    meta = body.get("metadata") or {}
+    if events and rt.terminating(str(meta.get("namespace") or "")):
+        # The API server refuses new objects in a namespace being deleted, Events included, and kopf would retry each
+        # refused Event 9 times over a minute (measured: tests/e2e/test_namespace_deletion.py). The log has them.
+        for event in events:
+            log.info(
+                "%s/%s: %s %s: %s (no Event: the namespace is being deleted)",
+                meta.get("namespace"),
+                meta.get("name"),
+                event.type,
+                event.reason,
+                event.message,
+            )
+        return
     # kopf.event reads only apiVersion, kind and metadata (its object reference): the index's plain snapshot serves
     # as well as kopf's own Body, which is what kopf's signature names.
     for event in events:
@@ -371,7 +392,7 @@ async def write_outcome(rt: Runtime, outcome: Outcome, body: Mapping[str, Any], 
         except Exception as exc:
             log.warning("%s/%s: could not write status: %s", namespace, name, type(exc).__name__)
             written = False
-    _post(body, outcome.events)
+    _post(rt, body, outcome.events)
     return written
 
 
@@ -457,7 +478,7 @@ async def release_llm(body: kopf.Body, patch: kopf.Patch, memo: Memo, **_: Any) 
     rt.forget(key_of(body))
     if rt.metrics is not None:
         rt.metrics.forget(obj.uid)
-    _post(body, events)
+    _post(rt, body, events)
 
 
 def watched(namespace: str | None, name: str, memo: Memo, **_: Any) -> bool:

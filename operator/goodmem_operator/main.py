@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from goodmem_operator import _kopf
 from goodmem_operator import config as config_mod
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.handlers import (
@@ -30,7 +31,7 @@ from goodmem_operator.metrics import Metrics
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
 from goodmem_operator.secrets import KubeSecretReader, SecretCache
-from goodmem_operator.watching import choose, kube_can_i
+from goodmem_operator.watching import NamespaceWatch, choose, kube_can_i
 
 log = logging.getLogger("goodmem_operator")
 
@@ -56,7 +57,7 @@ def fingerprint_key(api_key: str) -> bytes:
     return hashlib.sha256(b"goodmem-operator/credentials-fingerprint/" + api_key.encode()).digest()
 
 
-def build_runtime(cfg: config_mod.Config) -> Runtime:
+def build_runtime(cfg: config_mod.Config, namespaces: NamespaceWatch | None = None) -> Runtime:
     metrics = Metrics()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
@@ -80,7 +81,7 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
         default_deletion_policy=cfg.default_deletion_policy,
         owner_id_grants=cfg.owner_id_grants,
     )
-    return Runtime(
+    rt = Runtime(
         reconciler=Reconciler(registry, cache, settings),
         secret_cache=cache,
         status_writer=status_writer(kube),
@@ -90,6 +91,9 @@ def build_runtime(cfg: config_mod.Config) -> Runtime:
         # registry's concurrency keeps the registry client's limiter, not the queue, the bound on requests.
         concurrency=2 * cfg.registry_concurrency,
     )
+    if namespaces is not None:  # with namespace observation, the operator knows which namespaces are being deleted
+        rt.terminating = namespaces.terminating
+    return rt
 
 
 def event_loop() -> asyncio.AbstractEventLoop | None:
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_mod.parse(argv)
     registry = build_registry()
     shared = Memo()  # kopf.run(memo=...): every object's handlers get a shallow copy, so `runtime` is one object
+    namespaces = NamespaceWatch()  # with namespace observation: which namespaces have streams, which are being deleted
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
@@ -144,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
         settings.queueing.idle_timeout = 0.1
         # The initial listings come in pages, not as one response of every Secret of the cluster.
         settings.watching.chunk_size = 500
-        memo.runtime = build_runtime(cfg)  # kopf's root memo (`shared`), before any watch starts
+        memo.runtime = build_runtime(
+            cfg, namespaces if scope.observe_namespaces else None
+        )  # kopf's root memo (`shared`), before any watch starts
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url, scope.description)
 
     @kopf.on.login(registry=registry)
@@ -178,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     if scope.fallback:
         log.warning("goodmem-operator: %s", scope.fallback)
     settings.scanning.disabled = not scope.observe_namespaces
+    if scope.observe_namespaces:
+        # A namespace being deleted keeps its streams until its LLMs are released (watching.namespace_gone).
+        _kopf.replace_namespace_revision(namespaces.revise)
     select_credential_secrets(settings)  # Secrets without goodmem.ai/credentials=true never reach the operator
     kopf.run(
         loop=event_loop(),

@@ -10,14 +10,22 @@ needs `list` and `watch` on namespaces. Without those rights kopf would fall bac
 which for "every namespace" is none: a silent outage. So the operator asks the API server first (a
 SelfSubjectAccessReview, which every authenticated identity may make and which leaves no 403 behind) and, without
 the rights, falls back to one cluster-wide stream and says so in its log.
+
+A namespace being deleted keeps its streams until nothing is left in it (`namespace_gone`): its LLMs hold it
+until the operator has released them, and only the namespace's own stream brings their deletion to the operator.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from goodmem_operator._kopf import Insights, NamespaceName, NamespacePattern, match_namespace
 
 log = logging.getLogger("goodmem_operator.watching")
 
@@ -105,3 +113,60 @@ def kube_can_i(verb: str, group: str, resource: str) -> bool | None:
     except Exception as exc:  # any failure to ask means "unknown", never a crash at startup
         log.warning("could not ask the API server whether the operator may %s %s: %s", verb, resource, type(exc))
         return None
+
+
+# -- namespaces being deleted ------------------------------------------------------------------------------------
+
+
+def namespace_gone(event_type: str | None, namespace: Mapping[str, Any]) -> bool:
+    """Whether a namespace's watch streams may stop: it was DELETED, or it is marked for deletion and the namespace
+    controller's conditions (written on its first pass over the namespace) are all False, which says that nothing is
+    left in it. A namespace marked for deletion with no conditions yet, or with one True (content remaining,
+    finalizers remaining, a failure), is still served.
+
+    Why not kopf's own rule: kopf 1.45 keeps a Terminating namespace with a True condition only if it already had
+    its streams, and never adds one. An operator that starts (or restarts) while a namespace with LLMs is being
+    deleted would then never see those LLMs, never release them, and the namespace would stay Terminating for good
+    (tests/unit/test_watching.py shows kopf's rule doing that; tests/e2e/test_namespace_deletion.py the outcome).
+    """
+    if event_type == "DELETED":
+        return True
+    marked = bool((namespace.get("metadata") or {}).get("deletionTimestamp"))
+    conditions = (namespace.get("status") or {}).get("conditions") or []
+    return marked and bool(conditions) and not any(c.get("status") == "True" for c in conditions)
+
+
+class NamespaceWatch:
+    """kopf's namespace revision with `namespace_gone` as the rule (main installs `revise` into kopf through
+    `_kopf.replace_namespace_revision`), and the namespaces it has seen being deleted (`terminating`)."""
+
+    def __init__(self) -> None:
+        self._terminating: set[str] = set()
+
+    def terminating(self, namespace: str) -> bool:
+        """Whether `namespace` is being deleted: the API server then refuses new objects in it, Events included."""
+        return namespace in self._terminating
+
+    def revise(
+        self,
+        *,
+        insights: Insights,
+        namespaces: Collection[NamespacePattern],
+        raw_events: Collection[kopf.RawEvent] = (),
+        raw_bodies: Collection[kopf.RawBody] = (),
+    ) -> None:
+        """A listed (`raw_bodies`) or changed (`raw_events`) namespace that matches the watched patterns has streams
+        unless it is gone; a gone one loses them."""
+        changes: list[tuple[str | None, Mapping[str, Any]]] = [(e["type"], e["object"]) for e in raw_events]
+        changes += [(None, body) for body in raw_bodies]
+        for event_type, body in changes:
+            name = NamespaceName(body["metadata"]["name"])
+            gone = namespace_gone(event_type, body)
+            if gone or not (body.get("metadata") or {}).get("deletionTimestamp"):
+                self._terminating.discard(name)
+            else:
+                self._terminating.add(name)
+            if gone:
+                insights.namespaces.discard(name)
+            elif any(match_namespace(name, pattern) for pattern in namespaces):
+                insights.namespaces.add(name)

@@ -201,10 +201,42 @@ def test_build_with_a_fake_go(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, c
     assert capsys.readouterr().err == ""
 
 
+def test_kube_controller_manager_is_built_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Optional, from the kube module with the same version stamp as kube-apiserver, cached like the others."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    calls = tmp_path / "calls.txt"
+    (fake / "go").write_text(
+        f'#!/bin/sh\necho "$PWD $*" >> {calls}\nwhile [ "$1" != "-o" ]; do shift; done; echo binary > "$2"\n'
+    )
+    (fake / "go").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
+    monkeypatch.setenv("GOODMEM_DEVCLUSTER_CACHE", str(tmp_path / "cache"))
+
+    b = gobuild.build(quiet=True)
+    assert b.all_present() and not b.all_present(controller_manager=True)
+    assert not b.kube_controller_manager.exists() and len(calls.read_text().splitlines()) == 3
+    assert b.kube_controller_manager.parent == b.kube_apiserver.parent
+
+    gobuild.build(controller_manager=True)
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 4, "only the missing binary is built"
+    assert "/hack/go/kube " in lines[3] and gobuild.kube_ldflags() in lines[3]
+    assert lines[3].endswith("./cmd/kube-controller-manager")
+    assert b.all_present(controller_manager=True)
+    assert "[1/1] building kube-controller-manager" in capsys.readouterr().err
+    gobuild.build(controller_manager=True)
+    assert len(calls.read_text().splitlines()) == 4
+    assert b.required(controller_manager=True) == (b.etcd, b.kube_apiserver, b.kubectl, b.kube_controller_manager)
+    assert (gobuild.hack_dir() / "kube" / "cmd" / "kube-controller-manager" / "main.go").is_file()
+
+
 def test_require_control_plane_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     from goodmem_devcluster import testing
 
-    monkeypatch.setattr(testing, "unavailable_reason", lambda: "Go toolchain not found")
+    monkeypatch.setattr(testing, "unavailable_reason", lambda **_: "Go toolchain not found")
     monkeypatch.delenv("GOODMEM_REQUIRE_E2E", raising=False)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match=r"E2E SKIPPED.*Go toolchain not found"):
@@ -216,8 +248,26 @@ def test_require_control_plane_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("GOODMEM_REQUIRE_E2E", "1")
     with pytest.raises(pytest.fail.Exception, match=r"E2E REQUIRED.*Go toolchain not found"):
         testing.require_control_plane()
-    monkeypatch.setattr(testing, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(testing, "unavailable_reason", lambda **_: None)
     testing.require_control_plane()
+    testing.require_control_plane(controller_manager=True)
+
+
+def test_a_missing_controller_manager_needs_go(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from goodmem_devcluster import testing
+
+    monkeypatch.setenv("GOODMEM_DEVCLUSTER_CACHE", str(tmp_path))
+    for path in gobuild.binaries().required():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("binary")
+        path.chmod(0o755)
+
+    def no_go() -> str:
+        raise gobuild.GoUnavailable("no Go here")
+
+    monkeypatch.setattr(testing, "find_go", no_go)
+    assert testing.unavailable_reason() is None
+    assert testing.unavailable_reason(controller_manager=True) == "no Go here"
 
 
 # ---------------------------------------------------------------- the parts of ControlPlane
@@ -258,6 +308,9 @@ def test_endpoints_urls_and_ports_round_trip() -> None:
     )
     assert ep.ports() == {"etcd-client": 2379, "etcd-peer": 2380, "kube-apiserver": 6443}
     assert Endpoints.from_ports(ep.ports()) == ep
+    with_kcm = Endpoints(2379, 2380, 6443, controller_manager_port=10257)
+    assert with_kcm.ports()["kube-controller-manager"] == 10257
+    assert Endpoints.from_ports(with_kcm.ports()) == with_kcm
 
 
 def test_component_command_lines(tmp_path: Path) -> None:
@@ -274,7 +327,26 @@ def test_component_command_lines(tmp_path: Path) -> None:
     assert f"--audit-log-path={lay.audit_log}" in args and args[-1] == "--v=4"  # extra args come last
     quiet = components.apiserver_args(lay, ep, audit=False)
     assert not [a for a in quiet if a.startswith("--audit")]
-    assert components.ORDER == ("etcd", "kube-apiserver")
+    assert components.ORDER == ("etcd", "kube-apiserver", "kube-controller-manager")
+    assert components.order() == ("etcd", "kube-apiserver")
+    assert components.order(controller_manager=True) == components.ORDER
+
+
+def test_controller_manager_command_line_and_readiness(tmp_path: Path) -> None:
+    lay, ep = Layout(tmp_path), Endpoints(2379, 2380, 6443, controller_manager_port=10257)
+    args = components.controller_manager_args(lay, ep, extra=["--v=2"])
+    assert f"--kubeconfig={lay.controller_manager_kubeconfig}" in args and "--secure-port=10257" in args
+    assert "--controllers=namespace-controller,garbage-collector-controller,serviceaccount-token-controller" in args
+    assert f"--service-account-private-key-file={lay.sa_key}" in args  # the key the API server signs tokens with
+    assert "--use-service-account-credentials=true" in args and "--leader-elect=false" in args
+    assert args[-1] == "--v=2"
+    kcm = components.controller_manager(Path("/bin/kcm"), lay, ep, ca_tls=None, timeout=9.0)
+    assert kcm.name == "kube-controller-manager" and kcm.argv[0] == "/bin/kcm" and kcm.timeout == 9.0
+    assert kcm.log_path == lay.log("kube-controller-manager")
+    started = b"[+]ping ok\n[+]serviceaccount-token-controller ok\n[+]namespace-controller ok\n"
+    assert not components._controllers_started(200, started), "the garbage collector has not started yet"
+    assert components._controllers_started(200, started + b"[+]garbage-collector-controller ok\nhealthz check passed")
+    assert not components._controllers_started(500, started + b"[+]garbage-collector-controller ok\n")
 
 
 def test_credentials_write_a_pki_and_kubeconfigs(tmp_path: Path) -> None:
@@ -298,6 +370,14 @@ def test_credentials_write_a_pki_and_kubeconfigs(tmp_path: Path) -> None:
     user = yaml.safe_load(path.read_text())["users"][0]["user"]
     cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
     assert _subject(cert) == ("alice/ops", ["team-a"]) and cert.issuer == ca.subject
+
+    kcm = yaml.safe_load(creds.write_controller_manager_credentials().read_text())
+    kcm_cert = x509.load_pem_x509_certificate(base64.b64decode(kcm["users"][0]["user"]["client-certificate-data"]))
+    assert _subject(kcm_cert) == ("system:kube-controller-manager", [])
+    kcm_serving = x509.load_pem_x509_certificate(lay.controller_manager_cert.read_bytes())
+    kcm_sans = kcm_serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in kcm_sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert lay.controller_manager_key.stat().st_mode & 0o077 == 0
 
     sa = yaml.safe_load(creds.kubeconfig_for_token("ns", "robot", "tok").read_text())
     assert sa["users"][0] == {"name": "system:serviceaccount:ns:robot", "user": {"token": "tok"}}
@@ -401,3 +481,40 @@ def test_control_plane_facade_before_start_and_state_round_trip(tmp_path: Path) 
     assert not (tmp_path / "cp").exists()
     with pytest.raises(ControlPlaneError, match="no control plane state"):
         ControlPlane.from_state_dir(tmp_path / "cp")
+
+
+def test_control_plane_with_a_controller_manager_records_it(tmp_path: Path) -> None:
+    cp = ControlPlane(tmp_path / "cp", detached=True, controller_manager=True, extra_controller_manager_args=["--v=3"])
+    assert cp.supervisor.order == ("etcd", "kube-apiserver", "kube-controller-manager")
+    cp.endpoints = Endpoints(11, 12, 13, controller_manager_port=14)
+    cp.supervisor.adopt({"kube-controller-manager": {"pid": NO_SUCH_PID, "start_time": 5}})
+    (tmp_path / "cp").mkdir()
+    cp._save_state()
+    again = ControlPlane.from_state_dir(tmp_path / "cp")
+    assert again.state() == cp.state() and again.controller_manager
+    assert again.controller_manager_pid == NO_SUCH_PID and again.ports["kube-controller-manager"] == 14
+    assert again.controller_manager_args()[-1] == "--v=3"
+    again.stop()
+
+    plain = ControlPlane(tmp_path / "plain")
+    assert plain.supervisor.order == ("etcd", "kube-apiserver") and plain.controller_manager_pid is None
+    with pytest.raises(ControlPlaneError, match="runs no kube-controller-manager"):
+        plain.start_controller_manager()
+
+
+def test_cli_build_builds_the_controller_manager_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from goodmem_devcluster import __main__ as cli
+
+    monkeypatch.setenv("GOODMEM_DEVCLUSTER_CACHE", str(tmp_path))
+    asked: list[bool] = []
+
+    def fake_build(*, quiet: bool = False, controller_manager: bool = False) -> gobuild.Binaries:
+        asked.append(controller_manager)
+        return gobuild.binaries()
+
+    monkeypatch.setattr(gobuild, "build", fake_build)
+    assert cli.main(["build"]) == 0 and cli.main(["build", "--controller-manager"]) == 0
+    assert asked == [False, True]
+    assert "kube_controller_manager: " in capsys.readouterr().out

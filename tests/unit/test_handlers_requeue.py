@@ -178,3 +178,29 @@ async def test_an_llm_deleted_event_drops_its_turn(rig: Rig) -> None:
     await rig.kopf("create")
     await rig.fn["llm-index"](event={"type": "DELETED"}, body=rig.body, memo=rig.memo)
     assert rig.rt.requeue.pending(KEY) is None and rig.rt.index.body(*KEY) is None
+
+
+async def test_no_event_is_posted_into_a_namespace_being_deleted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API server refuses new objects in a namespace being deleted, and kopf would retry each refused Event 9
+    times over a minute: the release's Event goes to the log instead. Elsewhere it is posted as before."""
+    from goodmem_operator.engine import Event
+
+    rig = Rig()
+    posted: list[str] = []
+    monkeypatch.setattr(kopf, "event", lambda body, *, type, reason, message: posted.append(reason))
+
+    async def finalize(obj: Any) -> list[Event]:
+        return [Event("Normal", "Deleted", "registry entry e1 deleted")]
+
+    monkeypatch.setattr(rig.rec, "finalize", finalize)
+    rig.rt.terminating = lambda namespace: namespace == KEY[0]
+    with caplog.at_level("INFO", logger="goodmem_operator.handlers"):
+        await rig.fn["release"](body=rig.body, patch=kopf.Patch(), memo=rig.memo)
+    assert posted == []
+    assert "Normal Deleted: registry entry e1 deleted (no Event: the namespace is being deleted)" in caplog.text
+
+    rig.rt.terminating = lambda namespace: False
+    await rig.fn["release"](body=rig.body, patch=kopf.Patch(), memo=rig.memo)
+    assert posted == ["Deleted"]

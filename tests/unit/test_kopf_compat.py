@@ -3,6 +3,7 @@ here against the installed kopf, so an upgrade fails here, loudly, before it fai
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from importlib.metadata import version
 
@@ -41,3 +42,17 @@ async def test_each_objects_memo_is_a_shallow_copy_of_the_one_given_to_kopf_run(
     memory = await LeanMemories().recall(raw, memobase=memo)
     assert isinstance(memory, _kopf.ResourceMemory)
     assert isinstance(memory.memo, Memo) and memory.memo is not memo and memory.memo.runtime is runtime
+
+
+def test_kopf_revises_namespaces_through_the_name_the_operator_replaces() -> None:
+    """`_kopf.replace_namespace_revision` swaps `observation.revise_namespaces`: kopf's namespace observer must still
+    look it up by that module-global name, with the keywords `watching.NamespaceWatch.revise` takes."""
+    from goodmem_operator import watching
+
+    observation = _kopf._observation
+    assert list(inspect.signature(observation.revise_namespaces).parameters) == list(
+        inspect.signature(watching.NamespaceWatch().revise).parameters
+    )
+    for caller in (observation.namespace_observer, observation.process_discovered_namespace_event):
+        assert "revise_namespaces" in caller.__code__.co_names, caller
+    assert {f.name for f in dataclasses.fields(_kopf.Insights)} >= {"namespaces"}

@@ -26,3 +26,25 @@ def test_the_operator_runs_on_uvloop_where_it_is_installed() -> None:
 def test_without_uvloop_kopf_gets_no_loop_and_uses_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` now raises ImportError
     assert main.event_loop() is None
+
+
+@pytest.mark.parametrize(("argv", "replaced"), [([], True), (["--namespace", "team-a"], False)])
+def test_kopf_follows_namespaces_with_the_operators_rule_when_it_observes_them(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], replaced: bool
+) -> None:
+    """Watching every namespace (kopf's namespace observation), a namespace being deleted keeps its streams until its
+    LLMs are released (watching.NamespaceWatch); with named namespaces kopf observes none, and nothing changes."""
+    import kopf
+
+    from goodmem_operator import _kopf, watching
+
+    observation = _kopf._observation
+    monkeypatch.setattr(observation, "revise_namespaces", observation.revise_namespaces)  # restored afterwards
+    monkeypatch.setenv("GOODMEM_API_KEY", "k")
+    monkeypatch.setattr(main, "kube_can_i", lambda verb, group, resource: True)
+    monkeypatch.setattr(kopf, "configure", lambda **_: None)
+    runs: list[dict[str, object]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: runs.append(kwargs))
+    main.main(argv)
+    assert len(runs) == 1
+    assert isinstance(getattr(observation.revise_namespaces, "__self__", None), watching.NamespaceWatch) is replaced
