@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.results import pick_point, steady_writes
+
 BASELINE = Path(__file__).with_name("baseline.json")
 
 
@@ -20,10 +22,8 @@ def load_baseline(path: Path = BASELINE) -> dict[str, Any] | None:
 
 
 def _rss(r: dict[str, Any], llms: int) -> float | None:
-    for p in r["memory"]["points"]:
-        if p["llms"] == llms and not p.get("secrets"):
-            return float(p["rss_mb"])
-    return None
+    point = pick_point(r["memory"]["points"], llms)
+    return float(point["rss_mb"]) if point else None
 
 
 def _secrets_rss(r: dict[str, Any]) -> float | None:
@@ -32,9 +32,8 @@ def _secrets_rss(r: dict[str, Any]) -> float | None:
 
 
 def _steady_writes(r: dict[str, Any]) -> str:
-    steady = r["convergence"]["runs"][-1]["steady"]
-    registry = steady["registry"]["POST"] + steady["registry"]["PUT"] + steady["registry"]["DELETE"]
-    return f"{registry} / {sum(steady['api_writes'].values())}"
+    registry, api = steady_writes(r["convergence"]["runs"][-1]["steady"])
+    return f"{registry} / {api}"
 
 
 def _per_change(r: dict[str, Any]) -> str:

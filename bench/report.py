@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench.compare import compare_section, load_baseline
-from bench.results import MemoryPoint, MemoryResult, Results, SteadyResult
+from bench.results import MemoryResult, Results, SteadyResult, pick_point, steady_writes
 
 TARGETS = {
     "converge_s": 60.0,
@@ -67,10 +67,6 @@ def _busy(results: Results) -> str:
             "and vary from run to run; counts (requests, writes) are not affected"
         )
     return text
-
-
-def _pick(points: list[MemoryPoint], llms: int, secrets: int) -> MemoryPoint | None:
-    return next((p for p in points if p["llms"] == llms and p.get("secrets", 0) == secrets), None)
 
 
 def _preamble(r: Results, w: Callable[[str], object]) -> None:
@@ -168,12 +164,11 @@ def render(r: Results) -> str:
     points = mem["points"]
     sec = mem.get("secrets") or {}
     secret_point = sec.get("fresh") or {}
-    no_secret_point = _pick(points, sizes["memory_secrets_at"], 0) or {}
+    no_secret_point = pick_point(points, sizes["memory_secrets_at"]) or {}
     peak_target = max(secret_point.get("hwm_mb", 0.0), sec.get("running_hwm_mb", 0.0))
     reg = calls["registry_total"]
     created, updated, deleted, rotated = calls["created"], calls["updated"], calls["deleted"], calls["rotated"]
-    steady_writes = steady["registry"]["POST"] + steady["registry"]["PUT"] + steady["registry"]["DELETE"]
-    steady_api_writes = sum(steady["api_writes"].values())
+    registry_writes, steady_api_writes = steady_writes(steady)
     puts_expected = updated + rotated
     nruns = len(runs)
     med = "median of " + (f"{nruns} runs" if nruns > 1 else "1 run")
@@ -234,7 +229,7 @@ def render(r: Results) -> str:
     )
     w(
         f"| 3 | steady state, {steady['cycles']} drift cycles of {n:,} LLMs, nothing changed: registry writes | "
-        f"**{steady_writes}** ({steady['registry']['GET']:,} GETs) | 0 | {_verdict(steady_writes == 0, targets)} |"
+        f"**{registry_writes}** ({steady['registry']['GET']:,} GETs) | 0 | {_verdict(registry_writes == 0, targets)} |"
     )
     w(
         f"| 3 | steady state: API-server writes by the operator | **{steady_api_writes}** | 0 | "

@@ -250,3 +250,14 @@ class Results(TypedDict):
     source_end: SourceState
     wall_s: float
     finished: str
+
+
+def pick_point(points: list[MemoryPoint], llms: int, secrets: int = 0) -> MemoryPoint | None:
+    """The memory point with `llms` LLMs and `secrets` unrelated Secrets, if the run has one."""
+    return next((p for p in points if p["llms"] == llms and p.get("secrets", 0) == secrets), None)
+
+
+def steady_writes(steady: SteadyResult) -> tuple[int, int]:
+    """Registry writes (POST, PUT, DELETE) and API-server writes in a steady-state window."""
+    registry = steady["registry"]["POST"] + steady["registry"]["PUT"] + steady["registry"]["DELETE"]
+    return registry, sum(steady["api_writes"].values())

@@ -39,7 +39,7 @@ import yaml
 
 from goodmem_devcluster import ControlPlane
 from goodmem_devcluster._proc import free_ports
-from goodmem_devcluster.audit import WRITE_VERBS
+from goodmem_devcluster.audit import REVIEWS, WRITE_VERBS
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
 from goodmem_devcluster.testing import control_plane_session
 
@@ -218,7 +218,7 @@ def sa_writes(cp: ControlPlane, since: datetime) -> set[tuple[str, str, str]]:
     return {
         (verb, resource, code)
         for verb, resource, code, stage in sa_requests(cp, since)
-        if stage == "ResponseComplete" and verb in WRITE_VERBS and resource != "selfsubjectaccessreviews"
+        if stage == "ResponseComplete" and verb in WRITE_VERBS and resource not in REVIEWS
     }
 
 
