@@ -82,11 +82,17 @@ def _check_security(security: Mapping[str, Any]) -> None:
         raise UnsupportedPodSpec("runAsNonRoot needs a runAsUser here (the image's USER is not read)")
 
 
+#: The downward API's pod fields this runner fills in (`fieldRef.fieldPath`).
+_FIELDS = {"metadata.namespace", "metadata.name"}
+
+
 def _check_sources(ctr: Mapping[str, Any], pod: Mapping[str, Any]) -> None:
-    """env values only (no valueFrom), envFrom ConfigMaps only, Secret and in-memory emptyDir volumes only."""
+    """env values or the downward API's metadata fields, envFrom ConfigMaps only, Secret and in-memory emptyDir
+    volumes only."""
     for env in ctr.get("env") or []:
-        if "valueFrom" in env:
-            raise UnsupportedPodSpec(f"env {env['name']}: valueFrom")
+        source = env.get("valueFrom")
+        if source is not None and (set(source) != {"fieldRef"} or source["fieldRef"].get("fieldPath") not in _FIELDS):
+            raise UnsupportedPodSpec(f"env {env['name']}: valueFrom {source}")
     for source in ctr.get("envFrom") or []:
         _only("envFrom", source, {"configMapRef"})
     for volume in pod.get("volumes") or []:
@@ -181,8 +187,10 @@ class PodRun:
         for source in self.template.container.get("envFrom") or []:
             data = self.get("configmap", source["configMapRef"]["name"]).get("data") or {}
             env.update({str(k): str(v) for k, v in data.items()})
+        fields = {"metadata.namespace": self.template.namespace, "metadata.name": self.name}
         for item in self.template.container.get("env") or []:
-            env[item["name"]] = str(item.get("value", ""))
+            source = item.get("valueFrom")
+            env[item["name"]] = fields[source["fieldRef"]["fieldPath"]] if source else str(item.get("value", ""))
         env.update(self.kubelet_env)
         return env
 

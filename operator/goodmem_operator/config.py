@@ -24,6 +24,18 @@ ENV_PREFIX = "GOODMEM_"
 _SECRET_FIELDS = frozenset({"api_key", "api_key_file"})
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+FALLBACK_OPERATOR_NAMESPACE = "goodmem-system"
+
+
+def default_operator_namespace(path: Path = SERVICE_ACCOUNT_NAMESPACE) -> str:
+    """The namespace a pod's service account file names; outside a pod, goodmem-system."""
+    try:
+        return path.read_text(encoding="utf-8").strip() or FALLBACK_OPERATOR_NAMESPACE
+    except OSError:
+        return FALLBACK_OPERATOR_NAMESPACE
+
+
 def _comma_list(value: Any) -> Any:
     """A comma-separated environment variable as a list; a flag's list as it is."""
     if isinstance(value, str):
@@ -61,6 +73,9 @@ class Config(BaseSettings):
         default_factory=dict, validation_alias="GOODMEM_ALLOW_OWNER_ID"
     )
     watch_streams: Streams = Streams.PER_NAMESPACE  # without --namespace: a stream per namespace, or one for all
+    # The namespace the operator runs in (the Deployment sets it from the downward API): where the Secrets of
+    # ClusterGoodMemConnections live, and the leader-election Lease. Default: the service account's namespace file.
+    operator_namespace: str = Field(default_factory=default_operator_namespace, min_length=1)
 
     @classmethod
     def settings_customise_sources(
@@ -190,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
         help="let LLMs of NAMESPACE set spec.ownerId to these registry principals (OWNER_ID '*': any; "
         "NAMESPACE '*': every namespace); repeatable (env GOODMEM_ALLOW_OWNER_ID, comma separated). "
         "Without it spec.ownerId is refused (OwnerIdNotAllowed)",
+    )
+    p.add_argument(
+        "--operator-namespace",
+        help="the namespace the operator runs in: where ClusterGoodMemConnection Secrets live (env "
+        "GOODMEM_OPERATOR_NAMESPACE; default: the service account's namespace, else goodmem-system)",
     )
     return p
 

@@ -57,6 +57,14 @@ def test_defaults() -> None:
     assert cfg.verbose is False and cfg.debug is False
     assert cfg.liveness is None
     assert cfg.owner_id_grants == {}
+    assert cfg.operator_namespace == config.default_operator_namespace()
+
+
+def test_operator_namespace_comes_from_the_service_account_file(tmp_path: Path) -> None:
+    named = tmp_path / "namespace"
+    named.write_text("ops\n")
+    assert config.default_operator_namespace(named) == "ops"
+    assert config.default_operator_namespace(tmp_path / "absent") == "goodmem-system"
 
 
 # field, environment variable, its value, what it gives, flag arguments, what they give
@@ -95,6 +103,14 @@ PRECEDENCE: list[tuple[str, str, str, Any, list[str], Any]] = [
         "cluster",
         ["--watch-streams", "per-namespace"],
         "per-namespace",
+    ),
+    (
+        "operator_namespace",
+        "GOODMEM_OPERATOR_NAMESPACE",
+        "ops-env",
+        "ops-env",
+        ["--operator-namespace", "ops-flag"],
+        "ops-flag",
     ),
     (
         "owner_id_grants",

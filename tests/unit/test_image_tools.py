@@ -205,9 +205,26 @@ def test_an_unknown_volume_or_env_source_is_refused(deployment: dict[str, Any]) 
     with pytest.raises(UnsupportedPodSpec, match="hostPath"):
         PodTemplate.parse(deployment)
     pod["volumes"].pop()
-    pod["containers"][0]["env"].append({"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    pod["containers"][0]["env"].append({"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
     with pytest.raises(UnsupportedPodSpec, match="valueFrom"):
         PodTemplate.parse(deployment)
+    pod["containers"][0]["env"][-1] = {"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    with pytest.raises(UnsupportedPodSpec, match="valueFrom"):
+        PodTemplate.parse(deployment)
+
+
+def test_the_downward_apis_namespace_and_name_are_filled_in(deployment: dict[str, Any]) -> None:
+    template = PodTemplate.parse(deployment)
+    run = PodRun(
+        template=template,
+        engine=None,
+        image="i",
+        name="op-0",
+        workdir=Path("/nonexistent"),  # type: ignore[arg-type]
+        get=lambda kind, name: {"data": {}},
+    )
+    env = run.environment()
+    assert env["GOODMEM_OPERATOR_NAMESPACE"] == template.namespace == "goodmem-system"
 
 
 def test_quantities() -> None:
