@@ -36,7 +36,7 @@ test-e2e: install
 
 ## Regenerate the CRD from the pydantic models.
 crd: install
-	$(PY) -m goodmem_operator.api.crd crds/goodmem.ai_llms.yaml
+	$(PY) -m goodmem_operator.api.crd --all crds
 
 ## Strict checks (CI runs them, .pre-commit-config.yaml runs them before each commit): ruff lint and format over
 ## everything Python, mypy --strict on the operator, import-linter's layer contracts.

@@ -1,8 +1,8 @@
-"""Render the LLM CustomResourceDefinition from the pydantic models.
+"""Render the CustomResourceDefinitions (LLM, GoodMemConnection, ClusterGoodMemConnection) from the pydantic models.
 
-`python -m goodmem_operator.api.crd [PATH]` writes the YAML (default:
-stdout); `crds/goodmem.ai_llms.yaml` is that output, and a unit test fails
-when the checked-in file and the models disagree.
+`python -m goodmem_operator.api.crd [PATH]` writes the LLM's YAML (default: stdout); `python -m
+goodmem_operator.api.crd --all DIR` writes every kind's as `DIR/<group>_<plural>.yaml`. The files in `crds/` are
+that output, and a unit test fails when a checked-in file and the models disagree.
 """
 
 from __future__ import annotations
@@ -14,7 +14,24 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from goodmem_operator.api.types import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, LLMSpec, LLMStatus
+from goodmem_operator.api.connections import (
+    CLUSTER_CONNECTION_PLURAL,
+    CONNECTION_PLURAL,
+    ClusterGoodMemConnectionSpec,
+    ConnectionStatus,
+    GoodMemConnectionSpec,
+)
+from goodmem_operator.api.types import (
+    CLUSTER_CONNECTION_KIND,
+    CONNECTION_KIND,
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    VERSION,
+    LLMSpec,
+    LLMStatus,
+)
 
 _DROP = {"title"}
 
@@ -97,22 +114,30 @@ def _condition_column(name: str, ctype: str) -> dict[str, Any]:
     }
 
 
-def crd() -> dict[str, Any]:
-    spec_schema = openapi_schema(LLMSpec)
-    status_schema = openapi_schema(LLMStatus)
+def _definition(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    scope: str,
+    description: str,
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
                 "categories": ["goodmem"],
             },
             "versions": [
@@ -121,35 +146,18 @@ def crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        _condition_column("Ready", "Ready"),
-                        _condition_column("Synced", "Synced"),
-                        {"name": "Provider", "type": "string", "jsonPath": ".spec.providerType"},
-                        {"name": "Model", "type": "string", "jsonPath": ".spec.modelIdentifier"},
-                        {"name": "LLM-ID", "type": "string", "jsonPath": ".status.llmId"},
-                        {
-                            "name": "Reason",
-                            "type": "string",
-                            "priority": 1,
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-                        },
-                        {"name": "Display-Name", "type": "string", "priority": 1, "jsonPath": ".spec.displayName"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": (
-                                "An LLM connection in the GoodMem registry (endpoint, model, credentials, "
-                                "capabilities, sampling defaults, labels), managed by goodmem-operator."
-                            ),
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "APIVersion of this object."},
                                 "kind": {"type": "string", "description": "Kind of this object."},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
+                                "spec": openapi_schema(spec),
+                                "status": openapi_schema(status),
                             },
                         }
                     },
@@ -159,15 +167,111 @@ def crd() -> dict[str, Any]:
     }
 
 
+def crd() -> dict[str, Any]:
+    """The LLM's CRD."""
+    return _definition(
+        kind=KIND,
+        plural=PLURAL,
+        short_names=SHORT_NAMES,
+        scope="Namespaced",
+        description=(
+            "An LLM connection in the GoodMem registry (endpoint, model, credentials, "
+            "capabilities, sampling defaults, labels), managed by goodmem-operator."
+        ),
+        spec=LLMSpec,
+        status=LLMStatus,
+        columns=[
+            _condition_column("Ready", "Ready"),
+            _condition_column("Synced", "Synced"),
+            {"name": "Provider", "type": "string", "jsonPath": ".spec.providerType"},
+            {"name": "Model", "type": "string", "jsonPath": ".spec.modelIdentifier"},
+            {"name": "LLM-ID", "type": "string", "jsonPath": ".status.llmId"},
+            {
+                "name": "Reason",
+                "type": "string",
+                "priority": 1,
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            },
+            {"name": "Display-Name", "type": "string", "priority": 1, "jsonPath": ".spec.displayName"},
+            {"name": "Connection", "type": "string", "priority": 1, "jsonPath": ".status.connection"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
+def _connection_columns() -> list[dict[str, Any]]:
+    return [
+        _condition_column("Ready", "Ready"),
+        {"name": "Base-URL", "type": "string", "jsonPath": ".spec.baseUrl"},
+        {"name": "Principal", "type": "string", "jsonPath": ".status.principal"},
+        {"name": "LLMs", "type": "integer", "jsonPath": ".status.llmCount"},
+        {
+            "name": "Reason",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def connection_crd() -> dict[str, Any]:
+    """The GoodMemConnection's CRD (namespaced)."""
+    return _definition(
+        kind=CONNECTION_KIND,
+        plural=CONNECTION_PLURAL,
+        short_names=["gmconn"],
+        scope="Namespaced",
+        description=(
+            "A GoodMem registry identity for this namespace's LLMs: the registry's base URL, the API key (from a "
+            "Secret of this namespace) and request limits, used by goodmem-operator."
+        ),
+        spec=GoodMemConnectionSpec,
+        status=ConnectionStatus,
+        columns=_connection_columns(),
+    )
+
+
+def cluster_connection_crd() -> dict[str, Any]:
+    """The ClusterGoodMemConnection's CRD (cluster-scoped)."""
+    return _definition(
+        kind=CLUSTER_CONNECTION_KIND,
+        plural=CLUSTER_CONNECTION_PLURAL,
+        short_names=["cgmconn"],
+        scope="Cluster",
+        description=(
+            "A GoodMem registry identity shared by the namespaces it selects: the registry's base URL, the API key "
+            "(from a Secret in the operator's namespace) and request limits, used by goodmem-operator."
+        ),
+        spec=ClusterGoodMemConnectionSpec,
+        status=ConnectionStatus,
+        columns=_connection_columns(),
+    )
+
+
+#: Every CRD the operator serves, by file name under crds/.
+CRDS = {
+    f"{GROUP}_{PLURAL}.yaml": crd,
+    f"{GROUP}_{CONNECTION_PLURAL}.yaml": connection_crd,
+    f"{GROUP}_{CLUSTER_CONNECTION_PLURAL}.yaml": cluster_connection_crd,
+}
+
+
 HEADER = "# Generated from goodmem_operator.api.types by `python -m goodmem_operator.api.crd`. Do not edit.\n"
 
 
-def render() -> str:
-    dumped: str = yaml.safe_dump(crd(), sort_keys=False, width=120)
+def render(definition: dict[str, Any] | None = None) -> str:
+    """A CRD as the YAML checked in under crds/ (default: the LLM's)."""
+    dumped: str = yaml.safe_dump(crd() if definition is None else definition, sort_keys=False, width=120)
     return HEADER + dumped
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--all":
+        for name, build in CRDS.items():
+            with open(f"{sys.argv[2]}/{name}", "w", encoding="utf-8") as fh:
+                fh.write(render(build()))
+        return
     text = render()
     if len(sys.argv) > 1:
         with open(sys.argv[1], "w", encoding="utf-8") as fh:

@@ -86,6 +86,27 @@ class ManagementPolicy(StrEnum):
     OBSERVE_ONLY = "ObserveOnly"
 
 
+CONNECTION_KIND = "GoodMemConnection"
+CLUSTER_CONNECTION_KIND = "ClusterGoodMemConnection"
+
+
+class ConnectionKind(StrEnum):
+    NAMESPACED = CONNECTION_KIND
+    CLUSTER = CLUSTER_CONNECTION_KIND
+
+
+class ConnectionRef(_Model):
+    """Which connection an LLM's registry entry lives under."""
+
+    kind: ConnectionKind = Field(
+        description=(
+            "GoodMemConnection (in the LLM's own namespace) or ClusterGoodMemConnection (cluster-scoped; it must "
+            "select the LLM's namespace)."
+        )
+    )
+    name: str = Field(min_length=1, max_length=253, description="The connection's name.")
+
+
 class SecretKeySelector(_Model):
     """A key of a Kubernetes Secret in the LLM's own namespace."""
 
@@ -229,6 +250,14 @@ class LLMSpec(_Model):
                     reason="FieldValueForbidden",
                 ),
                 cel(
+                    "has(self.connectionRef) == has(oldSelf.connectionRef)"
+                    " && (!has(self.connectionRef) || self.connectionRef == oldSelf.connectionRef)",
+                    "connectionRef is immutable: an entry lives with the registry principal that created it; to move "
+                    "an LLM, delete it with deletionPolicy Orphan and adopt the entry under the other connection",
+                    fieldPath=".connectionRef",
+                    reason="FieldValueForbidden",
+                ),
+                cel(
                     "has(self.ownerId) == has(oldSelf.ownerId)"
                     " && (!has(self.ownerId) || self.ownerId == oldSelf.ownerId)",
                     "ownerId is immutable: the registry cannot change an entry's owner",
@@ -350,6 +379,15 @@ class LLMSpec(_Model):
             "to this namespace or grants it observe or adopt."
         ),
     )
+    connection_ref: ConnectionRef | None = Field(
+        default=None,
+        description=(
+            "The connection (registry URL and key) this LLM's entry lives under. Unset: the namespace's "
+            "GoodMemConnection named default, else the ClusterGoodMemConnection named default if it selects the "
+            "namespace, else the operator's own settings; status.connection records the choice, which then stays. "
+            "Immutable."
+        ),
+    )
 
     @model_validator(mode="after")
     def _required_unless_observe_only(self) -> LLMSpec:
@@ -405,6 +443,13 @@ class LLMStatus(_Model):
     """Observed state, written by the operator through the status subresource."""
 
     llm_id: str | None = Field(default=None, description="Id of the registry entry this resource manages.")
+    connection: str | None = Field(
+        default=None,
+        description=(
+            "The connection the entry lives under: GoodMemConnection/<name>, ClusterGoodMemConnection/<name>, or "
+            "Operator (the operator's own settings). Recorded once the entry exists, then kept."
+        ),
+    )
     observed_generation: int | None = Field(default=None, description="Last metadata.generation reconciled.")
     conditions: list[Condition] | None = Field(default=None, description="Ready and Synced conditions.")
     credentials_fingerprint: str | None = Field(
