@@ -31,6 +31,7 @@ from goodmem_operator.api.mapping import (
 )
 from goodmem_operator.api.types import RESERVED_LABEL_PREFIX, LLMSpec, LLMStatus
 from goodmem_operator.conditions import Reason
+from goodmem_operator.connections import Route, Router, SingleRegistry, Unavailable
 from goodmem_operator.engine import (
     Change,
     Event,
@@ -93,8 +94,9 @@ class LLMClient:
 
     status_type = LLMStatus
 
-    def __init__(self, registry: RegistryClient, secrets: SecretReader, settings: LLMSettings) -> None:
-        self.registry = registry
+    def __init__(self, registry: RegistryClient | Router, secrets: SecretReader, settings: LLMSettings) -> None:
+        # Which registry client (connection) each LLM's calls go through; one client for all when given one.
+        self.router: Router = registry if isinstance(registry, Router) else SingleRegistry(registry)
         self.secrets = secrets
         self.settings = settings
         self._applied: dict[str, str] = {}  # uid -> credentials fingerprint last sent (newer than status)
@@ -110,8 +112,16 @@ class LLMClient:
 
     # -- prepare: the spec and credentials, no registry call --------------------------------------------
 
+    def _route(self, obj: LLMObject, *, releasing: bool = False) -> Route:
+        """The LLM's connection (connections.py): its registry client, or a refusal that heals by itself."""
+        try:
+            return self.router.route(obj.namespace, obj.spec, obj.status, releasing=releasing)
+        except Unavailable as exc:
+            raise Refusal(exc.reason, exc.message, permanent=False) from None
+
     async def prepare(self, obj: LLMObject) -> Prepared[Desired]:
         spec = self._validated(obj)
+        self._route(obj)  # a connection that cannot be used stops here, before Secrets are read
         if spec.observe_only:
             return Prepared(name=obj.llm_id, inputs="", known=True, observe_only=True)
         if spec.owner_id and not owner_id_allowed(self.settings.owner_id_grants, obj.namespace, spec.owner_id):
@@ -166,42 +176,45 @@ class LLMClient:
         # and a 409 for that id (a create whose answer was lost) re-reads it. One registry request per create
         # instead of two (bench/ANALYSIS.md #3).
         fresh = not obj.status.get("llmId") and not desired.spec.llm_id
-        entry = None if fresh else await self._get(prepared.name)
+        entry = None if fresh else await self._get(obj, prepared.name)
         if entry is None:
             return Observation(exists=False, name=prepared.name)
         return self._judge(obj, desired, entry, prepared.name)
 
     async def create(self, obj: LLMObject, prepared: Prepared[Desired]) -> Observation:
         desired = _desired(prepared)
+        route = self._route(obj)
         try:
-            entry = await self.registry.create_llm(desired.request)
+            entry = await route.client.create_llm(desired.request)
         except Conflict as exc:
             name = prepared.name
-            found = await self._get(name)  # our own id: an earlier create went through, its answer lost
+            found = await self._get(obj, name)  # our own id: an earlier create went through, its answer lost
             if found is None:  # another entry with the same identity
                 found = await self._duplicate(obj, desired, exc)
                 name = str(found["llmId"])
             return self._judge(obj, desired, found, name)
         self._applied[obj.uid] = desired.fingerprint
+        if not desired.spec.owner_id and isinstance(entry.get("ownerId"), str):
+            self.router.learned_principal(route.key, entry["ownerId"])  # the principal the connection's key acts as
         # What we just created is ours, whatever the registry echoes of its labels.
         return Observation(
             exists=True,
             name=prepared.name,
             entry=entry,
             created=True,
-            status=self._status(prepared.name, desired.fingerprint, entry),
+            status=self._status(obj, prepared.name, desired.fingerprint, entry),
         )
 
     async def update(self, obj: LLMObject, prepared: Prepared[Desired], observation: Observation) -> Observation:
-        entry = await self.registry.update_llm(observation.name, observation.update)
+        entry = await self._route(obj).client.update_llm(observation.name, observation.update)
         fingerprint = observation.status["credentials_fingerprint"]
         self._applied[obj.uid] = fingerprint
-        return replace(observation, entry=entry, status=self._status(observation.name, fingerprint, entry))
+        return replace(observation, entry=entry, status=self._status(obj, observation.name, fingerprint, entry))
 
     async def delete(self, obj: LLMObject) -> list[Event]:
         """Apply the deletion policy to an entry of ours; any other entry is left as it is."""
         llm_id = obj.llm_id
-        observed = await self._get(llm_id)
+        observed = await self._get(obj, llm_id, releasing=True)
         if observed is None:
             return [Event("Normal", EventReason.DELETED, f"registry entry {llm_id} already gone")]
         labels = observed.get("labels") or {}
@@ -216,7 +229,7 @@ class LLMClient:
         if (obj.spec.get("deletionPolicy") or self.settings.default_deletion_policy) == "Orphan":
             return await self._orphan(obj, llm_id, labels)
         with contextlib.suppress(NotFound):  # already gone: what a delete wants
-            await self.registry.delete_llm(llm_id)
+            await self._route(obj, releasing=True).client.delete_llm(llm_id)
         return [Event("Normal", EventReason.DELETED, f"registry entry {llm_id} deleted")]
 
     async def _orphan(self, obj: LLMObject, llm_id: str, labels: dict[str, str]) -> list[Event]:
@@ -225,7 +238,7 @@ class LLMClient:
         kept = {k: v for k, v in labels.items() if not k.startswith(RESERVED_LABEL_PREFIX)}
         kept[grant] = Access.ADOPT.value
         if kept != labels:
-            await self.registry.update_llm(llm_id, {"replaceLabels": kept})
+            await self._route(obj, releasing=True).client.update_llm(llm_id, {"replaceLabels": kept})
         return [
             Event(
                 "Normal",
@@ -257,7 +270,7 @@ class LLMClient:
             adopted=adopted,
             update=update,
             drifted=drifted_fields(update),
-            status=self._status(llm_id, fingerprint, entry),
+            status=self._status(obj, llm_id, fingerprint, entry),
         )
 
     @staticmethod
@@ -273,13 +286,17 @@ class LLMClient:
                 permanent=True,
             )
 
-    @staticmethod
-    def _status(llm_id: str, fingerprint: str, entry: dict[str, Any]) -> dict[str, Any]:
-        return {"llm_id": llm_id, "credentials_fingerprint": fingerprint, "observed": observed_values(entry)}
+    def _status(self, obj: LLMObject, llm_id: str, fingerprint: str, entry: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "llm_id": llm_id,
+            "connection": self._route(obj).label,
+            "credentials_fingerprint": fingerprint,
+            "observed": observed_values(entry),
+        }
 
     async def _mirror(self, obj: LLMObject, llm_id: str) -> Observation:
         """ObserveOnly: the entry, if this namespace may see it; never the operator's marks or another principal."""
-        entry = await self._get(llm_id)
+        entry = await self._get(obj, llm_id)
         if entry is None:
             return Observation(exists=False, name=llm_id)
         labels = entry.get("labels")
@@ -291,7 +308,11 @@ class LLMClient:
             exists=True,
             name=llm_id,
             entry=entry,
-            status={"llm_id": llm_id, "observed": observed_values(entry, mirror=True, owner_visible=owner_visible)},
+            status={
+                "llm_id": llm_id,
+                "connection": self._route(obj).label,
+                "observed": observed_values(entry, mirror=True, owner_visible=owner_visible),
+            },
         )
 
     # -- the tenant boundary (trust.py holds the rules) -------------------------------------------------
@@ -345,7 +366,7 @@ class LLMClient:
         nothing is adopted. Only an entry this namespace may adopt (its own, or unowned with a grant) is taken.
         """
         spec = desired.spec
-        candidates = await self._candidates(desired, exc)
+        candidates = await self._candidates(obj, desired, exc)
         relations = [relation(e.get("labels"), **self._who(obj, str(e.get("llmId")))) for e in candidates]
         same = (
             f"another registry entry{self._named(obj, candidates, relations)} has the same provider, endpoint, "
@@ -379,16 +400,18 @@ class LLMClient:
             )
         return entry  # the owner and providerType checks follow in _refuse_takeover
 
-    async def _candidates(self, desired: Desired, exc: Conflict) -> list[dict[str, Any]]:
+    async def _candidates(self, obj: LLMObject, desired: Desired, exc: Conflict) -> list[dict[str, Any]]:
         """The entries the 409 may mean: same identity, and only the one the registry named if it named one."""
         owner_id = desired.spec.owner_id
-        listed = await self.registry.list_llms(provider_type=desired.request["providerType"], owner_id=owner_id)
+        listed = await self._route(obj).client.list_llms(
+            provider_type=desired.request["providerType"], owner_id=owner_id
+        )
         candidates = [e for e in listed if _same_identity(e, desired.request, owner_id)]
         named = exc.existing_id if exc.existing_id and exc.existing_id != desired.request["llmId"] else None
         if named:  # the registry said which entry (not promised by the docs): that one, and only it, conflicts
             candidates = [e for e in candidates if e["llmId"] == named]
             if not candidates:
-                found = await self._get(named)
+                found = await self._get(obj, named)
                 candidates = [found] if found is not None else []
         return candidates
 
@@ -421,9 +444,9 @@ class LLMClient:
 
     # -- helpers -----------------------------------------------------------------------------------------
 
-    async def _get(self, llm_id: str) -> dict[str, Any] | None:
+    async def _get(self, obj: LLMObject, llm_id: str, *, releasing: bool = False) -> dict[str, Any] | None:
         try:
-            return await self.registry.get_llm(llm_id)
+            return await self._route(obj, releasing=releasing).client.get_llm(llm_id)
         except NotFound:
             return None
 

@@ -17,6 +17,7 @@ reconcile, so no event of another namespace's Secret may ever reach that LLM.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 SecretKey = tuple[str, str]  # (namespace, name)
@@ -95,3 +96,7 @@ class LLMIndex:
     def body(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The latest body seen of an LLM (a plain dict), or None when it is unknown or gone."""
         return self._bodies.get((namespace, name))
+
+    def items(self) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
+        """Every LLM's (namespace, name) and latest body."""
+        return iter(list(self._bodies.items()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from goodmem_operator.connections import Router
 from goodmem_operator.engine import (
     PAUSED_ANNOTATION,
     Engine,
@@ -76,8 +77,8 @@ class ReconcileSettings:
 class Reconciler:
     """The engine with the LLM client: the entry points handlers, tests and the bench call."""
 
-    def __init__(self, registry: RegistryClient, secrets: SecretReader, settings: ReconcileSettings) -> None:
-        self.registry = registry
+    def __init__(self, registry: RegistryClient | Router, secrets: SecretReader, settings: ReconcileSettings) -> None:
+        self.registry = registry  # one client for every LLM, or the connections (connections.py)
         self.secrets = secrets
         self.settings = settings
         self.client = LLMClient(registry, secrets, settings.llm())

@@ -20,9 +20,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import ssl
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -207,31 +208,122 @@ def _existing_id(data: Any) -> str | None:
     return None
 
 
+class CircuitOpen(Unreachable):
+    """The registry failed (5xx, timeout, no answer) several times in a row: the request was not sent."""
+
+
+class Breaker:
+    """A circuit breaker: after `threshold` consecutive failures (5xx, timeouts, no answer) requests fail at once
+    (`CircuitOpen`), except one probe per backoff step (`base` seconds, doubling to `cap`); the first answer that
+    is not such a failure closes it. A registry that is down then costs its callers no timeouts and no slots."""
+
+    def __init__(
+        self,
+        threshold: int = 5,
+        base: float = 1.0,
+        cap: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.base = base
+        self.cap = cap
+        self.clock = clock
+        self.failures = 0  # consecutive
+        self.opened_at: float | None = None
+        self.delay = base
+        self.probing = False
+
+    @property
+    def open(self) -> bool:
+        return self.opened_at is not None
+
+    def allow(self) -> bool:
+        """Whether a request may go out now (while open: one probe per backoff step)."""
+        if self.opened_at is None:
+            return True
+        if self.probing or self.clock() < self.opened_at + self.delay:
+            return False
+        self.probing = True
+        return True
+
+    def retry_in(self) -> float:
+        if self.opened_at is None:
+            return 0.0
+        return max(0.0, self.opened_at + self.delay - self.clock())
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+        self.delay = self.base
+        self.probing = False
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.probing:  # the probe failed: wait twice as long for the next one
+            self.delay = min(self.cap, self.delay * 2)
+            self.opened_at = self.clock()
+            self.probing = False
+        elif self.opened_at is None and self.failures >= self.threshold:
+            self.opened_at = self.clock()
+
+    def abandon(self) -> None:
+        """A probe that ended without an answer either way (cancelled): the next caller may probe."""
+        self.probing = False
+
+
+#: Where the client's key comes from: the key itself, or a function giving the current one (read per request, so a
+#: rotated key is used by the next request).
+KeySource = str | Callable[[], str]
+
+#: The authenticated call that checks a key and matches no entry: a list filtered by a label nobody sets.
+PROBE_LABEL = ("goodmem.ai/probe", "none")
+
+
+def ca_context(pem: str) -> ssl.SSLContext:
+    """An SSL context that trusts these PEM certificates (a private registry's CA); ValueError if none is usable."""
+    try:
+        return ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError, TypeError) as exc:
+        raise ValueError(f"not a PEM CA bundle ({type(exc).__name__})") from None
+
+
 class RegistryClient:
     """The registry's five verbs over one reused HTTP connection pool."""
 
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: KeySource,
         *,
         timeout: float = 10.0,
         concurrency: int = 16,
         rate: float = 100.0,
         transport: httpx.AsyncBaseTransport | None = None,
         observer: Any = None,
+        verify: ssl.SSLContext | bool = True,
+        breaker: Breaker | None = None,
     ) -> None:
-        self._api_key = api_key
+        self._key: Callable[[], str] = api_key if callable(api_key) else (lambda: api_key)
+        self._keys_seen: list[str] = []  # the current and the previous key, both redacted from any message
+        self.base_url = base_url.rstrip("/")
         self._limiter = FairLimiter(concurrency, rate)  # per-namespace queues, served in turn (fairness.py)
         self._observer = observer  # callable(verb, status, seconds) for metrics
+        self.breaker = breaker if breaker is not None else Breaker()
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={"x-api-key": api_key, "accept": "application/json"},
+            base_url=self.base_url,
+            headers={"accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency)),
             transport=transport,
+            verify=verify,
             follow_redirects=False,  # a redirect is an UnexpectedResponse, never followed (the key stays here)
         )
+
+    def _current_key(self) -> str:
+        key = self._key()
+        if not self._keys_seen or self._keys_seen[-1] != key:
+            self._keys_seen = [*self._keys_seen[-1:], key]
+        return key
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -260,7 +352,12 @@ class RegistryClient:
         return dict(self._expect_llm("get", "GET", path, status, data, "an LLM object", llm_id=llm_id))
 
     async def list_llms(
-        self, *, provider_type: str | None = None, owner_id: str | None = None, labels: dict[str, str] | None = None
+        self,
+        *,
+        provider_type: str | None = None,
+        owner_id: str | None = None,
+        labels: dict[str, str] | None = None,
+        probe: bool = False,
     ) -> list[dict[str, Any]]:
         params: dict[str, str] = {}
         if provider_type:
@@ -270,7 +367,7 @@ class RegistryClient:
         for key, value in (labels or {}).items():
             params[f"label.{key}"] = value
         path = "/v1/llms"
-        status, data = await self._call("list", "GET", path, params=params)
+        status, data = await self._call("list", "GET", path, params=params, probe=probe)
         llms = data.get("llms") if isinstance(data, dict) else None
         if not isinstance(llms, list):
             raise self._unexpected("list", "GET", path, 'the body is not an object {"llms": [...]}', status)
@@ -285,6 +382,11 @@ class RegistryClient:
 
     async def delete_llm(self, llm_id: str) -> None:
         await self._call("delete", "DELETE", f"/v1/llms/{_checked_id(llm_id)}", statuses=(200, 204))
+
+    async def probe(self) -> None:
+        """Check the key with one authenticated call that matches no entry; a RegistryError if it fails. Sent even
+        while the circuit is open (it is how a connection's status learns the registry is back)."""
+        await self.list_llms(labels=dict([PROBE_LABEL]), probe=True)
 
     # -- answers of the wrong shape -------------------------------------------------------------
 
@@ -318,30 +420,54 @@ class RegistryClient:
         json_body: Any = None,
         params: dict[str, str] | None = None,
         statuses: tuple[int, ...] | None = None,
+        probe: bool = False,
     ) -> tuple[int, Any]:
         """One request; the status and parsed JSON body of a 2xx answer, else a RegistryError.
 
         `statuses` narrows the accepted 2xx statuses and accepts any body (delete: 200 or 204); without it
-        the body must be JSON.
+        the body must be JSON. While the circuit breaker is open, a request fails at once (`CircuitOpen`) unless it
+        is the breaker's probe of this backoff step, or `probe` (a connection's key check) is set.
         """
-        secrets = [self._api_key, *_secrets_in(json_body)]
+        key = self._current_key()
+        secrets = [*self._keys_seen, *_secrets_in(json_body)]
+        if not probe and not self.breaker.allow():
+            if self._observer is not None:
+                self._observer(verb, "circuit-open", 0.0)
+            raise CircuitOpen(
+                f"{method} {path}: not sent: the registry failed {self.breaker.failures} times in a row "
+                f"(next try in {self.breaker.retry_in():.0f}s)"
+            )
         started = time.monotonic()
         status_label = "error"
+        answered = False
         try:
             async with self._limiter.slot():
                 try:
-                    response = await self._http.request(method, path, json=json_body, params=params)
+                    response = await self._http.request(
+                        method, path, json=json_body, params=params, headers={"x-api-key": key}
+                    )
                 except httpx.TimeoutException as exc:
                     status_label = "timeout"
+                    self.breaker.failure()
+                    answered = True
                     raise Unreachable(f"{method} {path}: registry timed out ({type(exc).__name__})") from None
                 except httpx.HTTPError as exc:
                     status_label = "network"
+                    self.breaker.failure()
+                    answered = True
                     raise Unreachable(
                         f"{method} {path}: registry unreachable ({type(exc).__name__}: {redact(str(exc), secrets)})"
                     ) from None
             status_label = str(response.status_code)
+            answered = True
+            if response.status_code >= 500:
+                self.breaker.failure()
+            else:
+                self.breaker.success()
             return response.status_code, self._answer(verb, method, path, response, secrets, statuses)
         finally:
+            if not answered:
+                self.breaker.abandon()
             if self._observer is not None:
                 self._observer(verb, status_label, time.monotonic() - started)
 

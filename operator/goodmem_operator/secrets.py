@@ -93,6 +93,23 @@ class _Closeable(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def read_secret_key(reader: SecretReader, namespace: str, name: str, key: str) -> str:
+    """One key of a Secret the operator may use (labelled goodmem.ai/credentials=true); a CredentialError (never
+    the value) otherwise."""
+    secret = await reader.read(namespace, name)
+    if secret is None:
+        raise SecretNotFound(f"Secret {namespace}/{name} not found")
+    if not secret.opted_in:
+        raise SecretNotLabelled(
+            f"Secret {namespace}/{name} is not labelled {CREDENTIALS_SELECTOR}, so the operator does not "
+            f"use it as credentials; to allow it, run: {label_command(namespace, name)}; the LLM heals as "
+            f"soon as the label is set"
+        )
+    if key not in secret.data:
+        raise SecretKeyNotFound(f"Secret {namespace}/{name} has no key {key!r}")
+    return secret.data[key]
+
+
 async def resolve_credentials(
     credentials: Credentials | None, namespace: str, reader: SecretReader
 ) -> dict[str, Any] | None:
@@ -107,18 +124,7 @@ async def resolve_credentials(
                 f"Secret {ref.namespace}/{ref.name} is in another namespace: an LLM may only use Secrets "
                 f"of its own namespace ({namespace})"
             )
-        secret = await reader.read(namespace, ref.name)
-        if secret is None:
-            raise SecretNotFound(f"Secret {namespace}/{ref.name} not found")
-        if not secret.opted_in:
-            raise SecretNotLabelled(
-                f"Secret {namespace}/{ref.name} is not labelled {CREDENTIALS_SELECTOR}, so the operator does not "
-                f"use it as credentials; to allow it, run: {label_command(namespace, ref.name)}; the LLM heals as "
-                f"soon as the label is set"
-            )
-        if ref.key not in secret.data:
-            raise SecretKeyNotFound(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
-        value = secret.data[ref.key]
+        value = await read_secret_key(reader, namespace, ref.name, ref.key)
     return registry_credentials(credentials, value)
 
 
