@@ -75,7 +75,15 @@ def emulator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "-f", str(ROOT / "crds"))
-    control_plane.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+    control_plane.kubectl(
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/llms.goodmem.ai",
+        "crd/goodmemconnections.goodmem.ai",
+        "crd/clustergoodmemconnections.goodmem.ai",
+        "--timeout=60s",
+    )
 
 
 @pytest.fixture(scope="session")

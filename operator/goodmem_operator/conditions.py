@@ -94,6 +94,10 @@ def observed(message: str) -> Condition:
     return _make(READY, "True", Reason.OBSERVED, message)
 
 
+def ready_true(reason: str, message: str) -> Condition:
+    return _make(READY, "True", reason, message)
+
+
 def ready_false(reason: str, message: str) -> Condition:
     return _make(READY, "False", reason, message)
 

@@ -198,7 +198,9 @@ class Connection:
     """What the operator holds of one connection object: its spec, its client and key, and its last probe."""
 
     key: ConnKey
+    uid: str = ""
     generation: int = 0
+    status: dict[str, Any] = field(default_factory=dict)  # as last written (the glue's), for its next delta
     spec: GoodMemConnectionSpec | None = None
     selector: NamespaceSelector | None = None  # the cluster-scoped kind's
     deleting: bool = False
@@ -450,6 +452,8 @@ class Connections:
         conn = self.objects.setdefault(key, Connection(key))
         meta = body.get("metadata") or {}
         conn.generation = int(meta.get("generation") or 0)
+        conn.uid = str(meta.get("uid") or "")
+        conn.status = dict(body.get("status") or {})
         conn.deleting = bool(meta.get("deletionTimestamp"))
         model = ClusterGoodMemConnectionSpec if key.kind == CLUSTER_CONNECTION_KIND else GoodMemConnectionSpec
         try:
@@ -545,7 +549,7 @@ class Connections:
         """Whether the operator's own key file changed since last asked (the key is re-read at once)."""
         return self.operator_key is not None and self.operator_key.changed()
 
-    async def watch_operator_key(self, on_change: Callable[[], None], period: float = 2.0) -> None:
+    async def watch_operator_key(self, on_change: Callable[[], object], period: float = 2.0) -> None:
         """Poll the operator's key file; `on_change` when the key changed (the next request already uses it)."""
         while True:
             await asyncio.sleep(period)

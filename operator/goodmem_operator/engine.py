@@ -70,6 +70,7 @@ class Trigger(StrEnum):
     RESUME = "resume"
     DRIFT = "drift"
     SECRET = "secret"
+    CONNECTION = "connection"  # its connection appeared, turned Ready or rotated its key
 
 
 class Change(StrEnum):

@@ -17,6 +17,7 @@ The handlers are module-level functions, registered by `build_registry`; what th
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import hashlib
@@ -34,6 +35,7 @@ import kopf
 from goodmem_operator import conditions as cond
 from goodmem_operator._kopf import ResourceMemories, ResourceMemory
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
+from goodmem_operator.connections import Connections
 from goodmem_operator.fairness import tenant
 from goodmem_operator.llm_index import LLMIndex
 from goodmem_operator.metrics import Metrics
@@ -196,6 +198,13 @@ class Runtime:
     #: whether a namespace is being deleted (main: watching.NamespaceWatch.terminating, known with namespace
     #: observation); the API server refuses new objects there, Events included
     terminating: Callable[[str], bool] = _never_terminating
+    #: the connections (connections.py), when the reconciler routes through them (main); None: one registry
+    connections: Connections | None = None
+    #: the LLMs of a namespace (None: all) read from the API server (a connection's deletion check)
+    list_llms: Callable[[str | None], Awaitable[list[dict[str, Any]]]] | None = None
+    #: a connection's Secret changed (connection_handlers.connection_secret_changed, given by main)
+    connection_secret_changed: Callable[[Runtime, str, str], Awaitable[None]] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # background work, cancelled on close
 
     def __post_init__(self) -> None:
         self.requeue = Requeue(
@@ -211,8 +220,10 @@ class Runtime:
         self.warned.pop(key, None)
 
     async def aclose(self) -> None:
+        for task in self.tasks:
+            task.cancel()
         await self.requeue.aclose()
-        await self.reconciler.registry.aclose()
+        await self.reconciler.registry.aclose()  # the connections' clients, or the one registry client
         await self.secret_cache.aclose()
 
 
@@ -240,8 +251,13 @@ def select_credential_secrets(settings: kopf.OperatorSettings) -> None:
 
 
 def secret_in_use(rt: Runtime, namespace: str, name: str) -> bool:
-    """Whether the operator has any business with this Secret: some LLM uses it, or it is still cached."""
-    return rt.index.referenced(namespace, name) or (namespace, name) in rt.secret_cache
+    """Whether the operator has any business with this Secret: some LLM or connection uses it, or it is still
+    cached."""
+    return (
+        rt.index.referenced(namespace, name)
+        or (namespace, name) in rt.secret_cache
+        or bool(rt.connections and rt.connections.uses_secret(namespace, name))
+    )
 
 
 class LeanMemories(ResourceMemories):
@@ -448,8 +464,8 @@ async def index_llm(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_: Any)
     rt = memo.runtime
     deleted = event.get("type") == "DELETED"
     released = rt.index.observe(body, deleted=deleted)
-    if released is not None:
-        rt.secret_cache.forget(*released)  # no LLM uses it any more: keep no copy
+    if released is not None and not (rt.connections and rt.connections.uses_secret(*released)):
+        rt.secret_cache.forget(*released)  # nothing uses it any more: keep no copy
     if deleted:
         rt.forget(key_of(body))
 
@@ -499,11 +515,12 @@ async def secret_changed(
     # an unlabelled body (should the selector be off) is kept as "not labelled", without its data.
     # Either way the users are reconciled: they take up the Secret, or show SecretNotLabelled.
     users = rt.index.users(namespace, name)
+    connections = rt.connections.uses_secret(namespace, name) if rt.connections is not None else []
     cache = rt.secret_cache
     before = cache.peek(namespace, name)
     kind = event.get("type")
-    cache.observe(namespace, name, body, deleted=kind == "DELETED", referenced=bool(users))
-    if not users:
+    cache.observe(namespace, name, body, deleted=kind == "DELETED", referenced=bool(users or connections))
+    if not users and not connections:
         return
     if kind is None and before is UNKNOWN:
         return  # a listing, and nothing known of this Secret yet: the resume handlers cover its users
@@ -511,6 +528,8 @@ async def secret_changed(
     # restart): a Secret that changed while the watch was away shows up only there.
     if kind != "DELETED" and before == cache.peek(namespace, name):
         return
+    if connections and rt.connection_secret_changed is not None:
+        await rt.connection_secret_changed(rt, namespace, name)  # a key rotated: used by the next request
     # All users at once: the requeue runs them concurrently, in fair order; the registry client's limiter bounds
     # requests and their rate (bench/ANALYSIS.md #4).
     for llm_name in users:

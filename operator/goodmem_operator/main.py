@@ -11,9 +11,11 @@ from typing import Any
 
 import kopf
 
-from goodmem_operator import _kopf
+from goodmem_operator import _kopf, connection_handlers
 from goodmem_operator import config as config_mod
+from goodmem_operator.api.connections import CLUSTER_CONNECTION_PLURAL, CONNECTION_PLURAL
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
+from goodmem_operator.connections import OPERATOR, Connections, ConnKey, KeyFile, Limits
 from goodmem_operator.handlers import (
     ANNOTATION_PREFIX,
     FINALIZER,
@@ -52,6 +54,43 @@ def status_writer(kube: KubeApi) -> Callable[[str, str, dict[str, Any]], Awaitab
     return write_status
 
 
+def connection_status_writer(kube: KubeApi) -> connection_handlers.StatusWriter:
+    """One merge patch of a connection's `/status` (either kind), outside kopf's handlers (a rotated key)."""
+
+    async def write_status(key: ConnKey, status: dict[str, Any]) -> None:
+        if key.namespace:
+            path = f"/apis/{GROUP}/{VERSION}/namespaces/{key.namespace}/{CONNECTION_PLURAL}/{key.name}/status"
+        else:
+            path = f"/apis/{GROUP}/{VERSION}/{CLUSTER_CONNECTION_PLURAL}/{key.name}/status"
+        answer = await kube.merge_patch(path, {"status": status})
+        if not 200 <= answer.status < 300:
+            raise StatusNotWritten(f"{key}: HTTP {answer.status}")
+
+    return write_status
+
+
+def llm_lister(kube: KubeApi) -> Callable[[str | None], Awaitable[list[dict[str, Any]]]]:
+    """The LLMs of a namespace (None: every namespace) from the API server, page by page."""
+
+    async def list_llms(namespace: str | None) -> list[dict[str, Any]]:
+        where = f"namespaces/{namespace}/" if namespace else ""
+        path = f"/apis/{GROUP}/{VERSION}/{where}{PLURAL}"
+        items: list[dict[str, Any]] = []
+        params = {"limit": "500"}
+        while True:
+            answer = await kube.get(path, params=params)
+            if answer.status != 200:
+                raise StatusNotWritten(f"listing {path}: HTTP {answer.status}")
+            data = answer.json()
+            items.extend(data.get("items") or [])
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {"limit": "500", "continue": token}
+
+    return list_llms
+
+
 def fingerprint_key(api_key: str) -> bytes:
     """The HMAC key for credential fingerprints: derived from the operator's own registry key."""
     return hashlib.sha256(b"goodmem-operator/credentials-fingerprint/" + api_key.encode()).digest()
@@ -66,15 +105,27 @@ def build_runtime(cfg: config_mod.Config, namespaces: NamespaceWatch | None = No
     login = functools.partial(kopf.login_via_client, logger=log, settings=kopf.OperatorSettings())
     kube = KubeApi(login)
 
+    # The operator's own key: re-read from its file when that changes (a rotated Secret volume), so the next request
+    # uses the new key; the credentials' fingerprint key stays the one derived at startup.
+    operator_key = KeyFile(cfg.api_key.get_secret_value(), cfg.api_key_file)
     registry = RegistryClient(
         cfg.base_url,
-        cfg.api_key.get_secret_value(),
+        operator_key,
         timeout=cfg.registry_timeout,
         concurrency=cfg.registry_concurrency,
         rate=cfg.registry_rps,
         observer=metrics.registry_request,
     )
     cache = SecretCache(fallback=KubeSecretReader(kube))
+    connections = Connections(
+        registry,
+        cache,
+        operator_namespace=cfg.operator_namespace,
+        defaults=Limits(cfg.registry_timeout, cfg.registry_rps, cfg.registry_concurrency),
+        observer=metrics.registry_request,
+        cluster_scoped=not cfg.namespaces,
+        operator_key=operator_key,
+    )
     settings = ReconcileSettings(
         cluster_name=cfg.cluster_name,
         fingerprint_key=fingerprint_key(cfg.api_key.get_secret_value()),
@@ -82,7 +133,7 @@ def build_runtime(cfg: config_mod.Config, namespaces: NamespaceWatch | None = No
         owner_id_grants=cfg.owner_id_grants,
     )
     rt = Runtime(
-        reconciler=Reconciler(registry, cache, settings),
+        reconciler=Reconciler(connections, cache, settings),
         secret_cache=cache,
         status_writer=status_writer(kube),
         drift_interval=cfg.drift_interval,
@@ -90,6 +141,9 @@ def build_runtime(cfg: config_mod.Config, namespaces: NamespaceWatch | None = No
         # A requeue slot holds a reconcile for all of it (registry requests, the status write, Events): twice the
         # registry's concurrency keeps the registry client's limiter, not the queue, the bound on requests.
         concurrency=2 * cfg.registry_concurrency,
+        connections=connections,
+        list_llms=llm_lister(kube),
+        connection_secret_changed=connection_handlers.connection_secret_changed(connection_status_writer(kube)),
     )
     if namespaces is not None:  # with namespace observation, the operator knows which namespaces are being deleted
         rt.terminating = namespaces.terminating
@@ -118,6 +172,7 @@ class QuietIndexLog(logging.Filter):
 def main(argv: list[str] | None = None) -> None:
     cfg = config_mod.parse(argv)
     registry = build_registry()
+    connection_handlers.register(registry, cluster_scoped=not cfg.namespaces)
     shared = Memo()  # kopf.run(memo=...): every object's handlers get a shallow copy, so `runtime` is one object
     namespaces = NamespaceWatch()  # with namespace observation: which namespaces have streams, which are being deleted
 
@@ -149,9 +204,12 @@ def main(argv: list[str] | None = None) -> None:
         settings.queueing.idle_timeout = 0.1
         # The initial listings come in pages, not as one response of every Secret of the cluster.
         settings.watching.chunk_size = 500
-        memo.runtime = build_runtime(
+        rt = memo.runtime = build_runtime(
             cfg, namespaces if scope.observe_namespaces else None
         )  # kopf's root memo (`shared`), before any watch starts
+        if rt.connections is not None:  # the operator's key file, watched for a rotation
+            watch = rt.connections.watch_operator_key(lambda: connection_handlers.requeue_waiting(rt, OPERATOR))
+            rt.tasks.append(asyncio.get_running_loop().create_task(watch))
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url, scope.description)
 
     @kopf.on.login(registry=registry)

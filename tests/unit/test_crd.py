@@ -124,3 +124,10 @@ def test_printer_columns_and_subresource() -> None:
     assert names == ["Ready", "Synced", "Provider", "Model", "LLM-ID", "Age"]
     assert version["subresources"] == {"status": {}}
     assert crd.crd()["spec"]["names"]["shortNames"]
+
+
+def test_exclusive_bounds_are_openapi_v3_booleans() -> None:
+    """pydantic's gt=0 is JSON Schema's `exclusiveMinimum: 0`; the API server wants `minimum: 0` and `true`."""
+    spec = crd.connection_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    timeout = spec["properties"]["requestTimeoutSeconds"]
+    assert timeout["minimum"] == 0 and timeout["exclusiveMinimum"] is True and timeout["maximum"] == 300

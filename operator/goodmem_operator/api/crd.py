@@ -73,6 +73,12 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
         del node["additionalProperties"]
     if isinstance(node.get("description"), str):
         node["description"] = " ".join(node["description"].split())
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = node.get(exclusive)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # JSON Schema's number form (pydantic's gt/lt); OpenAPI v3 says it as a bound plus a boolean.
+            node[bound] = value
+            node[exclusive] = True
     if node.get("x-kubernetes-preserve-unknown-fields"):
         node.pop("additionalProperties", None)
     return node
