@@ -45,11 +45,18 @@ def registry_view(body: dict[str, Any]) -> dict[str, Any]:
 
 def test_create_body_is_camel_case_with_id_marks_and_no_operator_fields() -> None:
     body = desired_request(
-        spec(labels={"team": "a"}, deletionPolicy="Orphan"), llm_id="id-1", marks=MARKS, credentials=None
+        spec(
+            labels={"team": "a"},
+            deletionPolicy="Orphan",
+            connectionRef={"kind": "GoodMemConnection", "name": "default"},
+        ),
+        llm_id="id-1",
+        marks=MARKS,
+        credentials=None,
     )
     assert body["displayName"] == "X" and body["providerType"] == "OPENAI" and body["llmId"] == "id-1"
     assert body["labels"] == {"team": "a", **MARKS}
-    assert "deletionPolicy" not in body and "credentials" not in body
+    assert "deletionPolicy" not in body and "credentials" not in body and "connectionRef" not in body
     assert "apiPath" not in body  # unset fields are left to the registry's defaults
 
 

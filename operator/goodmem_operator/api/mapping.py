@@ -122,7 +122,7 @@ def desired_request(
     body = spec.model_dump(
         by_alias=True,
         exclude_none=True,
-        exclude={"credentials", "deletion_policy", "adoption_policy", "management_policy", "llm_id"},
+        exclude={"credentials", "deletion_policy", "adoption_policy", "management_policy", "llm_id", "connection_ref"},
     )
     body["llmId"] = llm_id
     body["labels"] = {**(spec.labels or {}), **marks}
