@@ -217,7 +217,8 @@ async def test_a_registry_that_is_down_does_not_slow_another_connection(
         a_task = asyncio.gather(*(run(o) for o in llms("team-a")))
         b_outcomes = await asyncio.gather(*(run(o) for o in llms("team-b")))
         a_outcomes = await a_task
-        # The breaker is open now: the next call through team-a's connection fails at once, without a request.
+        # The breaker is open now: at most one call per backoff step goes out (the probe); the next fails at once.
+        await rec.reconcile(make_llm(namespace="team-a", name="probe"))
         late = await rec.reconcile(make_llm(namespace="team-a", name="late"))
     finally:
         await down.stop()
