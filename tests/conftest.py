@@ -61,10 +61,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = 'SENTINEL-e2e-7c1d"9a3b5f'
 
 
+#: More registry keys of the session emulator, each its own principal (the teams' connections).
+TEAM_KEYS = ("e2e-team-a-key", "e2e-team-b-key", "e2e-platform-key")
+#: The namespace the session operator takes as its own (where ClusterGoodMemConnection Secrets live).
+OPERATOR_NAMESPACE = "goodmem-e2e-operator"
+
+
 @pytest.fixture(scope="session")
 def emulator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     emu = EmulatorProcess(
-        tmp_path_factory.mktemp("emulator") / "emulator.log", api_key="e2e-operator-key", admin_key="e2e-admin-key"
+        tmp_path_factory.mktemp("emulator") / "emulator.log",
+        api_key="e2e-operator-key",
+        admin_key="e2e-admin-key",
+        more_keys=(*TEAM_KEYS, SENTINEL + "-connection"),  # the principals of tests/e2e/test_connections.py
     ).start()
     try:
         yield emu
@@ -100,7 +109,17 @@ def operator(
         kubeconfig=control_plane.kubeconfig_path,
         base_url=emulator.base_url,
         api_key=emulator.api_key,
-        extra_args=["--debug", "--log-format", "full", "--drift-interval", "3600", "--metrics-port", str(free_port())],
+        extra_args=[
+            "--debug",
+            "--log-format",
+            "full",
+            "--drift-interval",
+            "3600",
+            "--metrics-port",
+            str(free_port()),
+            "--operator-namespace",
+            OPERATOR_NAMESPACE,
+        ],
     ).start()
     try:
         yield op

@@ -30,14 +30,21 @@ def _stop(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
 
 
 class EmulatorProcess:
-    """`python -m goodmem_emulator` on a free loopback port, with an operator key and an admin key."""
+    """`python -m goodmem_emulator` on a free loopback port, with an operator key and an admin key (and more
+    ordinary keys, each its own principal, when given)."""
 
     def __init__(
-        self, log_path: Path, *, api_key: str = "demo-operator-key", admin_key: str = "demo-admin-key"
+        self,
+        log_path: Path,
+        *,
+        api_key: str = "demo-operator-key",
+        admin_key: str = "demo-admin-key",
+        more_keys: tuple[str, ...] = (),
     ) -> None:
         self.log_path = Path(log_path)
         self.api_key = api_key
         self.admin_key = admin_key
+        self.more_keys = more_keys
         self.base_url = ""
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -57,6 +64,7 @@ class EmulatorProcess:
                 self.api_key,
                 "--admin-key",
                 self.admin_key,
+                *(arg for key in self.more_keys for arg in ("--api-key", key)),
             ],
             stdout=subprocess.PIPE,
             stderr=log,

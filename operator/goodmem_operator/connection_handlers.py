@@ -31,6 +31,7 @@ log = logging.getLogger("goodmem_operator.connections")
 #: once per drift interval. Also the delay between two looks at a connection that LLMs still use, when deleted.
 CHECK_PERIOD = 30.0
 IN_USE_RETRY = 10.0
+NAMESPACE_HANDLER = "namespace-labels"  # its success lines are dropped from kopf's log (main.QuietIndexLog)
 
 #: Lists the LLMs of a namespace (None: of every namespace) from the API server: the deletion check reads the truth,
 #: not the watch's latest news.
@@ -264,7 +265,7 @@ def register(registry: kopf.OperatorRegistry, *, cluster_scoped: bool) -> None:
     plurals = [(CONNECTION_KIND, CONNECTION_PLURAL)]
     if cluster_scoped:
         plurals.append((CLUSTER_CONNECTION_KIND, CLUSTER_CONNECTION_PLURAL))
-        kopf.on.event("", "v1", "namespaces", id="namespace-labels", registry=registry)(namespace_seen)
+        kopf.on.event("", "v1", "namespaces", id=NAMESPACE_HANDLER, registry=registry)(namespace_seen)
     for kind, plural in plurals:
         for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
             on(GROUP, VERSION, plural, id=f"{kind}-apply", registry=registry)(connection_changed)

@@ -161,12 +161,13 @@ def event_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class QuietIndexLog(logging.Filter):
-    """Drops kopf's `Handler 'llm-index' succeeded.` line: it would come with every LLM event and says nothing."""
+    """Drops kopf's `Handler 'llm-index' succeeded.` line (and the namespace labels' one): it would come with every
+    LLM (namespace) event and says nothing."""
 
-    MESSAGE = f"Handler {INDEX_HANDLER!r} succeeded."
+    MESSAGES = frozenset(f"Handler {h!r} succeeded." for h in (INDEX_HANDLER, connection_handlers.NAMESPACE_HANDLER))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != self.MESSAGE
+        return record.msg not in self.MESSAGES
 
 
 def main(argv: list[str] | None = None) -> None:

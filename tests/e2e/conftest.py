@@ -3,8 +3,10 @@ shared with tests/reliability; the helpers are re-exported here for `from .conft
 
 from tests.conftest import (  # noqa: F401 - re-exports
     CREDENTIALS_LABELS,
+    OPERATOR_NAMESPACE,
     ROOT,
     SENTINEL,
+    TEAM_KEYS,
     Kube,
     free_port,
     llm_manifest,

@@ -10,6 +10,7 @@ namespaces its `namespaceSelector` selects. Like `api.types`, these models are t
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import ConfigDict, Field
 
@@ -158,3 +159,8 @@ class ConnectionStatus(_Model):
     )
     last_probe_time: str | None = Field(default=None, description="When the registry last answered the key check.")
     key_rotated_time: str | None = Field(default=None, description="When the key Secret's data last changed.")
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description="kopf's bookkeeping: a digest of the last-handled spec, labels and annotations, and handler progress.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
