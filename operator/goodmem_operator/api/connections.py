@@ -161,6 +161,8 @@ class ConnectionStatus(_Model):
     key_rotated_time: str | None = Field(default=None, description="When the key Secret's data last changed.")
     kopf: dict[str, Any] | None = Field(
         default=None,
-        description="kopf's bookkeeping: a digest of the last-handled spec, labels and annotations, and handler progress.",
+        description=(
+            "kopf's bookkeeping: a digest of the last-handled spec, labels and annotations, and handler progress."
+        ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
