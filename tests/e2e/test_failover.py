@@ -132,6 +132,11 @@ class Replica:
     def stop(self) -> None:
         self.process.stop()
 
+    def rss_mb(self) -> float:
+        """The process's resident memory (Linux /proc)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return round(int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) / 1024, 1)
+
 
 def lease(cp: ControlPlane, namespace: str) -> dict[str, Any]:
     res = cp.kubectl("-n", namespace, "get", "lease", LEASE, "-o", "json", check=False)
@@ -267,6 +272,7 @@ def test_sigkill_of_the_active_replica_then_a_rolling_upgrade_under_load(
         ready_before = [o["metadata"]["name"] for o in llms(kube, ns) if ready_at_generation(o)]
         assert b.metric("goodmem_operator_reconcile_total") == 0, "the standby reconciled nothing"
         assert b.metric("goodmem_operator_registry_requests_total") == 0, "the standby called no registry"
+        rss = {"working_mb": a.rss_mb(), "standby_mb": b.rss_mb()}
         in_flight = registry.stats()["inFlight"]["POST /v1/llms"]
         killed = time.time()
         a.process.kill()
@@ -303,6 +309,7 @@ def test_sigkill_of_the_active_replica_then_a_rolling_upgrade_under_load(
             "all_ready_after_kill_s": round(time.time() - killed, 1),
             "converged_after_takeover_s": round(converged_s, 1),
             "registry_writes": dict(sorted(answered.items())),
+            "rss_at_kill": rss,
         }
         print(f"\n[failover] SIGKILL: {figures['sigkill']}")
 
