@@ -117,7 +117,8 @@ def header(data: dict[str, dict[str, Any]], results: Path = RESULTS) -> list[str
         "     (`make reliability` writes both). Do not edit by hand: change the scenario or the report. -->",
         "",
         "What the operator does when the registry fails, when it is killed, when the API server restarts and",
-        "when users send nonsense (issue #8), proved by the scenarios in `tests/reliability/` against the real",
+        "when users send nonsense (issue #8), and when the working replica dies (issue #16), proved by the",
+        "scenarios in `tests/reliability/` (failover: `tests/e2e/test_failover.py`) against the real",
         f"stack: kube-apiserver {k8s} + etcd {etcd}, the registry emulator and the operator as processes, the",
         "operator at debug log level. Property-based tests of the mapping and diff are in `tests/unit`.",
         "",
@@ -371,9 +372,9 @@ def failover(d: dict[str, Any]) -> list[str]:
         f"| changes while nobody worked | {k['changed_while_down']} updates, {k['created_while_down']} creates | "
         "those of the load |",
         f"| the next replica holds the Lease | {k['lease_acquired_after_kill_s']} s after the SIGKILL (the Lease "
-        f"expires by the standby's own clock) | {r['lease_taken_after_sigterm_s']} s after the SIGTERM; the old "
-        f"process had stopped and released it {r['old_replica_exited_after_sigterm_s']} s after the SIGTERM, "
-        f"{r['lease_taken_after_old_replica_exited_s']} s before |",
+        f"expires by the standby's own clock) | {r['lease_taken_after_sigterm_s']} s after the SIGTERM: the old "
+        f"process had stopped, released the Lease and exited {r['old_replica_exited_after_sigterm_s']} s after the "
+        f"SIGTERM, the new one took it {r['lease_taken_after_old_replica_exited_s']} s later |",
         f"| its first registry write | {k['first_registry_write_after_kill_s']} s after the SIGKILL | |",
         f"| all Ready | {k['all_ready_after_kill_s']} s after the SIGKILL | {r['converged_after_load_s']} s after "
         "the load ended |",
