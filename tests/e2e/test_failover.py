@@ -296,6 +296,7 @@ def test_sigkill_of_the_active_replica_then_a_rolling_upgrade_under_load(
         assert set(answered) <= {"POST 201", "POST 409", "PUT 200"}, answered
         assert lease(cp, ns)["leaseTransitions"] == 1
         assert b.metric("goodmem_operator_leader") == 1
+        assert b.healthy(), "kopf's liveness endpoint now, on the port the standby's was on"
         figures["sigkill"] = {
             "llms": count,
             "registry_latency_ms": LATENCY_MS,
@@ -362,6 +363,7 @@ def test_sigkill_of_the_active_replica_then_a_rolling_upgrade_under_load(
         assert set(answered) <= {"POST 201", "POST 409", "PUT 200"}, answered
         assert "released the Lease" in b.process.log_text()
         assert lease(cp, ns)["leaseTransitions"] == 2
+        assert c.healthy() and c.metric("goodmem_operator_leader") == 1
         figures["rolling_upgrade"] = {
             "llms": len(descriptions),
             "registry_latency_ms": 50,
