@@ -152,7 +152,13 @@ class OperatorProcess:
         self.extra_env = dict(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> OperatorProcess:
+    #: The log line that says the operator works (kopf has logged in; its watches open next).
+    WORKING = b"Initial authentication has finished"
+    #: The log line of a replica that stands by (leader election; goodmem_operator.leader).
+    STANDING_BY = b"leader election: standing by"
+
+    def start(self, timeout: float = 30.0, *, ready: bytes | None = WORKING) -> OperatorProcess:
+        """Start it and wait for `ready` in its log (after this start); None: do not wait."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(
             os.environ,
@@ -171,12 +177,15 @@ class OperatorProcess:
             env=env,
         )
         log.close()
+        if ready is None:
+            return self
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}; see {self.log_path}")
-            if b"Initial authentication has finished" in self._log_bytes(offset):
-                time.sleep(0.5)  # let the watches open
+            if ready in self._log_bytes(offset):
+                if ready == self.WORKING:
+                    time.sleep(0.5)  # let the watches open
                 return self
             time.sleep(0.1)
         self.stop()
@@ -184,6 +193,11 @@ class OperatorProcess:
 
     def stop(self) -> None:
         _stop(self.proc, timeout=15.0)
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting (a rolling upgrade's stop of the old pod)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

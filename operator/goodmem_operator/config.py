@@ -76,6 +76,15 @@ class Config(BaseSettings):
     # The namespace the operator runs in (the Deployment sets it from the downward API): where the Secrets of
     # ClusterGoodMemConnections live, and the leader-election Lease. Default: the service account's namespace file.
     operator_namespace: str = Field(default_factory=default_operator_namespace, min_length=1)
+    # Leader election (leader.py): with several replicas, only the holder of the Lease `lease_name` in the operator
+    # namespace works. Off by default for a lone process; deploy/ turns it on.
+    leader_election: bool = False
+    lease_name: str = Field("goodmem-operator", min_length=1, max_length=253)
+    lease_duration: int = Field(10, ge=1)
+    lease_renew_deadline: float = Field(8.0, gt=0)
+    lease_retry_period: float = Field(2.0, gt=0)
+    # The pod's name (the Deployment sets it from the downward API): the first part of the Lease holder's identity.
+    pod_name: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -113,6 +122,17 @@ class Config(BaseSettings):
                 raise ValueError(f"cannot read the registry API key file {path}: {exc.strerror}") from None
             data = {**data, "api_key": key}
         return data
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> Config:
+        """client-go's rule: the leader gives up (renew deadline) before a standby may take over (lease duration),
+        and tries more than once in that time (retry period)."""
+        if not self.lease_duration > self.lease_renew_deadline > self.lease_retry_period:
+            raise ValueError(
+                "GOODMEM_LEASE_DURATION > GOODMEM_LEASE_RENEW_DEADLINE > GOODMEM_LEASE_RETRY_PERIOD is required "
+                f"(got {self.lease_duration}, {self.lease_renew_deadline:g}, {self.lease_retry_period:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _require_key(self) -> Config:
@@ -211,12 +231,42 @@ def _parser() -> argparse.ArgumentParser:
         help="the namespace the operator runs in: where ClusterGoodMemConnection Secrets live (env "
         "GOODMEM_OPERATOR_NAMESPACE; default: the service account's namespace, else goodmem-system)",
     )
+    p.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        help="work only while holding the Lease (several replicas: one works, the others stand by) "
+        "(env GOODMEM_LEADER_ELECTION; default off)",
+    )
+    p.add_argument(
+        "--lease-name", help="the leader election's Lease, in the operator namespace (env GOODMEM_LEASE_NAME)"
+    )
+    p.add_argument(
+        "--lease-duration",
+        type=int,
+        help="seconds a standby waits after the Lease's last renewal before taking it (env GOODMEM_LEASE_DURATION)",
+    )
+    p.add_argument(
+        "--lease-renew-deadline",
+        type=float,
+        help="seconds the leader keeps working without renewing the Lease, then exits (env "
+        "GOODMEM_LEASE_RENEW_DEADLINE)",
+    )
+    p.add_argument(
+        "--lease-retry-period",
+        type=float,
+        help="seconds between the Lease's renewals, and between a standby's attempts (env GOODMEM_LEASE_RETRY_PERIOD)",
+    )
+    p.add_argument("--pod-name", help="this pod's name, for the Lease holder's identity (env GOODMEM_POD_NAME)")
     return p
 
 
 def _flag_names(p: argparse.ArgumentParser) -> dict[str, str]:
     """Setting -> its long flag."""
-    return {a.dest: a.option_strings[-1] for a in p._actions if a.option_strings and a.dest != "help"}
+    return {
+        a.dest: next(o for o in a.option_strings if o.startswith("--"))  # --namespace (not -n), --leader-election
+        for a in p._actions
+        if a.option_strings and a.dest != "help"
+    }
 
 
 def _describe(exc: ValidationError, given: set[str], flags: dict[str, str]) -> str:

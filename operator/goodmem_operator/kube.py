@@ -65,6 +65,7 @@ class Answer:
 
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class _Call:
     path: str
     params: Mapping[str, str] | None
     accept: str | None
-    data: bytes | None  # a merge patch's body
+    data: bytes | None  # a body: a merge patch, or an object to create or replace
+    content_type: str = MERGE_PATCH
 
 
 @dataclass
@@ -92,7 +94,8 @@ class _Session:
 
 
 class KubeApi:
-    """Requests to the Kubernetes API (GETs, and merge patches of status) as the identity `login` returns."""
+    """Requests to the Kubernetes API (GETs, merge patches of status, the Lease's create and replace) as the identity
+    `login` returns."""
 
     def __init__(
         self,
@@ -118,6 +121,14 @@ class KubeApi:
     async def merge_patch(self, path: str, body: Mapping[str, Any]) -> Answer:
         """A JSON merge patch of `path` (e.g. an object's /status), with `get`'s re-login and error rules."""
         return await self._request(_Call("PATCH", path, None, None, json.dumps(body).encode()))
+
+    async def post(self, path: str, body: Mapping[str, Any]) -> Answer:
+        """Create an object in the collection `path` (the leader election's Lease), with `get`'s rules."""
+        return await self._request(_Call("POST", path, None, None, json.dumps(body).encode(), JSON))
+
+    async def put(self, path: str, body: Mapping[str, Any]) -> Answer:
+        """Replace the object at `path` (its metadata.resourceVersion makes it conditional), with `get`'s rules."""
+        return await self._request(_Call("PUT", path, None, None, json.dumps(body).encode(), JSON))
 
     async def _request(self, call: _Call) -> Answer:
         session = self._current()
@@ -176,7 +187,7 @@ class KubeApi:
         if call.accept is not None:
             headers["Accept"] = call.accept
         if call.data is not None:
-            headers["Content-Type"] = MERGE_PATCH
+            headers["Content-Type"] = call.content_type
         session.in_flight += 1
         try:
             async with session.http.request(

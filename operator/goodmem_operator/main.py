@@ -29,6 +29,7 @@ from goodmem_operator.handlers import (
     select_credential_secrets,
 )
 from goodmem_operator.kube import KubeApi
+from goodmem_operator.leader import KubeLeaseApi, LeaderElector, Timings, identity, run_when_leading
 from goodmem_operator.metrics import Metrics
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings
 from goodmem_operator.registry import RegistryClient
@@ -96,10 +97,19 @@ def fingerprint_key(api_key: str) -> bytes:
     return hashlib.sha256(b"goodmem-operator/credentials-fingerprint/" + api_key.encode()).digest()
 
 
-def build_runtime(cfg: config_mod.Config, namespaces: NamespaceWatch | None = None) -> Runtime:
+def serve_metrics(cfg: config_mod.Config) -> Metrics:
+    """The metrics, served from the start (a standby shows `goodmem_operator_leader 0`)."""
     metrics = Metrics()
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_port)
+    return metrics
+
+
+def build_runtime(
+    cfg: config_mod.Config, namespaces: NamespaceWatch | None = None, metrics: Metrics | None = None
+) -> Runtime:
+    if metrics is None:
+        metrics = serve_metrics(cfg)
     # The operator's own Kubernetes requests go as the identity kopf logs in with (its own login function), async,
     # without a thread: the Secret reads, and the status patch of reconciles outside kopf's change handlers.
     login = functools.partial(kopf.login_via_client, logger=log, settings=kopf.OperatorSettings())
@@ -150,6 +160,14 @@ def build_runtime(cfg: config_mod.Config, namespaces: NamespaceWatch | None = No
     return rt
 
 
+def watch_operator_key(rt: Runtime) -> None:
+    """The operator's key file, watched for a rotation: its waiting LLMs retry at once (the key is used by the next
+    request anyway)."""
+    if rt.connections is not None:
+        watch = rt.connections.watch_operator_key(lambda: connection_handlers.requeue_waiting(rt, OPERATOR))
+        rt.tasks.append(asyncio.get_running_loop().create_task(watch))
+
+
 def event_loop() -> asyncio.AbstractEventLoop | None:
     """uvloop when it is installed (a dependency except on Windows), as `kopf run` would pick it;
     else None (asyncio's)."""
@@ -170,8 +188,38 @@ class QuietIndexLog(logging.Filter):
         return record.msg not in self.MESSAGES
 
 
+def elector(cfg: config_mod.Config, metrics: Metrics) -> LeaderElector:
+    """The candidate for the Lease `--lease-name` in the operator namespace, as the identity kopf logs in with."""
+    login = functools.partial(kopf.login_via_client, logger=log, settings=kopf.OperatorSettings())
+    api = KubeLeaseApi(KubeApi(login, timeout=cfg.lease_retry_period), cfg.operator_namespace, cfg.lease_name)
+    timings = Timings(cfg.lease_duration, cfg.lease_renew_deadline, cfg.lease_retry_period)
+    metrics.leader.set(0)
+    return LeaderElector(api, identity(cfg.pod_name), timings, on_change=metrics.leader.set)
+
+
+def run_elected(cfg: config_mod.Config, metrics: Metrics, options: dict[str, Any]) -> None:
+    """Several replicas: stand by until this one holds the Lease, then run kopf while renewing it (leader.py)."""
+    candidate = elector(cfg, metrics)
+    log.info(
+        "goodmem-operator: leader election on, Lease %s/%s, identity %s",
+        cfg.operator_namespace,
+        cfg.lease_name,
+        candidate.identity,
+    )
+    work = run_when_leading(candidate, functools.partial(kopf.operator, **options), liveness=cfg.liveness)
+    loop = event_loop()
+    if loop is None:
+        asyncio.run(work)
+        return
+    try:
+        loop.run_until_complete(work)
+    finally:
+        loop.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = config_mod.parse(argv)
+    metrics = serve_metrics(cfg)
     registry = build_registry()
     connection_handlers.register(registry, cluster_scoped=not cfg.namespaces)
     shared = Memo()  # kopf.run(memo=...): every object's handlers get a shallow copy, so `runtime` is one object
@@ -206,11 +254,9 @@ def main(argv: list[str] | None = None) -> None:
         # The initial listings come in pages, not as one response of every Secret of the cluster.
         settings.watching.chunk_size = 500
         rt = memo.runtime = build_runtime(
-            cfg, namespaces if scope.observe_namespaces else None
+            cfg, namespaces if scope.observe_namespaces else None, metrics
         )  # kopf's root memo (`shared`), before any watch starts
-        if rt.connections is not None:  # the operator's key file, watched for a rotation
-            watch = rt.connections.watch_operator_key(lambda: connection_handlers.requeue_waiting(rt, OPERATOR))
-            rt.tasks.append(asyncio.get_running_loop().create_task(watch))
+        watch_operator_key(rt)
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url, scope.description)
 
     @kopf.on.login(registry=registry)
@@ -248,17 +294,21 @@ def main(argv: list[str] | None = None) -> None:
         # A namespace being deleted keeps its streams until its LLMs are released (watching.namespace_gone).
         _kopf.replace_namespace_revision(namespaces.revise)
     select_credential_secrets(settings)  # Secrets without goodmem.ai/credentials=true never reach the operator
-    kopf.run(
-        loop=event_loop(),
-        settings=settings,
-        registry=registry,
-        standalone=True,
-        clusterwide=scope.clusterwide,
-        namespaces=list(scope.namespaces),
-        liveness_endpoint=cfg.liveness,
-        memo=shared,
-        memories=LeanMemories(),  # no per-object memory for Secrets no LLM uses
-    )
+    options: dict[str, Any] = {
+        "settings": settings,
+        "registry": registry,
+        "standalone": True,  # no kopf peering: leader election (below) decides who works
+        "clusterwide": scope.clusterwide,
+        "namespaces": list(scope.namespaces),
+        "liveness_endpoint": cfg.liveness,
+        "memo": shared,
+        "memories": LeanMemories(),  # no per-object memory for Secrets no LLM uses
+    }
+    if not cfg.leader_election:
+        metrics.leader.set(1)
+        kopf.run(loop=event_loop(), **options)
+        return
+    run_elected(cfg, metrics, options)
 
 
 if __name__ == "__main__":

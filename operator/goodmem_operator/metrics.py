@@ -10,6 +10,7 @@
 | goodmem_operator_registry_request_duration_seconds | histogram | verb |
 | goodmem_operator_drift_corrections_total | counter | |
 | goodmem_operator_llms | gauge | ready (True, False, Unknown) |
+| goodmem_operator_leader | gauge | | 1 while this replica works (holds the Lease, or runs without leader election)
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class Metrics:
             "goodmem_operator_drift_corrections", "Drift corrections (PUTs made by the drift check).", registry=r
         )
         self.llms = Gauge("goodmem_operator_llms", "LLM resources by Ready status.", ["ready"], registry=r)
+        self.leader = Gauge(
+            "goodmem_operator_leader",
+            "1 while this replica works: it holds the leader-election Lease, or runs without leader election.",
+            registry=r,
+        )
         self._ready: dict[str, str] = {}
         for state in ("True", "False", "Unknown"):
             self.llms.labels(state).set(0)

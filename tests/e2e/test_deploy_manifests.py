@@ -48,9 +48,17 @@ def _render(cp: ControlPlane, path: Path) -> list[dict[str, Any]]:
     return _docs(cp.kubectl("kustomize", str(path)).stdout)
 
 
-def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    [doc] = [d for d in docs if d["kind"] == kind]
+def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    [doc] = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     return doc
+
+
+LEASE_ROLE = "goodmem-operator-leader-election"  # the leader election's Role and RoleBinding, in goodmem-system
+
+
+def _watch_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Roles and RoleBindings of the watched namespaces (not the leader election's)."""
+    return [d for d in docs if d["kind"] in ("Role", "RoleBinding") and "leader-election" not in d["metadata"]["name"]]
 
 
 def _dry_run(cp: ControlPlane, docs: list[dict[str, Any]]) -> subprocess.CompletedProcess:
@@ -62,15 +70,20 @@ def test_overlays_render_and_the_api_server_accepts_them(control_plane: ControlP
     cp = control_plane
     wide = _render(cp, DEPLOY / "overlays" / "cluster-wide")
     single = _render(cp, DEPLOY / "overlays" / "single-namespace")
+    lease_rbac = ["Role", "RoleBinding"]  # leader election, in goodmem-system (both overlays)
+    cluster_rbac = ["ClusterRole", "ClusterRoleBinding"]
     assert sorted(d["kind"] for d in wide) == sorted(
-        ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Secret", "Deployment"]
+        ["Namespace", "ServiceAccount", *cluster_rbac, "ConfigMap", "Secret", "Deployment", *lease_rbac]
     )
     assert sorted(d["kind"] for d in single) == sorted(
-        ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Deployment"]
+        ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Deployment", *lease_rbac]
     )
     watched = _one(single, "ConfigMap")["data"]["GOODMEM_WATCH_NAMESPACES"]
-    assert _one(single, "Role")["metadata"]["namespace"] == watched
-    assert _one(single, "RoleBinding")["metadata"]["namespace"] == watched
+    assert _one(single, "Role", "goodmem-operator")["metadata"]["namespace"] == watched
+    assert _one(single, "RoleBinding", "goodmem-operator")["metadata"]["namespace"] == watched
+    for docs in (wide, single):
+        assert _one(docs, "Role", LEASE_ROLE)["metadata"]["namespace"] == "goodmem-system"
+        assert _one(docs, "RoleBinding", LEASE_ROLE)["metadata"]["namespace"] == "goodmem-system"
     for docs in (wide, single):
         deployment = _one(docs, "Deployment")
         pod = deployment["spec"]["template"]["spec"]
@@ -193,8 +206,13 @@ def test_helm_chart_cluster_wide_dry_runs_on_the_api_server(control_plane: Contr
         )
     )
     assert sorted(d["kind"] for d in docs) == sorted(
-        ["ServiceAccount", "Secret", "ClusterRole", "ClusterRoleBinding", "Deployment"]
+        ["ServiceAccount", "Secret", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment"]
     )
+    lease_role = _one(docs, "Role")
+    assert lease_role["metadata"]["namespace"] == release_ns
+    kustomize_lease = _one(_render(cp, DEPLOY / "overlays" / "cluster-wide"), "Role", LEASE_ROLE)["rules"]
+    assert lease_role["rules"][0] == kustomize_lease[0]
+    assert lease_role["rules"][1] == {**kustomize_lease[1], "resourceNames": ["gm-goodmem-operator"]}, "the release's"
     kustomize_rules = _one(_render(cp, DEPLOY / "overlays" / "cluster-wide"), "ClusterRole")["rules"]
     assert _one(docs, "ClusterRole")["rules"] == kustomize_rules
     res = _dry_run(cp, docs)
@@ -203,8 +221,11 @@ def test_helm_chart_cluster_wide_dry_runs_on_the_api_server(control_plane: Contr
     pod = _pod_from(_one(docs, "Deployment"), release_ns)
     res = cp.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
     assert res.returncode == 0, res.stderr
-    env = {e["name"]: e["value"] for e in _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value") for e in _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["GOODMEM_BASE_URL"] == "https://registry.example.test" and env["GOODMEM_WATCH_NAMESPACES"] == ""
+    assert env["GOODMEM_LEASE_NAME"] == "gm-goodmem-operator", "the Lease the Role names"
 
 
 def test_helm_chart_watching_namespaces_has_no_cluster_role(control_plane: ControlPlane, helm: Any) -> None:
@@ -224,10 +245,11 @@ def test_helm_chart_watching_namespaces_has_no_cluster_role(control_plane: Contr
         )
     )
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["ServiceAccount", "Role", "Role", "RoleBinding", "RoleBinding", "Deployment"]), kinds
-    assert {d["metadata"]["namespace"] for d in docs if d["kind"] in ("Role", "RoleBinding")} == {team_a, team_b}
+    assert kinds == sorted(["ServiceAccount"] + ["Role", "RoleBinding"] * 3 + ["Deployment"]), kinds
+    assert {d["metadata"]["namespace"] for d in _watch_roles(docs)} == {team_a, team_b}
+    assert {d["metadata"]["namespace"] for d in docs if "leader-election" in d["metadata"]["name"]} == {release_ns}
     deployment = _one(docs, "Deployment")
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GOODMEM_WATCH_NAMESPACES"] == f"{team_a},{team_b}"
     key_volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "registry-api-key")
     assert key_volume["secret"]["secretName"] == "my-registry-key"

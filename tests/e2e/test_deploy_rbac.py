@@ -1,6 +1,6 @@
 """Least privilege, proven: deploy/ applied with `kubectl apply -k`, the operator run with ONLY its
-ServiceAccount's identity (a TokenRequest token), a full create/update/rotate/delete cycle, and the
-identity shown unable to do anything else.
+ServiceAccount's identity (a TokenRequest token), a full create/update/rotate/delete cycle with leader election on
+(the Lease in goodmem-system, as the Deployment runs it), and the identity shown unable to do anything else.
 
 How the rules were found (README, Install: Permissions): kopf's sources (clients/, reactor/observation.py)
 and the operator's own Kubernetes calls (a Secret read, a status patch). Each one is shown to be needed by
@@ -13,7 +13,9 @@ watch, so no rotation; events create: no Events). No `get` on LLMs is needed. Wa
 operator opens one watch stream per namespace (watching.py), which takes kopf's namespace observation (namespaces
 list/watch) and with it its CRD observation (customresourcedefinitions list/watch); it asks for the namespace
 rights first (a SelfSubjectAccessReview) and without them falls back to one cluster-wide stream, so those two are
-proven by the fallback rather than by a 403. With --namespace nothing cluster-scoped is read.
+proven by the fallback rather than by a 403. With --namespace nothing cluster-scoped is read. The leader
+election's Role (deploy/base/leader-election-role.yaml: create leases; get and update the Lease goodmem-operator by
+name, in goodmem-system only) is proven rule by rule by `test_each_lease_rule_is_needed`.
 
 This module runs its own control plane: the session's operator (tests/e2e/conftest.py) watches every
 namespace as admin and would reconcile these LLMs too, which would prove nothing.
@@ -72,13 +74,28 @@ CLUSTER_GRANTED = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
 }
 CLUSTER_ROLE = ROOT / "deploy" / "overlays" / "cluster-wide" / "clusterrole.yaml"
+#: Leader election, in the operator's namespace only: create, and get/update of the Lease goodmem-operator by name.
+LEASE_ROLE = ROOT / "deploy" / "base" / "leader-election-role.yaml"
+LEASE_ROLE_NAME = "goodmem-operator-leader-election"
+LEASE = "goodmem-operator"
+LEASE_GRANTED = {
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "update"),
+}
+#: The flags of an operator that runs as the Deployment does: leader election, the Lease in goodmem-system.
+ELECTED = ("--leader-election", "--operator-namespace", SYSTEM_NS)
 CREDENTIALS_LABEL = {"goodmem.ai/credentials": "true"}  # the opt-in label a Secret needs to be used
+
+
+def _lease_role() -> dict[str, Any]:
+    return dict(next(doc for doc in yaml.safe_load_all(LEASE_ROLE.read_text()) if doc["kind"] == "Role"))
 
 
 def manifest_rules(path: Path = CLUSTER_ROLE) -> list[tuple[str, str, str]]:
     """Every (apiGroup, resource, verb) the deploy/ ClusterRole grants (tests/unit/test_deploy.py keeps the
-    Role and the Helm chart equal to it)."""
-    role = yaml.safe_load(path.read_text())
+    Role and the Helm chart equal to it); with LEASE_ROLE, the leader election's Role."""
+    role = _lease_role() if path == LEASE_ROLE else yaml.safe_load(path.read_text())
     return sorted(
         {
             (group, resource, verb)
@@ -107,6 +124,12 @@ WITHOUT_RULE = {
     ("", "namespaces", "watch"): "no stream per namespace: one cluster-wide stream, so namespaces wait on each other",
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "kopf cannot follow the LLM CRD (upgrades unseen)",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "kopf cannot follow the LLM CRD (upgrades unseen)",
+}
+#: Without each Lease rule no replica ever works (the Lease cannot be made, read, taken or renewed): nothing is served.
+WITHOUT_LEASE_RULE = {
+    ("coordination.k8s.io", "leases", "create"): "the first replica cannot create the Lease: no replica ever works",
+    ("coordination.k8s.io", "leases", "get"): "no replica can read the Lease: none ever works",
+    ("coordination.k8s.io", "leases", "update"): "a free Lease cannot be taken (nor renewed, nor released)",
 }
 #: Rules whose absence the operator detects and works around (watching.choose): proven by the fallback, not a 403.
 ASKED_FIRST = {("", "namespaces", "list"), ("", "namespaces", "watch")}
@@ -271,12 +294,21 @@ def test_cluster_wide_install_runs_a_full_cycle_with_only_its_identity(
     wait_until(lambda: can_i(cp, kubeconfig, "watch", "llms.goodmem.ai", None), message="the ClusterRoleBinding")
     ns = _fresh_namespace(cp)
     assert rules_in(cp, kubeconfig, ns) == GRANTED | CLUSTER_GRANTED, "exactly the documented rules, nothing more"
+    wait_until(lambda: can_i(cp, kubeconfig, "create", "leases", SYSTEM_NS), message="the Lease RoleBinding")
+    assert rules_in(cp, kubeconfig, SYSTEM_NS) == GRANTED | CLUSTER_GRANTED | LEASE_GRANTED, "and the Lease's"
+    assert not can_i(cp, kubeconfig, "get", "leases/another-lease", SYSTEM_NS), "only the Lease by its name"
+    assert not can_i(cp, kubeconfig, "create", "leases", ns), "the Lease rules only in the operator's namespace"
+    cp.kubectl("-n", SYSTEM_NS, "delete", "lease", LEASE, "--ignore-not-found")
 
     started = datetime.now(UTC)
     [health_port] = free_ports(1)
     op = start_operator(
-        kubeconfig, registry, tmp_path / "operator.log", f"--liveness=http://127.0.0.1:{health_port}/healthz"
-    )  # the Deployment's probe, on a free port
+        kubeconfig,
+        registry,
+        tmp_path / "operator.log",
+        f"--liveness=http://127.0.0.1:{health_port}/healthz",
+        *ELECTED,
+    )  # the Deployment's probe, on a free port, and its leader election
     try:
         kube.wait_for(lambda: _healthy(health_port), 15, "the liveness endpoint")
         # create, with credentials from a Secret
@@ -323,7 +355,10 @@ def test_cluster_wide_install_runs_a_full_cycle_with_only_its_identity(
         ("patch", "llms"),
         ("patch", "llms/status"),
         ("create", "events"),
+        ("create", "leases"),  # the Lease, made by the first replica
+        ("update", "leases"),  # renewed, and released on the clean stop
     }, writes
+    assert "released the Lease" in log
     assert {code for *_, code in writes} <= {"200", "201"}, writes
 
 
@@ -476,6 +511,7 @@ def test_the_rule_table_matches_deploy() -> None:
     """No stale entry: every rule WITHOUT_RULE explains is one deploy/ grants (the converse is checked per rule)."""
     assert set(WITHOUT_RULE) <= set(manifest_rules()), set(WITHOUT_RULE) - set(manifest_rules())
     assert set(manifest_rules()) == GRANTED | CLUSTER_GRANTED, "the documented rules are the ones in deploy/"
+    assert set(WITHOUT_LEASE_RULE) == set(manifest_rules(LEASE_ROLE)) == LEASE_GRANTED
 
 
 def _cluster_role_without(rule: tuple[str, str, str]) -> str:
@@ -566,3 +602,70 @@ def test_each_rule_is_needed(
         )
     finally:
         cp.kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / "cluster-wide"))
+
+
+def _lease_role_without(verb: str) -> str:
+    """deploy/'s Lease Role with `verb` taken out (a rule left with no verb is dropped)."""
+    role = _lease_role()
+    rules = []
+    for r in role["rules"]:
+        verbs = [v for v in r["verbs"] if v != verb]
+        if verbs:
+            rules.append({**r, "verbs": verbs})
+    role["rules"] = rules
+    role["metadata"]["namespace"] = SYSTEM_NS
+    return json.dumps(role)
+
+
+def _free_lease() -> str:
+    """A released Lease (no holder), as a clean stop leaves it: the next replica reads it, then takes it (update)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    spec = {"holderIdentity": "", "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now}
+    meta = {"name": LEASE, "namespace": SYSTEM_NS}
+    return json.dumps({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec})
+
+
+@pytest.mark.parametrize("rule", manifest_rules(LEASE_ROLE), ids=lambda r: f"{r[1]}-{r[2]}")
+def test_each_lease_rule_is_needed(
+    cluster: ControlPlane, registry: EmulatorProcess, tmp_path: Path, rule: tuple[str, str, str]
+) -> None:
+    """The Lease Role less the one verb `rule` names, leader election on as in the Deployment: the operator meets
+    a 403 for exactly that verb on leases (the audit log), never starts working (kopf never logs in), and meets no
+    other 403. For `update` a released Lease exists (it is read, then taken); for `create` none does."""
+    assert rule in WITHOUT_LEASE_RULE, f"{rule} is granted in deploy/ but no case shows it is needed"
+    cp = cluster
+    _group, resource, verb = rule
+    cp.kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / "cluster-wide"))
+    kubeconfig = cp.kubeconfig_for_service_account(SYSTEM_NS, SA)
+    try:
+        cp.kubectl("apply", "-f", "-", input=_lease_role_without(verb))
+        wait_until(
+            lambda: rules_in(cp, kubeconfig, SYSTEM_NS) == (GRANTED | CLUSTER_GRANTED | LEASE_GRANTED) - {rule},
+            message=f"the Lease Role without {verb}",
+        )
+        cp.kubectl("-n", SYSTEM_NS, "delete", "lease", LEASE, "--ignore-not-found")
+        if verb == "update":
+            cp.kubectl("apply", "-f", "-", input=_free_lease())
+        started = datetime.now(UTC)
+        op = OperatorProcess(
+            tmp_path / "operator.log",
+            kubeconfig=kubeconfig,
+            base_url=registry.base_url,
+            api_key=registry.api_key,
+            extra_args=["--debug", "--log-format", "full", *ELECTED],
+        ).start(ready=None)
+        expected = (verb, resource)
+        try:
+            Kube(cp).wait_for(lambda: expected in sa_denied(cp, started), 30, f"a 403 for {verb} {resource}")
+            time.sleep(2.5)  # one more attempt (the retry period): still refused, still not working
+        finally:
+            op.stop()
+        denied = sa_denied(cp, started)
+        assert denied == {expected}, f"only the removed rule is missing: {denied}"
+        log = op.log_text()
+        assert OperatorProcess.WORKING.decode() not in log, "without the rule this replica never works"
+        assert "HTTP 403" in log, "the refusal is logged (its status, never a body)"
+        print(f"\nwithout {verb} {resource}: 403 in the audit log ({WITHOUT_LEASE_RULE[rule]})")
+    finally:
+        cp.kubectl("apply", "-k", str(ROOT / "deploy" / "overlays" / "cluster-wide"))
+        cp.kubectl("-n", SYSTEM_NS, "delete", "lease", LEASE, "--ignore-not-found")

@@ -58,6 +58,30 @@ def test_defaults() -> None:
     assert cfg.liveness is None
     assert cfg.owner_id_grants == {}
     assert cfg.operator_namespace == config.default_operator_namespace()
+    assert cfg.leader_election is False and cfg.pod_name is None
+    assert (cfg.lease_name, cfg.lease_duration, cfg.lease_renew_deadline, cfg.lease_retry_period) == (
+        "goodmem-operator",
+        10,
+        8.0,
+        2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["--lease-duration", "8"], "(got 8, 8, 2)"),
+        (["--lease-renew-deadline", "1"], "(got 10, 1, 2)"),
+        (["--lease-duration", "3", "--lease-retry-period", "3"], "(got 3, 8, 3)"),
+    ],
+)
+def test_lease_timings_must_leave_the_leader_time_to_give_up_first(
+    capsys: pytest.CaptureFixture[str], argv: list[str], shown: str
+) -> None:
+    """The leader stops (renew deadline) before a standby may take over (lease duration), and retries in between."""
+    message = usage_error(capsys, argv)
+    assert "GOODMEM_LEASE_DURATION > GOODMEM_LEASE_RENEW_DEADLINE > GOODMEM_LEASE_RETRY_PERIOD" in message
+    assert message.endswith(shown)
 
 
 def test_operator_namespace_comes_from_the_service_account_file(tmp_path: Path) -> None:
@@ -112,6 +136,12 @@ PRECEDENCE: list[tuple[str, str, str, Any, list[str], Any]] = [
         ["--operator-namespace", "ops-flag"],
         "ops-flag",
     ),
+    ("leader_election", "GOODMEM_LEADER_ELECTION", "true", True, ["--no-leader-election"], False),
+    ("lease_name", "GOODMEM_LEASE_NAME", "lease-env", "lease-env", ["--lease-name", "lease-flag"], "lease-flag"),
+    ("lease_duration", "GOODMEM_LEASE_DURATION", "15", 15, ["--lease-duration", "12"], 12),
+    ("lease_renew_deadline", "GOODMEM_LEASE_RENEW_DEADLINE", "6", 6.0, ["--lease-renew-deadline", "5"], 5.0),
+    ("lease_retry_period", "GOODMEM_LEASE_RETRY_PERIOD", "1", 1.0, ["--lease-retry-period", "1.5"], 1.5),
+    ("pod_name", "GOODMEM_POD_NAME", "pod-env", "pod-env", ["--pod-name", "pod-flag"], "pod-flag"),
     (
         "owner_id_grants",
         "GOODMEM_ALLOW_OWNER_ID",
@@ -346,4 +376,4 @@ def test_the_readmes_defaults_are_the_operators() -> None:
             value = int(value)
         assert str(value) == shown.group(1), env
         checked += 1
-    assert checked == 10
+    assert checked == 14

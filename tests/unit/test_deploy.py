@@ -31,6 +31,17 @@ CLUSTER_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
 ]
+#: Leader election (README, High availability), in the operator's own namespace: get and update only the Lease by
+#: name; create cannot be limited by name (authorized before the object has one).
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["goodmem-operator"],
+        "verbs": ["get", "update"],
+    },
+]
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -55,10 +66,40 @@ def _helm_rules(template: str = "rules") -> list[dict[str, Any]]:
         pytest.param(lambda: _load(DEPLOY / "overlays" / "single-namespace" / "role.yaml")["rules"], RULES, id="role"),
         pytest.param(_helm_rules, RULES, id="helm"),
         pytest.param(lambda: _helm_rules("clusterRules"), CLUSTER_RULES, id="helm-cluster"),
+        pytest.param(lambda: _lease_role()["rules"], LEASE_RULES, id="lease-role"),
     ],
 )
 def test_rbac_is_exactly_the_documented_set(rules: Any, expected: list[dict[str, Any]]) -> None:
     assert rules() == expected
+
+
+def _lease_role() -> dict[str, Any]:
+    [role, _binding] = yaml.safe_load_all((DEPLOY / "base" / "leader-election-role.yaml").read_text())
+    return dict(role)
+
+
+def test_the_lease_role_is_bound_to_the_operator_in_its_own_namespace() -> None:
+    role, binding = yaml.safe_load_all((DEPLOY / "base" / "leader-election-role.yaml").read_text())
+    assert "namespace" not in role["metadata"], "the base's namespace (the operator's), not a watched one"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "goodmem-operator"}]
+    assert "leader-election-role.yaml" in _load(DEPLOY / "base" / "kustomization.yaml")["resources"]
+
+
+def test_helm_lease_rules_name_the_releases_lease() -> None:
+    text = (DEPLOY / "helm" / "goodmem-operator" / "templates" / "_helpers.tpl").read_text()
+    block = re.search(r'define "goodmem-operator\.leaseRules" -}}\n(.*?)\{\{- end -}}', text, re.S)
+    assert block
+    rendered = block.group(1).replace('{{ include "goodmem-operator.fullname" . | quote }}', '"goodmem-operator"')
+    assert yaml.safe_load(rendered) == LEASE_RULES
+    deployment = (DEPLOY / "helm" / "goodmem-operator" / "templates" / "deployment.yaml").read_text()
+    assert (
+        'name: GOODMEM_LEASE_NAME\n          value: {{ include "goodmem-operator.fullname" . | quote }}' in deployment
+    )
 
 
 def test_helm_grants_cluster_reads_only_in_the_cluster_role() -> None:
@@ -69,7 +110,7 @@ def test_helm_grants_cluster_reads_only_in_the_cluster_role() -> None:
 
 
 def test_no_wildcards_and_secrets_read_only() -> None:
-    for rule in RULES + CLUSTER_RULES:
+    for rule in RULES + CLUSTER_RULES + LEASE_RULES:
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key]
     secrets = [r for r in RULES if "secrets" in r["resources"]]
@@ -78,7 +119,7 @@ def test_no_wildcards_and_secrets_read_only() -> None:
 
 def test_readme_documents_the_same_rules() -> None:
     readme = (ROOT / "README.md").read_text()
-    for rule in RULES + CLUSTER_RULES:
+    for rule in RULES + CLUSTER_RULES + LEASE_RULES:
         group = rule["apiGroups"][0] or "core"
         line = f"| `{group}` | `{rule['resources'][0]}` | {', '.join(f'`{v}`' for v in rule['verbs'])} |"
         assert line in readme, f"README Permissions table lacks: {line}"
@@ -93,9 +134,31 @@ def _deployment() -> dict[str, Any]:
     return _load(DEPLOY / "base" / "deployment.yaml")
 
 
-def test_one_replica_recreate() -> None:
+def test_two_replicas_one_at_work() -> None:
+    """Two pods with leader election: only the Lease holder works, so a rolling update (a surge pod that stands
+    by until the old one releases the Lease) never lets two work at once."""
     spec = _deployment()["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    pod = spec["template"]["spec"]
+    [container] = pod["containers"]
+    assert "--leader-election" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GOODMEM_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["GOODMEM_OPERATOR_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    [term] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_helm_runs_two_replicas_only_with_leader_election() -> None:
+    values = _load(DEPLOY / "helm" / "goodmem-operator" / "values.yaml")
+    assert values["replicas"] == 2 and values["leaderElection"]["enabled"] is True
+    timings = values["leaderElection"]
+    assert timings["leaseDuration"] > timings["renewDeadline"] > timings["retryPeriod"]
+    text = (DEPLOY / "helm" / "goodmem-operator" / "templates" / "deployment.yaml").read_text()
+    with_election, without = text.split("{{- else }}", 1)
+    assert "RollingUpdate" in with_election and "--leader-election" in text
+    assert "fail" in without and "replicas: 1" in without and "Recreate" in without
 
 
 def test_restricted_security_context() -> None:

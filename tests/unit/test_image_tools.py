@@ -256,7 +256,8 @@ def test_the_pod_gets_its_env_volumes_and_service_account(deployment: dict[str, 
     assert env["GOODMEM_API_KEY_FILE"] == "/etc/goodmem/registry/api-key", "env wins over envFrom, as in Kubernetes"
     assert env["GOODMEM_BASE_URL"] == "http://127.0.0.1:1" and env["KUBERNETES_SERVICE_PORT"] == "6443"
     args = run.run_args()
-    assert args[-2:] == ["localhost/goodmem-operator:t", "--liveness=http://0.0.0.0:8081/healthz"]
+    assert args[-3:] == ["localhost/goodmem-operator:t", "--liveness=http://0.0.0.0:8081/healthz", "--leader-election"]
+    assert env["GOODMEM_POD_NAME"] == "goodmem-e2e-x", "the pod's name from the downward API: the Lease identity"
     assert args[:5] == ["--detach", "--name", "goodmem-e2e-x", "--network", "host"]
     assert "--tmpfs" in args and args[args.index("--tmpfs") + 1] == f"/tmp:rw,mode=1777,size={16 * 2**20}"
     key_dir = tmp_path / "pod" / "volumes" / "registry-api-key"

@@ -48,3 +48,26 @@ def test_kopf_follows_namespaces_with_the_operators_rule_when_it_observes_them(
     main.main(argv)
     assert len(runs) == 1
     assert isinstance(getattr(observation.revise_namespaces, "__self__", None), watching.NamespaceWatch) is replaced
+
+
+@pytest.mark.parametrize(("argv", "elected"), [([], False), (["--leader-election"], True)])
+def test_leader_election_decides_how_kopf_runs(monkeypatch: pytest.MonkeyPatch, argv: list[str], elected: bool) -> None:
+    """Without leader election kopf runs at once (and the replica shows as working); with it, kopf runs only inside
+    the election (main.run_elected), with the same options."""
+    import kopf
+
+    from goodmem_operator import _kopf
+
+    observation = _kopf._observation
+    monkeypatch.setattr(observation, "revise_namespaces", observation.revise_namespaces)  # restored afterwards
+    monkeypatch.setenv("GOODMEM_API_KEY", "k")
+    monkeypatch.setattr(main, "kube_can_i", lambda verb, group, resource: True)
+    monkeypatch.setattr(kopf, "configure", lambda **_: None)
+    runs: list[dict[str, object]] = []
+    elections: list[dict[str, object]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: runs.append(kwargs))
+    monkeypatch.setattr(main, "run_elected", lambda cfg, metrics, options: elections.append(options))
+    main.main(argv)
+    assert (len(runs), len(elections)) == ((0, 1) if elected else (1, 0))
+    options = (elections or runs)[0]
+    assert options["standalone"] is True, "never kopf's peering"

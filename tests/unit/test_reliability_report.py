@@ -137,6 +137,38 @@ SUMMARIES: dict[str, dict[str, Any]] = {
         "rejected_cases": ["labels-19"],
         "valid_cases": ["labels-18"],
     },
+    "failover": {
+        **{k: v for k, v in COMMON.items() if k != "leak_scan"},  # no Secret in this scenario: nothing to scan
+        "scenario": "failover",
+        "scenario_s": 60.0,
+        "timings": {"--lease-duration": "10", "--lease-renew-deadline": "8", "--lease-retry-period": "2"},
+        "sigkill": {
+            "llms": 200,
+            "registry_latency_ms": 200,
+            "registry_concurrency": 8,
+            "created_before_kill": 70,
+            "creates_in_flight_at_kill": 6,
+            "changed_while_down": 20,
+            "created_while_down": 10,
+            "lease_acquired_after_kill_s": 10.41,
+            "first_registry_write_after_kill_s": 11.93,
+            "all_ready_after_kill_s": 19.2,
+            "converged_after_takeover_s": 7.1,
+            "registry_writes": {"POST 201": 210, "POST 409": 6, "PUT 200": 20},
+            "rss_at_kill": {"working_mb": 88.1, "standby_mb": 61.2},
+        },
+        "rolling_upgrade": {
+            "llms": 330,
+            "registry_latency_ms": 50,
+            "load": "60 updates and 60 creates over 8 s",
+            "sigterm_after_load_start_s": 2.7,
+            "old_replica_exited_after_sigterm_s": 0.81,
+            "lease_taken_after_sigterm_s": 1.37,
+            "lease_taken_after_old_replica_exited_s": 0.56,
+            "converged_after_load_s": 0.9,
+            "registry_writes": {"POST 201": 60, "PUT 200": 60},
+        },
+    },
 }
 
 
@@ -164,7 +196,12 @@ def test_every_figure_comes_from_the_summaries(tmp_path: Path) -> None:
         "labels-19",
         "kube-apiserver v1.34.4 + etcd v3.6.16",
         "**0 leaks** in 122.4 MB",
-        "15.5 min",
+        "16.5 min",
+        "first registry write 11.93 s after the SIGKILL",
+        "10.41 s after the SIGKILL",
+        "1.37 s after the SIGTERM",
+        "210× POST 201, 6× POST 409, 20× PUT 200",  # noqa: RUF001 - the report's typographic multiplication sign
+        "the standby 61.2 MB",
     ):
         assert figure in text, figure
     assert "Not run" not in text and "not the full size" not in text
@@ -179,7 +216,7 @@ def test_a_reduced_run_is_marked_and_a_missing_scenario_listed(tmp_path: Path) -
     reduced = {k: {**v, "mode": "reduced"} for k, v in SUMMARIES.items() if k != "bad-input"}
     results = _write(tmp_path / "results", reduced)
     text = report.render(report.load(results), results)
-    assert text.count("A reduced run, not the full size") == 3
+    assert text.count("A reduced run, not the full size") == 4
     assert "**Not run (no summary): bad-input.**" in text
     assert f"JSON summaries in `{results}/`" in text
 

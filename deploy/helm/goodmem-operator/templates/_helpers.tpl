@@ -51,3 +51,15 @@ app.kubernetes.io/component: operator
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- end -}}
+
+{{/* Leader election, in the release's namespace: the same rules as deploy/base/leader-election-role.yaml, the
+     Lease named after the release (GOODMEM_LEASE_NAME). */}}
+{{- define "goodmem-operator.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "goodmem-operator.fullname" . | quote }}]
+  verbs: ["get", "update"]
+{{- end -}}
