@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from goodmem_operator import plan
 from goodmem_operator.api.mapping import (
     OWNER_LABEL,
     canonical_url,
@@ -113,7 +114,9 @@ class LLMClient:
     async def prepare(self, obj: LLMObject) -> Prepared[Desired]:
         spec = self._validated(obj)
         if spec.observe_only:
-            return Prepared(name=obj.llm_id, inputs="", known=True, observe_only=True)
+            return Prepared(
+                name=obj.llm_id, inputs="", known=True, observe_only=True, desired=self._compared(obj, spec)
+            )
         if spec.owner_id and not owner_id_allowed(self.settings.owner_id_grants, obj.namespace, spec.owner_id):
             raise Refusal(
                 Reason.OWNER_ID_NOT_ALLOWED,
@@ -132,6 +135,14 @@ class LLMClient:
             known=bool(obj.status.get("llmId")),
             desired=Desired(spec, request, credentials, fingerprint),
         )
+
+    @staticmethod
+    def _compared(obj: LLMObject, spec: LLMSpec) -> Desired | None:
+        """ObserveOnly: what managing the entry would ask of it, to compare (no Secret read, nothing sent), when
+        the spec has the fields a managed LLM needs; None when it only names the entry."""
+        if None in (spec.display_name, spec.provider_type, spec.endpoint_url, spec.model_identifier):
+            return None
+        return Desired(spec, desired_request(spec, llm_id=obj.llm_id, marks={}, credentials=None), None, "")
 
     @staticmethod
     def _validated(obj: LLMObject) -> LLMSpec:
@@ -160,7 +171,7 @@ class LLMClient:
 
     async def observe(self, obj: LLMObject, prepared: Prepared[Desired]) -> Observation:
         if prepared.observe_only:
-            return await self._mirror(obj, prepared.name)
+            return await self._mirror(obj, prepared)
         desired = _desired(prepared)
         # A resource that never had an entry (no id in status or spec) creates at once: its derived id is new,
         # and a 409 for that id (a create whose answer was lost) re-reads it. One registry request per create
@@ -277,8 +288,10 @@ class LLMClient:
     def _status(llm_id: str, fingerprint: str, entry: dict[str, Any]) -> dict[str, Any]:
         return {"llm_id": llm_id, "credentials_fingerprint": fingerprint, "observed": observed_values(entry)}
 
-    async def _mirror(self, obj: LLMObject, llm_id: str) -> Observation:
-        """ObserveOnly: the entry, if this namespace may see it; never the operator's marks or another principal."""
+    async def _mirror(self, obj: LLMObject, prepared: Prepared[Desired]) -> Observation:
+        """ObserveOnly: the entry, if this namespace may see it; never the operator's marks or another principal.
+        With a spec to compare, also what managing it would change (the operator's own labels aside)."""
+        llm_id = prepared.name
         entry = await self._get(llm_id)
         if entry is None:
             return Observation(exists=False, name=llm_id)
@@ -287,12 +300,28 @@ class LLMClient:
         if not may_observe(rel, granted(labels, cluster=self.settings.cluster_name, namespace=obj.namespace)):
             raise self._not_granted(obj, llm_id, rel, Access.OBSERVE, labels)
         owner_visible = rel in (Relation.OURS, Relation.SAME_NAMESPACE)
+        update: dict[str, Any] = {}
+        if prepared.desired is not None:
+            reserved = {k: v for k, v in (labels or {}).items() if k.startswith(RESERVED_LABEL_PREFIX)}
+            wanted = prepared.desired.request
+            update = diff({**wanted, "labels": {**wanted["labels"], **reserved}}, entry)
+            if prepared.desired.spec.credentials is not None:
+                # Never read under ObserveOnly, and the registry does not return them: managing would send them.
+                update["credentials"] = plan.HIDDEN
         return Observation(
             exists=True,
             name=llm_id,
             entry=entry,
+            update=update,
+            drifted=drifted_fields(update),
             status={"llm_id": llm_id, "observed": observed_values(entry, mirror=True, owner_visible=owner_visible)},
         )
+
+    def changes(self, prepared: Prepared[Desired], observation: Observation | None) -> plan.PendingChanges:
+        """status.pendingChanges: the update an observation found, or the create the spec asks for."""
+        if observation is None or not observation.exists:
+            return plan.create_plan(_desired(prepared).request)
+        return plan.pending_changes(observation.update, observation.entry or {})
 
     # -- the tenant boundary (trust.py holds the rules) -------------------------------------------------
 
