@@ -6,12 +6,13 @@ import asyncio
 import functools
 import hashlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
-from goodmem_operator import _kopf
+from goodmem_operator import _kopf, export
 from goodmem_operator import config as config_mod
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
 from goodmem_operator.handlers import (
@@ -116,6 +117,9 @@ class QuietIndexLog(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["export"]:  # `goodmem-operator export`: registry entries as manifests (export.py)
+        raise SystemExit(export.main(args[1:]))
     cfg = config_mod.parse(argv)
     registry = build_registry()
     shared = Memo()  # kopf.run(memo=...): every object's handlers get a shallow copy, so `runtime` is one object
