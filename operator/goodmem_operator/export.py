@@ -120,9 +120,26 @@ def _credentials_placeholder() -> str:
     )
 
 
+# Plain scalars that YAML 1.1 readers take for booleans or null. kubectl reads YAML 1.1 (go-yaml v2), PyYAML writes
+# `n` or `y` unquoted: a label `n: "0"` came back as the key `false` (found by the e2e round trip). Always quoted.
+_YAML11_SPECIAL = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ""})
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "'" if value.lower() in _YAML11_SPECIAL else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def render(manifest: Mapping[str, Any], entry: Mapping[str, Any], namespace: str | None, cluster: str) -> str:
     """One YAML document with its comments."""
-    body = yaml.safe_dump(dict(manifest), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    body = yaml.dump(dict(manifest), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return _header(entry, namespace, cluster) + body + _credentials_placeholder()
 
 

@@ -6,8 +6,12 @@ test asserts that the request was served before the drift check or the retry wou
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,3 +187,82 @@ def test_reconcile_now_during_a_backoff(
     kube.wait_condition(namespace, "backoff", "True", "ReconcileSuccess", ctype="Synced")
     print(f"reconcile-now during a {retry:g} s backoff: applied {took:.2f} s after kubectl annotate")
     assert took < retry, "served before the retry would have come"
+
+
+def _imported(i: int, namespace: str) -> dict[str, Any]:
+    """Entries made outside Kubernetes, of several shapes: optional fields set on some, defaults left on others."""
+    body: dict[str, Any] = {
+        "displayName": f"Imported {i}",
+        "providerType": ("OPENAI", "VLLM", "OLLAMA")[i % 3],
+        "endpointUrl": f"http://imported-{i}.{namespace}.test/v1",
+        "modelIdentifier": f"model-{i}",
+        "labels": {"batch": namespace, "n": str(i), f"goodmem.ai/grant.default.{namespace}": "observe"},
+    }
+    if i % 5 == 0:
+        body["description"] = f"entry {i}"
+    if i % 7 == 0:
+        body["capabilities"] = {"supportsChat": True, "supportsFunctionCalling": True}
+    if i % 4 == 0:
+        body["defaultSamplingParams"] = {"temperature": 0.5, "maxTokens": 256}
+    if i % 6 == 0:
+        body["maxContextLength"] = 8192
+    if i % 9 == 0:
+        body["clientConfig"] = {"region": "eu", "retries": 3}
+    return body
+
+
+def test_export_of_50_entries_round_trips(
+    kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    ids = {emulator.owner_request("POST", "/v1/llms", _imported(i, namespace))["llm"]["llmId"] for i in range(50)}
+    emulator.reset_stats()
+    cli = Path(sys.executable).with_name("goodmem-operator")
+    env = {**os.environ, "GOODMEM_BASE_URL": emulator.base_url, "GOODMEM_API_KEY": emulator.api_key}
+    out = tmp_path / "export.yaml"
+    res = subprocess.run(
+        [str(cli), "export", "-l", f"batch={namespace}", "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "50 manifests, 0 skipped" in res.stderr
+    vllm = subprocess.run(
+        [str(cli), "export", "-l", f"batch={namespace}", "--provider", "VLLM"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert vllm.returncode == 0 and vllm.stdout.count("kind: LLM") == 17, vllm.stderr
+
+    kube.run("-n", namespace, "apply", "-f", str(out))
+    started = time.monotonic()
+
+    states: dict[str, Any] = {}
+
+    def all_up_to_date() -> bool:
+        items = json.loads(kube.run("-n", namespace, "get", "llms", "-o", "json").stdout)["items"]
+        states.clear()
+        for item in items:
+            status = item.get("status") or {}
+            up = next((c for c in status.get("conditions", []) if c["type"] == "UpToDate"), {})
+            states[item["metadata"]["name"]] = (up.get("status"), up.get("message"), status.get("pendingChanges"))
+        return len(items) == 50 and all(s[0] == "True" for s in states.values())
+
+    try:
+        kube.wait_for(all_up_to_date, 120, "all 50 exported LLMs UpToDate=True")
+    except AssertionError:
+        raise AssertionError({k: v for k, v in states.items() if v[0] != "True"}) from None
+    print(f"export round trip: 50 LLMs applied, all UpToDate=True {time.monotonic() - started:.1f} s after apply")
+    items = json.loads(kube.run("-n", namespace, "get", "llms", "-o", "json").stdout)["items"]
+    assert {i["spec"]["llmId"] for i in items} == ids
+    assert all(i["status"]["pendingChanges"] == [] for i in items)
+    writes = [e for e in emulator.stats()["log"] if e["method"] != "GET"]
+    assert writes == [], "0 registry writes: export reads, ObserveOnly observes"
+    wide = kube.run("-n", namespace, "get", "llms", "-o", "wide").stdout.splitlines()
+    column = wide[0].split().index("UP-TO-DATE")
+    assert {line.split()[column] for line in wide[1:]} == {"True"}
