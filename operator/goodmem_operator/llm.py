@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,7 +33,7 @@ from goodmem_operator.api.mapping import (
     ownership_labels,
 )
 from goodmem_operator.api.types import RESERVED_LABEL_PREFIX, LLMSpec, LLMStatus
-from goodmem_operator.conditions import Reason
+from goodmem_operator.conditions import Reason, now
 from goodmem_operator.engine import (
     Change,
     Event,
@@ -42,7 +44,7 @@ from goodmem_operator.engine import (
     Resource,
 )
 from goodmem_operator.registry import Conflict, NotFound, RegistryClient
-from goodmem_operator.secrets import CredentialError, SecretReader, resolve_credentials
+from goodmem_operator.secrets import CredentialError, SecretData, SecretReader, resolve
 from goodmem_operator.trust import (
     Access,
     Relation,
@@ -78,6 +80,7 @@ class Desired:
     request: dict[str, Any]  # desired_request: the create body (ids, marks and credentials included)
     credentials: dict[str, Any] | None
     fingerprint: str  # keyed fingerprint of the credentials
+    source: SecretData | None = None  # the Secret they came from (secretKeyRef)
 
 
 @dataclass
@@ -87,6 +90,8 @@ class LLMSettings:
     default_deletion_policy: str = "Delete"
     # namespace ("*": any) -> registry principals ("*": any) an LLM there may name in spec.ownerId (--allow-owner-id)
     owner_id_grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    # seconds from the Secret event that brought a new key to the registry's answer to the PUT that carried it
+    rotation_observer: Callable[[float], None] | None = None
 
 
 class LLMClient:
@@ -125,7 +130,7 @@ class LLMClient:
                 f"{obj.namespace}={spec.owner_id}); nothing was sent to the registry",
                 permanent=True,
             )
-        credentials = await self._credentials(obj, spec)
+        credentials, source = await self._credentials(obj, spec)
         fingerprint = credentials_fingerprint(credentials, self.settings.fingerprint_key)
         marks = ownership_labels(self.settings.cluster_name, obj.namespace, obj.name, obj.uid)
         request = desired_request(spec, llm_id=obj.llm_id, marks=marks, credentials=credentials)
@@ -133,7 +138,7 @@ class LLMClient:
             name=obj.llm_id,
             inputs=self._inputs_fingerprint(request, fingerprint),
             known=bool(obj.status.get("llmId")),
-            desired=Desired(spec, request, credentials, fingerprint),
+            desired=Desired(spec, request, credentials, fingerprint, source),
         )
 
     @staticmethod
@@ -152,9 +157,9 @@ class LLMClient:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
             raise Refusal(Reason.INVALID_SPEC, f"spec is invalid: {detail}", permanent=True) from None
 
-    async def _credentials(self, obj: LLMObject, spec: LLMSpec) -> dict[str, Any] | None:
+    async def _credentials(self, obj: LLMObject, spec: LLMSpec) -> tuple[dict[str, Any] | None, SecretData | None]:
         try:
-            return await resolve_credentials(spec.credentials, obj.namespace, self.secrets)
+            return await resolve(spec.credentials, obj.namespace, self.secrets)
         except CredentialError as exc:
             message = str(exc)
             if obj.status.get("llmId"):
@@ -195,19 +200,23 @@ class LLMClient:
             return self._judge(obj, desired, found, name)
         self._applied[obj.uid] = desired.fingerprint
         # What we just created is ours, whatever the registry echoes of its labels.
-        return Observation(
-            exists=True,
-            name=prepared.name,
-            entry=entry,
-            created=True,
-            status=self._status(prepared.name, desired.fingerprint, entry),
-        )
+        status = self._status(prepared.name, desired.fingerprint, entry)
+        if desired.credentials is not None:
+            status.update(_credentials_sent(desired))
+        return Observation(exists=True, name=prepared.name, entry=entry, created=True, status=status)
 
     async def update(self, obj: LLMObject, prepared: Prepared[Desired], observation: Observation) -> Observation:
         entry = await self.registry.update_llm(observation.name, observation.update)
         fingerprint = observation.status["credentials_fingerprint"]
         self._applied[obj.uid] = fingerprint
-        return replace(observation, entry=entry, status=self._status(observation.name, fingerprint, entry))
+        status = self._status(observation.name, fingerprint, entry)
+        desired = _desired(prepared)
+        if "credentials" in observation.update:
+            status.update(_credentials_sent(desired))
+            seen = desired.source.observed_at if desired.source is not None else None
+            if seen is not None and self.settings.rotation_observer is not None:
+                self.settings.rotation_observer(time.monotonic() - seen)
+        return replace(observation, entry=entry, status=status)
 
     async def delete(self, obj: LLMObject) -> list[Event]:
         """Apply the deletion policy to an entry of ours; any other entry is left as it is."""
@@ -460,6 +469,12 @@ class LLMClient:
 def _desired(prepared: Prepared[Desired]) -> Desired:
     assert prepared.desired is not None, "prepare fills it for every resource that is not ObserveOnly"
     return prepared.desired
+
+
+def _credentials_sent(desired: Desired) -> dict[str, Any]:
+    """Status fields of credentials just sent: when, and from which version of their Secret."""
+    version = desired.source.resource_version if desired.source is not None else ""
+    return {"credentials_secret_version": version or None, "credentials_changed_time": now()}
 
 
 def _same_identity(entry: dict[str, Any], desired: dict[str, Any], owner_id: str | None) -> bool:

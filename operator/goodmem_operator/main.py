@@ -81,6 +81,7 @@ def build_runtime(cfg: config_mod.Config, namespaces: NamespaceWatch | None = No
         fingerprint_key=fingerprint_key(cfg.api_key.get_secret_value()),
         default_deletion_policy=cfg.default_deletion_policy,
         owner_id_grants=cfg.owner_id_grants,
+        rotation_observer=metrics.credentials_rotated,
     )
     rt = Runtime(
         reconciler=Reconciler(registry, cache, settings),

@@ -18,7 +18,7 @@ import pytest
 
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
 
-from .conftest import Kube, llm_manifest
+from .conftest import Kube, llm_manifest, scrape_metrics, secret_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -266,3 +266,35 @@ def test_export_of_50_entries_round_trips(
     wide = kube.run("-n", namespace, "get", "llms", "-o", "wide").stdout.splitlines()
     column = wide[0].split().index("UP-TO-DATE")
     assert {line.split()[column] for line in wide[1:]} == {"True"}
+
+
+def _rotation_count(operator: OperatorProcess) -> float:
+    for line in scrape_metrics(operator).splitlines():
+        if line.startswith("goodmem_operator_credentials_rotation_seconds_count"):
+            return float(line.split()[-1])
+    raise AssertionError("no goodmem_operator_credentials_rotation_seconds histogram")
+
+
+def test_rotation_is_visible(kube: Kube, namespace: str, operator: OperatorProcess, emulator: EmulatorProcess) -> None:
+    kube.apply(namespace, secret_manifest("key", {"api-key": "first-key"}))
+    creds = {"apiKey": {"secretKeyRef": {"name": "key", "key": "api-key"}}}
+    kube.apply(namespace, llm_manifest("rotating", credentials=creds))
+    kube.wait_condition(namespace, "rotating")
+    version = kube.get(namespace, "secret", "key")["metadata"]["resourceVersion"]
+    first = _status(kube, namespace, "rotating")
+    assert first["credentialsSecretVersion"] == version and first["credentialsChangedTime"]
+    before = _rotation_count(operator)
+
+    time.sleep(1.1)  # credentialsChangedTime has a resolution of one second
+    kube.apply(namespace, secret_manifest("key", {"api-key": "second-key"}))
+    rotated = kube.get(namespace, "secret", "key")["metadata"]["resourceVersion"]
+    status = dict(
+        kube.wait_for(
+            lambda: (s := _status(kube, namespace, "rotating")).get("credentialsSecretVersion") == rotated and s,
+            30,
+            "the new Secret version recorded",
+        )
+    )
+    assert status["credentialsChangedTime"] > first["credentialsChangedTime"]
+    assert _rotation_count(operator) == before + 1, "one rotation measured: Secret event to registry PUT"
+    assert "second-key" not in json.dumps(status) and "first-key" not in json.dumps(status)

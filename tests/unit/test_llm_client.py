@@ -6,6 +6,7 @@ and the Events. The same rules run over HTTP against the emulator in tests/integ
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,3 +281,36 @@ async def test_dry_run_plans_a_create_without_writing() -> None:
     paths = [c["path"] for c in out.status["pendingChanges"]]
     assert {"displayName", "endpointUrl", "labels.team", f"labels.{OWNER_LABEL}", "llmId"} <= set(paths)
     assert [e.reason for e in out.events] == ["DryRun"] and "would create" in out.events[0].message
+
+
+class OneSecret:
+    """A Secret reader with one labelled Secret whose version and watch time the test sets."""
+
+    def __init__(self, value: str, version: str, observed_at: float | None) -> None:
+        self.secret = SecretData({"goodmem.ai/credentials": "true"}, {"k": value}, version, observed_at)
+
+    async def read(self, namespace: str, name: str) -> SecretData | None:
+        return self.secret
+
+
+async def test_rotation_is_visible_in_status_and_measured() -> None:
+    """status.credentialsSecretVersion / credentialsChangedTime follow the Secret version the registry got; the
+    rotation metric measures from the Secret event to the PUT's answer, once per rotation."""
+    registry = FakeRegistry({})
+    secrets = OneSecret("v1", "41", time.monotonic())
+    measured: list[float] = []
+    settings = ReconcileSettings(cluster_name="c1", fingerprint_key=b"k", rotation_observer=measured.append)
+    rec = Reconciler(registry, secrets, settings)  # type: ignore[arg-type]
+    creds = {"credentials": {"apiKey": {"secretKeyRef": {"name": "s", "key": "k"}}}}
+    created = await rec.reconcile(llm(creds, {}), trigger="create")
+    assert created.status["credentialsSecretVersion"] == "41" and created.status["credentialsChangedTime"]
+    assert measured == [], "a create is no rotation"
+    status = {**created.status}
+
+    noop = await rec.reconcile(llm(creds, status), trigger="drift")
+    assert "credentialsSecretVersion" not in noop.status, "unchanged credentials: the recorded version stays"
+
+    secrets.secret = SecretData(secrets.secret.labels, {"k": "v2"}, "42", time.monotonic() - 1.5)
+    rotated = await rec.reconcile(llm(creds, status), trigger="secret")
+    assert registry.calls[-1] == "update" and rotated.status["credentialsSecretVersion"] == "42"
+    assert len(measured) == 1 and 1.5 <= measured[0] < 60

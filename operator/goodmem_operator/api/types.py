@@ -467,3 +467,10 @@ class LLMStatus(_Model):
         default=None,
         description="The last value of the annotation goodmem.ai/reconcile-requested-at that a reconcile handled.",
     )
+    credentials_secret_version: str | None = Field(
+        default=None,
+        description="resourceVersion of the Secret (secretKeyRef) whose key the entry's credentials last came from.",
+    )
+    credentials_changed_time: str | None = Field(
+        default=None, description="When the operator last sent the entry new credentials (a create or a rotation)."
+    )
