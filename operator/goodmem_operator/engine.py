@@ -324,7 +324,8 @@ class Engine:
         async with self.lock(obj.uid):
             outcome = await self._reconcile(obj, trigger)
             self.last_observed[obj.uid] = time.monotonic()
-        if obj.requested_at is not None:  # handled: GitOps tools wait for status to echo the value
+        if obj.requested_at is not None and outcome.result is not Result.PAUSED:
+            # Handled (GitOps tools wait for status to echo it); a paused LLM has not served it yet.
             outcome.status["lastHandledReconcileAt"] = obj.requested_at
         if outcome.result is not Result.ERROR:
             self._attempts.pop(obj.uid, None)

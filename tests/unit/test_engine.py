@@ -158,6 +158,7 @@ OBSERVE_ONLY: Prepared[Any] = Prepared(name=NAME, inputs="", known=True, observe
 # ObserveOnly with the fields a managed LLM needs: what managing it would change is compared.
 OBSERVE_ONLY_FULL: Prepared[Any] = replace(OBSERVE_ONLY, desired=object())
 DRY_RUN = {"goodmem.ai/dry-run": "true"}
+REQUESTED = "goodmem.ai/reconcile-requested-at"
 
 
 @dataclass(frozen=True)
@@ -563,6 +564,9 @@ async def test_reconcile_request_is_recorded_and_passes_the_permanent_error_gate
     again = await engine.reconcile(stored(requested, out), trigger="drift")
     assert client.registry_calls == [], "the value already handled does not open the gate again"
     assert again.status["lastHandledReconcileAt"] == "2026-12-04T18:00:00Z"
+
+    paused = replace(requested, annotations={**requested.annotations, REQUESTED: "later", PAUSED_ANNOTATION: "true"})
+    assert "lastHandledReconcileAt" not in (await engine.reconcile(paused)).status, "not served while paused"
 
 
 async def test_dry_run_announces_a_plan_once_and_keeps_the_applied_fingerprint() -> None:
