@@ -36,7 +36,7 @@ from goodmem_operator.api.types import (
     ManagementPolicy,
     SamplingParams,
 )
-from goodmem_operator.config import Config, _describe, _flag_names
+from goodmem_operator.config import Config, from_flags
 from goodmem_operator.registry import RegistryClient, RegistryError
 from goodmem_operator.secrets import CREDENTIALS_SELECTOR
 from goodmem_operator.trust import grant_label
@@ -225,15 +225,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(p: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
-    given = {
-        k: getattr(args, k)
-        for k in ("base_url", "api_key_file", "registry_timeout", "cluster_name")
-        if getattr(args, k) is not None
-    }
-    try:
-        return Config(**given)
-    except ValidationError as exc:
-        p.error(_describe(exc, set(given), _flag_names(p)))
+    names = ("base_url", "api_key_file", "registry_timeout", "cluster_name")
+    return from_flags(p, {k: getattr(args, k) for k in names if getattr(args, k) is not None})
 
 
 def _write(pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]], args: argparse.Namespace, cluster: str) -> int:

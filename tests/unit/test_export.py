@@ -113,3 +113,16 @@ async def test_keys_and_values_yaml_1_1_reads_as_booleans_are_quoted() -> None:
     text = render(manifest, entry, None, "default")
     for word in ("'n': 'y'", "'on': 'off'", "plain: value"):
         assert word in text, word
+
+
+def test_cli_settings_errors_name_the_source_never_the_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from goodmem_operator.export import main
+
+    monkeypatch.delenv("GOODMEM_API_KEY", raising=False)
+    monkeypatch.delenv("GOODMEM_API_KEY_FILE", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["--base-url", "http://registry.test"])
+    assert exited.value.code == 2
+    assert "no registry API key: set GOODMEM_API_KEY or GOODMEM_API_KEY_FILE" in capsys.readouterr().err
