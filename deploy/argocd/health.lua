@@ -3,8 +3,10 @@
 -- Tested against the statuses the operator really writes: tests/unit/test_argocd_health.py.
 --
 --   annotation goodmem.ai/paused=true (Synced=False, ReconcilePaused)      -> Suspended
+--   annotation goodmem.ai/dry-run=true (Synced=False, DryRun)              -> Suspended (a plan, nothing applied)
 --   no status yet, or metadata.generation newer than status.observedGeneration -> Progressing
---   Ready=True                                                              -> Healthy
+--   Ready=True                                                              -> Healthy; with UpToDate=False
+--     (ObserveOnly: the entry differs from the spec) still Healthy, the pending changes named in the message
 --   Ready=False, permanent (InvalidSpec, AlreadyExists, Conflict,
 --     SecretNotAllowed, or a message saying "not retried")                  -> Degraded
 --   Ready=False otherwise (Creating, RegistryUnavailable, RateLimited, Unauthorized, Forbidden,
@@ -39,8 +41,8 @@ end
 local ready = condition(status.conditions, "Ready")
 local synced = condition(status.conditions, "Synced")
 
--- Paused first: a paused LLM never advances observedGeneration, and that is not progress.
-if synced ~= nil and synced.status == "False" and synced.reason == "ReconcilePaused" then
+-- Paused (or a dry run) first: neither advances observedGeneration, and that is not progress.
+if synced ~= nil and synced.status == "False" and (synced.reason == "ReconcilePaused" or synced.reason == "DryRun") then
   hs.status = "Suspended"
   hs.message = describe(synced)
   return hs
@@ -62,6 +64,12 @@ end
 if ready.status == "True" then
   hs.status = "Healthy"
   hs.message = describe(ready)
+  -- ObserveOnly never writes: an entry that differs from the spec is the expected first step of onboarding, so
+  -- it stays Healthy (not Degraded, which would fail a sync wave), and the message says what managing would change.
+  local uptodate = condition(status.conditions, "UpToDate")
+  if uptodate ~= nil and uptodate.status == "False" then
+    hs.message = hs.message .. "; UpToDate=False: " .. (uptodate.message or "")
+  end
   return hs
 end
 

@@ -20,11 +20,13 @@ class ConditionType(StrEnum):
     READY = "Ready"
     SYNCED = "Synced"
     STALLED = "Stalled"  # only while a permanent error waits for a spec or Secret change
+    UP_TO_DATE = "UpToDate"  # whether the registry entry matches the spec (status.pendingChanges: how not)
 
 
 READY = ConditionType.READY
 SYNCED = ConditionType.SYNCED
 STALLED = ConditionType.STALLED
+UP_TO_DATE = ConditionType.UP_TO_DATE
 
 
 class Reason(StrEnum):
@@ -39,6 +41,12 @@ class Reason(StrEnum):
     CREATING = "Creating"
     DELETING = "Deleting"
     RECONCILE_PAUSED = "ReconcilePaused"
+    DRY_RUN = "DryRun"
+    # UpToDate
+    UP_TO_DATE = "UpToDate"
+    PENDING_CHANGES = "PendingChanges"
+    NOT_OBSERVED = "NotObserved"
+    NOT_COMPARABLE = "NotComparable"
     # the spec or the tenant rules
     INVALID_SPEC = "InvalidSpec"
     OWNER_ID_NOT_ALLOWED = "OwnerIdNotAllowed"
@@ -121,6 +129,19 @@ def synced_false(reason: str, message: str) -> Condition:
 def stalled(reason: str, message: str) -> Condition:
     """kstatus (Flux, kpt, cli-utils) reports Failed only for Stalled=True: this will not heal alone."""
     return _make(STALLED, "True", reason, message)
+
+
+def up_to_date(message: str) -> Condition:
+    return _make(UP_TO_DATE, "True", Reason.UP_TO_DATE, message)
+
+
+def pending(message: str) -> Condition:
+    """UpToDate=False: status.pendingChanges lists what the next apply would change."""
+    return _make(UP_TO_DATE, "False", Reason.PENDING_CHANGES, message)
+
+
+def up_to_date_unknown(reason: str, message: str) -> Condition:
+    return _make(UP_TO_DATE, "Unknown", reason, message)
 
 
 # -- the one setter -------------------------------------------------------------------------------

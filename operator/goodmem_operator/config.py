@@ -288,6 +288,15 @@ def _describe(exc: ValidationError, given: set[str], flags: dict[str, str]) -> s
     return "; ".join(lines)
 
 
+def from_flags(p: argparse.ArgumentParser, given: dict[str, Any]) -> Config:
+    """The settings from the flags another command line was given (`goodmem-operator export`), the environment and
+    the defaults; a bad value is that parser's usage error, naming the flag or variable."""
+    try:
+        return Config(**{_ENV_ALIASES.get(k, k): v for k, v in given.items()})
+    except ValidationError as exc:
+        p.error(_describe(exc, set(given), _flag_names(p)))
+
+
 def parse(argv: list[str] | None = None) -> Config:
     """The settings from these flags (default: the command line), the environment and the defaults."""
     p = _parser()

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from goodmem_operator import conditions as cond
 from goodmem_operator.api.types import Condition
 from goodmem_operator.conditions import Reason
+from goodmem_operator.plan import DRY_RUN_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION, PendingChanges, summary
 from goodmem_operator.registry import (
     BadRequest,
     Conflict,
@@ -97,6 +98,7 @@ class EventReason(StrEnum):
     ORPHANED = "Orphaned"
     RELEASED = "Released"
     DELETE_FAILED = "DeleteFailed"
+    DRY_RUN = "DryRun"
 
 
 # -- registry errors -> condition reasons ------------------------------------------------------------
@@ -159,6 +161,20 @@ class Resource:
     @property
     def paused(self) -> bool:
         return self.annotations.get(PAUSED_ANNOTATION, "").lower() == "true"
+
+    @property
+    def dry_run(self) -> bool:
+        return self.annotations.get(DRY_RUN_ANNOTATION, "").lower() == "true"
+
+    @property
+    def requested_at(self) -> str | None:
+        """The goodmem.ai/reconcile-requested-at value, when set."""
+        return self.annotations.get(RECONCILE_REQUESTED_ANNOTATION)
+
+    @property
+    def newly_requested(self) -> bool:
+        """A reconcile-requested-at value this resource's status does not record as handled yet."""
+        return self.requested_at is not None and self.requested_at != self.status.get("lastHandledReconcileAt")
 
 
 @dataclass(frozen=True)
@@ -261,6 +277,10 @@ class ExternalClient(Protocol):
 
     async def delete(self, obj: Any) -> list[Event]: ...
 
+    def changes(self, prepared: Prepared[Any], observation: Observation | None) -> PendingChanges:
+        """status.pendingChanges: what an update (or, without an existing entry, a create) would write."""
+        ...
+
     def describe(self, obj: Any, change: Change, observation: Observation) -> Event: ...
 
     def forget(self, uid: str) -> None: ...
@@ -305,6 +325,9 @@ class Engine:
         async with self.lock(obj.uid):
             outcome = await self._reconcile(obj, trigger)
             self.last_observed[obj.uid] = time.monotonic()
+        if obj.requested_at is not None and outcome.result is not Result.PAUSED:
+            # Handled (GitOps tools wait for status to echo it); a paused LLM has not served it yet.
+            outcome.status["lastHandledReconcileAt"] = obj.requested_at
         if outcome.result is not Result.ERROR:
             self._attempts.pop(obj.uid, None)
         return outcome
@@ -317,8 +340,10 @@ class Engine:
             prepared = await self.client.prepare(obj)
             if prepared.observe_only:
                 return await self._observe_only(obj, prepared)
-            if obj.status.get("lastAttempt") == prepared.inputs:
-                # These exact inputs already failed permanently: no second registry call.
+            if obj.dry_run:
+                return await self._dry_run(obj, prepared)
+            if obj.status.get("lastAttempt") == prepared.inputs and not obj.newly_requested:
+                # These exact inputs already failed permanently: no second registry call (unless asked for anew).
                 return Outcome(status=self._carry(obj.status), result=Result.PERMANENT)
             return await self._converge(obj, prepared, trigger)
         except Refusal as refusal:
@@ -339,7 +364,10 @@ class Engine:
         events: list[Event] = []
         obs = await self.client.observe(obj, prepared)
         if not obs.exists:
-            obs = await self.client.create(obj, prepared)  # may find it after all (a lost answer, a duplicate)
+            try:
+                obs = await self.client.create(obj, prepared)  # may find it after all (a lost answer, a duplicate)
+            except RegistryError as exc:
+                return self._registry_failed(obj, exc, prepared, pending=self.client.changes(prepared, None))
             if obs.created:
                 events.append(self.client.describe(obj, Change.RECREATED if prepared.known else Change.CREATED, obs))
         if obs.adopted:
@@ -347,7 +375,10 @@ class Engine:
         drift = False
         if not obs.up_to_date:
             drift = trigger == Trigger.DRIFT
-            obs = await self.client.update(obj, prepared, obs)
+            try:
+                obs = await self.client.update(obj, prepared, obs)
+            except RegistryError as exc:  # what the failed update would have changed stays visible
+                return self._registry_failed(obj, exc, prepared, pending=self.client.changes(prepared, obs))
             events.append(self.client.describe(obj, Change.DRIFT_CORRECTED if drift else Change.UPDATED, obs))
             if drift:
                 log.warning("%s: drift corrected in fields %s", obj.key, ", ".join(obs.drifted))
@@ -370,7 +401,63 @@ class Engine:
             cond.observed(f"registry entry {obs.name} exists (ObserveOnly)"),
             cond.synced("mirrored into status.observed; never written", Reason.OBSERVE_ONLY),
         ]
-        return Outcome(status=self._status(obj, wanted, last_attempt=None, **obs.status), result=Result.NOOP)
+        pending: PendingChanges | None = None
+        if prepared.desired is None:  # the spec names the entry only: nothing to compare
+            wanted.append(
+                cond.up_to_date_unknown(
+                    Reason.NOT_COMPARABLE,
+                    "the spec names the entry only; give the fields to manage to see what managing it would change",
+                )
+            )
+        else:
+            pending = self.client.changes(prepared, obs) if not obs.up_to_date else []
+            wanted.append(self._up_to_date(obs.name, pending, "managing it"))
+        status = self._status(obj, wanted, last_attempt=None, pending_changes=pending, **obs.status)
+        return Outcome(status=status, result=Result.NOOP)
+
+    async def _dry_run(self, obj: Resource, prepared: Prepared[Any]) -> Outcome:
+        """Observe and plan (create, update of these fields, or nothing) into status and an Event; never a write."""
+        obs = await self.client.observe(obj, prepared)
+        if not obs.exists:
+            action, pending = "Create", self.client.changes(prepared, None)
+            plan = f"would create registry entry {obs.name} ({summary(pending)})"
+        elif not obs.up_to_date:
+            action, pending = "Update", self.client.changes(prepared, obs)
+            plan = f"would update registry entry {obs.name}: {summary(pending)}"
+        else:
+            action, pending = "None", []
+            plan = f"registry entry {obs.name} matches the spec: nothing to write"
+        text = f"dry run ({DRY_RUN_ANNOTATION}=true): {plan}; nothing written"
+        previous = obj.status.get("conditions")
+        wanted = [
+            self._carried_ready(obj, Reason.DRY_RUN, "dry run before the first sync"),
+            cond.synced_false(Reason.DRY_RUN, text),
+            self._up_to_date(obs.name, pending, "applying the spec"),
+        ]
+        # Only what was observed: the credentials fingerprint stays the one last applied, so that the apply after
+        # the dry run still sends credentials that changed.
+        fields: dict[str, Any] = {"observed": obs.status.get("observed")} if obs.exists else {}
+        if obs.exists:
+            fields["llm_id"] = obs.name
+        status = self._status(obj, wanted, last_attempt=None, pending_changes=pending, planned_action=action, **fields)
+        events = []
+        synced = cond.find(previous, cond.SYNCED) or {}
+        if synced.get("reason") != Reason.DRY_RUN or synced.get("message") != text:
+            events.append(Event("Normal", EventReason.DRY_RUN, text))
+        return Outcome(status=status, events=events, result=Result.NOOP)
+
+    @staticmethod
+    def _up_to_date(name: str, pending: PendingChanges, what: str) -> Condition:
+        if not pending:
+            return cond.up_to_date(f"registry entry {name} matches the spec")
+        return cond.pending(f"{what} would change {summary(pending)} (status.pendingChanges)")
+
+    def _carried_ready(self, obj: Resource, reason: str, message: str) -> Condition:
+        """Ready as the last reconcile left it (a pause or a dry run decides nothing about it), else Unknown."""
+        carried = cond.find(obj.status.get("conditions"), cond.READY)
+        if carried:
+            return Condition.model_validate(carried)
+        return cond.ready_unknown(reason, message)
 
     def _succeeded(
         self, obj: Resource, obs: Observation, events: list[Event], *, result: Result, drift: bool
@@ -378,8 +465,12 @@ class Engine:
         before = cond.find(obj.status.get("conditions"), cond.READY)
         if before and before["status"] != "True":
             events.append(Event("Normal", EventReason.AVAILABLE, f"registry entry {obs.name} is in sync"))
-        wanted = [cond.available(f"registry entry {obs.name} matches the spec"), cond.synced()]
-        status = self._status(obj, wanted, last_attempt=None, **obs.status)
+        wanted = [
+            cond.available(f"registry entry {obs.name} matches the spec"),
+            cond.synced(),
+            cond.up_to_date(f"registry entry {obs.name} matches the spec"),
+        ]
+        status = self._status(obj, wanted, last_attempt=None, pending_changes=None, **obs.status)
         return Outcome(status=status, events=events, result=result, drift_corrected=drift)
 
     def _paused(self, obj: Resource) -> Outcome:
@@ -395,18 +486,35 @@ class Engine:
         synced = cond.synced_false(
             Reason.RECONCILE_PAUSED, f"annotation {PAUSED_ANNOTATION}=true: no registry calls until it is removed"
         )
-        conditions = [ready, *cond.set_conditions(previous, [synced], obj.generation)]
+        # Not observed while paused (not even a GET): status.pendingChanges stays as the last reconcile found it.
+        unknown = cond.up_to_date_unknown(
+            Reason.RECONCILE_PAUSED,
+            "not observed while paused; status.pendingChanges is as the last reconcile found it",
+        )
+        conditions = [ready, *cond.set_conditions(previous, [synced, unknown], obj.generation)]
         status = self.client.status_type(conditions=conditions)
         return Outcome(status=_dump(status), result=Result.PAUSED)
 
     # -- failures ----------------------------------------------------------------------------------
 
-    def _registry_failed(self, obj: Resource, exc: RegistryError, prepared: Prepared[Any] | None) -> Outcome:
-        """A registry error: permanent (gated on these inputs) unless retrying can help, then on backoff."""
+    def _registry_failed(
+        self,
+        obj: Resource,
+        exc: RegistryError,
+        prepared: Prepared[Any] | None,
+        pending: PendingChanges | None = None,
+    ) -> Outcome:
+        """A registry error: permanent (gated on these inputs) unless retrying can help, then on backoff.
+        `pending`: what the failed write would have changed (None: the entry was not observed)."""
         reason = reason_for(exc)
         if not exc.retryable:
             return self._failed(
-                obj, reason, str(exc), permanent=True, inputs=prepared.inputs if prepared is not None else None
+                obj,
+                reason,
+                str(exc),
+                permanent=True,
+                inputs=prepared.inputs if prepared is not None else None,
+                pending=pending,
             )
         return self._failed(
             obj,
@@ -416,6 +524,7 @@ class Engine:
             inputs=None,
             delay=self._delay(obj.uid, exc),
             creating=prepared is not None and not prepared.known,
+            pending=pending,
         )
 
     def _failed(
@@ -428,6 +537,7 @@ class Engine:
         inputs: str | None,
         delay: float | None = None,
         creating: bool = False,
+        pending: PendingChanges | None = None,
     ) -> Outcome:
         if permanent:
             text = f"{message} {PERMANENT_SUFFIX}"
@@ -436,9 +546,13 @@ class Engine:
             delay = self.settings.backoff_base if delay is None else delay
             text = f"{message} (retrying in {delay:g}s)"
         wanted = [cond.ready_false(Reason.CREATING if creating else reason, text), cond.synced_false(reason, text)]
+        if pending is not None:
+            wanted.append(cond.pending(f"the failed apply would change {summary(pending)} (status.pendingChanges)"))
+        else:
+            wanted.append(cond.up_to_date_unknown(Reason.NOT_OBSERVED, "the registry entry could not be compared"))
         if permanent:
             wanted.append(cond.stalled(reason, text))
-        status = self._status(obj, wanted, last_attempt=inputs if permanent else None)
+        status = self._status(obj, wanted, last_attempt=inputs if permanent else None, pending_changes=pending)
         before = cond.find(obj.status.get("conditions"), cond.SYNCED)
         events = []
         if not before or before.get("reason") != reason or before.get("status") != "False":
@@ -460,7 +574,9 @@ class Engine:
     # -- status ------------------------------------------------------------------------------------
 
     def _status(self, obj: Resource, wanted: list[Condition], **fields: Any) -> dict[str, Any]:
-        """The kind's typed status: these conditions (stamped) and fields, for this generation."""
+        """The kind's typed status: these conditions (stamped) and fields, for this generation. plannedAction is
+        a dry run's only: any other outcome clears it."""
+        fields.setdefault("planned_action", None)
         conditions = cond.set_conditions(obj.status.get("conditions"), wanted, obj.generation)
         return _dump(self.client.status_type(observed_generation=obj.generation, conditions=conditions, **fields))
 
@@ -479,6 +595,16 @@ class Engine:
 
     async def _finalize(self, obj: Resource) -> list[Event]:
         name = self.client.external_name(obj)
+        if obj.dry_run and not self.client.observe_only(obj):
+            policy = obj.spec.get("deletionPolicy") or "the operator's default"
+            return [
+                Event(
+                    "Normal",
+                    EventReason.DRY_RUN,
+                    f"dry run ({DRY_RUN_ANNOTATION}=true): registry entry {name} left untouched (without the dry run, "
+                    f"deletionPolicy {policy} would delete or orphan it)",
+                )
+            ]
         if obj.paused:
             return [
                 Event("Warning", EventReason.ORPHANED, f"deleted while paused: registry entry {name} left untouched")

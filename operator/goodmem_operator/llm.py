@@ -14,11 +14,14 @@ import contextlib
 import hashlib
 import hmac
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
 
+from goodmem_operator import plan
 from goodmem_operator.api.mapping import (
     OWNER_LABEL,
     canonical_url,
@@ -30,7 +33,7 @@ from goodmem_operator.api.mapping import (
     ownership_labels,
 )
 from goodmem_operator.api.types import RESERVED_LABEL_PREFIX, LLMSpec, LLMStatus
-from goodmem_operator.conditions import Reason
+from goodmem_operator.conditions import Reason, now
 from goodmem_operator.connections import Route, Router, SingleRegistry, Unavailable
 from goodmem_operator.engine import (
     Change,
@@ -42,7 +45,7 @@ from goodmem_operator.engine import (
     Resource,
 )
 from goodmem_operator.registry import Conflict, NotFound, RegistryClient
-from goodmem_operator.secrets import CredentialError, SecretReader, resolve_credentials
+from goodmem_operator.secrets import CredentialError, SecretData, SecretReader, resolve
 from goodmem_operator.trust import (
     Access,
     Relation,
@@ -78,6 +81,7 @@ class Desired:
     request: dict[str, Any]  # desired_request: the create body (ids, marks and credentials included)
     credentials: dict[str, Any] | None
     fingerprint: str  # keyed fingerprint of the credentials
+    source: SecretData | None = None  # the Secret they came from (secretKeyRef)
 
 
 @dataclass
@@ -87,6 +91,8 @@ class LLMSettings:
     default_deletion_policy: str = "Delete"
     # namespace ("*": any) -> registry principals ("*": any) an LLM there may name in spec.ownerId (--allow-owner-id)
     owner_id_grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    # seconds from the Secret event that brought a new key to the registry's answer to the PUT that carried it
+    rotation_observer: Callable[[float], None] | None = None
 
 
 class LLMClient:
@@ -123,7 +129,9 @@ class LLMClient:
         spec = self._validated(obj)
         self._route(obj)  # a connection that cannot be used stops here, before Secrets are read
         if spec.observe_only:
-            return Prepared(name=obj.llm_id, inputs="", known=True, observe_only=True)
+            return Prepared(
+                name=obj.llm_id, inputs="", known=True, observe_only=True, desired=self._compared(obj, spec)
+            )
         if spec.owner_id and not owner_id_allowed(self.settings.owner_id_grants, obj.namespace, spec.owner_id):
             raise Refusal(
                 Reason.OWNER_ID_NOT_ALLOWED,
@@ -132,7 +140,7 @@ class LLMClient:
                 f"{obj.namespace}={spec.owner_id}); nothing was sent to the registry",
                 permanent=True,
             )
-        credentials = await self._credentials(obj, spec)
+        credentials, source = await self._credentials(obj, spec)
         fingerprint = credentials_fingerprint(credentials, self.settings.fingerprint_key)
         marks = ownership_labels(self.settings.cluster_name, obj.namespace, obj.name, obj.uid)
         request = desired_request(spec, llm_id=obj.llm_id, marks=marks, credentials=credentials)
@@ -140,8 +148,16 @@ class LLMClient:
             name=obj.llm_id,
             inputs=self._inputs_fingerprint(request, fingerprint),
             known=bool(obj.status.get("llmId")),
-            desired=Desired(spec, request, credentials, fingerprint),
+            desired=Desired(spec, request, credentials, fingerprint, source),
         )
+
+    @staticmethod
+    def _compared(obj: LLMObject, spec: LLMSpec) -> Desired | None:
+        """ObserveOnly: what managing the entry would ask of it, to compare (no Secret read, nothing sent), when
+        the spec has the fields a managed LLM needs; None when it only names the entry."""
+        if None in (spec.display_name, spec.provider_type, spec.endpoint_url, spec.model_identifier):
+            return None
+        return Desired(spec, desired_request(spec, llm_id=obj.llm_id, marks={}, credentials=None), None, "")
 
     @staticmethod
     def _validated(obj: LLMObject) -> LLMSpec:
@@ -151,9 +167,9 @@ class LLMClient:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
             raise Refusal(Reason.INVALID_SPEC, f"spec is invalid: {detail}", permanent=True) from None
 
-    async def _credentials(self, obj: LLMObject, spec: LLMSpec) -> dict[str, Any] | None:
+    async def _credentials(self, obj: LLMObject, spec: LLMSpec) -> tuple[dict[str, Any] | None, SecretData | None]:
         try:
-            return await resolve_credentials(spec.credentials, obj.namespace, self.secrets)
+            return await resolve(spec.credentials, obj.namespace, self.secrets)
         except CredentialError as exc:
             message = str(exc)
             if obj.status.get("llmId"):
@@ -170,7 +186,7 @@ class LLMClient:
 
     async def observe(self, obj: LLMObject, prepared: Prepared[Desired]) -> Observation:
         if prepared.observe_only:
-            return await self._mirror(obj, prepared.name)
+            return await self._mirror(obj, prepared)
         desired = _desired(prepared)
         # A resource that never had an entry (no id in status or spec) creates at once: its derived id is new,
         # and a 409 for that id (a create whose answer was lost) re-reads it. One registry request per create
@@ -197,19 +213,23 @@ class LLMClient:
         if not desired.spec.owner_id and isinstance(entry.get("ownerId"), str):
             self.router.learned_principal(route.key, entry["ownerId"])  # the principal the connection's key acts as
         # What we just created is ours, whatever the registry echoes of its labels.
-        return Observation(
-            exists=True,
-            name=prepared.name,
-            entry=entry,
-            created=True,
-            status=self._status(obj, prepared.name, desired.fingerprint, entry),
-        )
+        status = self._status(obj, prepared.name, desired.fingerprint, entry)
+        if desired.credentials is not None:
+            status.update(_credentials_sent(desired))
+        return Observation(exists=True, name=prepared.name, entry=entry, created=True, status=status)
 
     async def update(self, obj: LLMObject, prepared: Prepared[Desired], observation: Observation) -> Observation:
         entry = await self._route(obj).client.update_llm(observation.name, observation.update)
         fingerprint = observation.status["credentials_fingerprint"]
         self._applied[obj.uid] = fingerprint
-        return replace(observation, entry=entry, status=self._status(obj, observation.name, fingerprint, entry))
+        status = self._status(obj, observation.name, fingerprint, entry)
+        desired = _desired(prepared)
+        if "credentials" in observation.update:
+            status.update(_credentials_sent(desired))
+            seen = desired.source.observed_at if desired.source is not None else None
+            if seen is not None and self.settings.rotation_observer is not None:
+                self.settings.rotation_observer(time.monotonic() - seen)
+        return replace(observation, entry=entry, status=status)
 
     async def delete(self, obj: LLMObject) -> list[Event]:
         """Apply the deletion policy to an entry of ours; any other entry is left as it is."""
@@ -294,8 +314,10 @@ class LLMClient:
             "observed": observed_values(entry),
         }
 
-    async def _mirror(self, obj: LLMObject, llm_id: str) -> Observation:
-        """ObserveOnly: the entry, if this namespace may see it; never the operator's marks or another principal."""
+    async def _mirror(self, obj: LLMObject, prepared: Prepared[Desired]) -> Observation:
+        """ObserveOnly: the entry, if this namespace may see it; never the operator's marks or another principal.
+        With a spec to compare, also what managing it would change (the operator's own labels aside)."""
+        llm_id = prepared.name
         entry = await self._get(obj, llm_id)
         if entry is None:
             return Observation(exists=False, name=llm_id)
@@ -304,16 +326,32 @@ class LLMClient:
         if not may_observe(rel, granted(labels, cluster=self.settings.cluster_name, namespace=obj.namespace)):
             raise self._not_granted(obj, llm_id, rel, Access.OBSERVE, labels)
         owner_visible = rel in (Relation.OURS, Relation.SAME_NAMESPACE)
+        update: dict[str, Any] = {}
+        if prepared.desired is not None:
+            reserved = {k: v for k, v in (labels or {}).items() if k.startswith(RESERVED_LABEL_PREFIX)}
+            wanted = prepared.desired.request
+            update = diff({**wanted, "labels": {**wanted["labels"], **reserved}}, entry)
+            if prepared.desired.spec.credentials is not None:
+                # Never read under ObserveOnly, and the registry does not return them: managing would send them.
+                update["credentials"] = plan.HIDDEN
         return Observation(
             exists=True,
             name=llm_id,
             entry=entry,
+            update=update,
+            drifted=drifted_fields(update),
             status={
                 "llm_id": llm_id,
                 "connection": self._route(obj).label,
                 "observed": observed_values(entry, mirror=True, owner_visible=owner_visible),
             },
         )
+
+    def changes(self, prepared: Prepared[Desired], observation: Observation | None) -> plan.PendingChanges:
+        """status.pendingChanges: the update an observation found, or the create the spec asks for."""
+        if observation is None or not observation.exists:
+            return plan.create_plan(_desired(prepared).request)
+        return plan.pending_changes(observation.update, observation.entry or {})
 
     # -- the tenant boundary (trust.py holds the rules) -------------------------------------------------
 
@@ -454,6 +492,12 @@ class LLMClient:
 def _desired(prepared: Prepared[Desired]) -> Desired:
     assert prepared.desired is not None, "prepare fills it for every resource that is not ObserveOnly"
     return prepared.desired
+
+
+def _credentials_sent(desired: Desired) -> dict[str, Any]:
+    """Status fields of credentials just sent: when, and from which version of their Secret."""
+    version = desired.source.resource_version if desired.source is not None else ""
+    return {"credentials_secret_version": version or None, "credentials_changed_time": now()}
 
 
 def _same_identity(entry: dict[str, Any], desired: dict[str, Any], owner_id: str | None) -> bool:

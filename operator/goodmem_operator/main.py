@@ -6,12 +6,13 @@ import asyncio
 import functools
 import hashlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
-from goodmem_operator import _kopf, connection_handlers
+from goodmem_operator import _kopf, connection_handlers, export
 from goodmem_operator import config as config_mod
 from goodmem_operator.api.connections import CLUSTER_CONNECTION_PLURAL, CONNECTION_PLURAL
 from goodmem_operator.api.types import GROUP, PLURAL, VERSION
@@ -141,6 +142,7 @@ def build_runtime(
         fingerprint_key=fingerprint_key(cfg.api_key.get_secret_value()),
         default_deletion_policy=cfg.default_deletion_policy,
         owner_id_grants=cfg.owner_id_grants,
+        rotation_observer=metrics.credentials_rotated,
     )
     rt = Runtime(
         reconciler=Reconciler(connections, cache, settings),
@@ -218,6 +220,16 @@ def run_elected(cfg: config_mod.Config, metrics: Metrics, options: dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`goodmem-operator [FLAGS]` runs the operator; `goodmem-operator export ...` writes registry entries as
+    manifests (export.py)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["export"]:
+        raise SystemExit(export.main(args[1:]))
+    run(argv)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """The operator: settings, handlers, kopf (elected when several replicas run)."""
     cfg = config_mod.parse(argv)
     metrics = serve_metrics(cfg)
     registry = build_registry()

@@ -11,6 +11,8 @@
 | goodmem_operator_drift_corrections_total | counter | |
 | goodmem_operator_llms | gauge | ready (True, False, Unknown) |
 | goodmem_operator_leader | gauge | | 1 while this replica works (holds the Lease, or runs without leader election)
+| goodmem_operator_credentials_rotation_seconds | histogram | | from the Secret event that brought a new key
+|                                                |           | | to the registry's answer to the PUT carrying it |
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ class Metrics:
         self.drift_total = Counter(
             "goodmem_operator_drift_corrections", "Drift corrections (PUTs made by the drift check).", registry=r
         )
+        self.rotation_seconds = Histogram(
+            "goodmem_operator_credentials_rotation_seconds",
+            "From the Secret event that brought a new key to the registry's answer to the PUT that carried it.",
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self.llms = Gauge("goodmem_operator_llms", "LLM resources by Ready status.", ["ready"], registry=r)
         self.leader = Gauge(
             "goodmem_operator_leader",
@@ -73,6 +81,9 @@ class Metrics:
     def registry_request(self, verb: str, status: str, seconds: float) -> None:
         self.registry_total.labels(verb, status).inc()
         self.registry_seconds.labels(verb).observe(seconds)
+
+    def credentials_rotated(self, seconds: float) -> None:
+        self.rotation_seconds.observe(seconds)
 
     def reconciled(self, uid: str, trigger: str, outcome: Any, seconds: float) -> None:
         self.reconcile_total.labels(trigger, outcome.result).inc()

@@ -12,6 +12,7 @@ This module only wires the two together and keeps the settings and names the res
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from goodmem_operator.connections import Router
@@ -56,6 +57,7 @@ class ReconcileSettings:
     secret_retry: float = 300.0  # safety net only: Secret events re-arm the reconcile at once
     # namespace ("*": any) -> registry principals ("*": any) an LLM there may name in spec.ownerId (--allow-owner-id)
     owner_id_grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    rotation_observer: Callable[[float], None] | None = None  # metrics: Secret event -> registry PUT, seconds
 
     def engine(self) -> EngineSettings:
         return EngineSettings(
@@ -71,6 +73,7 @@ class ReconcileSettings:
             fingerprint_key=self.fingerprint_key,
             default_deletion_policy=self.default_deletion_policy,
             owner_id_grants=self.owner_id_grants,
+            rotation_observer=self.rotation_observer,
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -77,6 +78,9 @@ class SecretData:
 
     labels: Mapping[str, str] = field(default_factory=dict)
     data: Mapping[str, str] = field(default_factory=dict)
+    # Where it came from, for status.credentialsSecretVersion and the rotation metric; not part of its value.
+    resource_version: str = field(default="", compare=False)
+    observed_at: float | None = field(default=None, compare=False)  # monotonic: when a watch event brought it
 
     @property
     def opted_in(self) -> bool:
@@ -96,6 +100,12 @@ class _Closeable(Protocol):
 async def read_secret_key(reader: SecretReader, namespace: str, name: str, key: str) -> str:
     """One key of a Secret the operator may use (labelled goodmem.ai/credentials=true); a CredentialError (never
     the value) otherwise."""
+    return (await checked_secret(reader, namespace, name, key)).data[key]
+
+
+async def checked_secret(reader: SecretReader, namespace: str, name: str, key: str) -> SecretData:
+    """A Secret the operator may use (labelled goodmem.ai/credentials=true) that has `key`; a CredentialError
+    (never a value) otherwise."""
     secret = await reader.read(namespace, name)
     if secret is None:
         raise SecretNotFound(f"Secret {namespace}/{name} not found")
@@ -107,16 +117,24 @@ async def read_secret_key(reader: SecretReader, namespace: str, name: str, key: 
         )
     if key not in secret.data:
         raise SecretKeyNotFound(f"Secret {namespace}/{name} has no key {key!r}")
-    return secret.data[key]
+    return secret
 
 
 async def resolve_credentials(
     credentials: Credentials | None, namespace: str, reader: SecretReader
 ) -> dict[str, Any] | None:
     """The registry `credentials` payload for the spec, reading the referenced Secret."""
+    return (await resolve(credentials, namespace, reader))[0]
+
+
+async def resolve(
+    credentials: Credentials | None, namespace: str, reader: SecretReader
+) -> tuple[dict[str, Any] | None, SecretData | None]:
+    """The registry `credentials` payload for the spec, and the Secret it came from (secretKeyRef; else None)."""
     if credentials is None:
-        return None
+        return None, None
     value = None
+    secret: SecretData | None = None
     if credentials.api_key is not None and credentials.api_key.secret_key_ref is not None:
         ref = credentials.api_key.secret_key_ref
         if ref.namespace and ref.namespace != namespace:
@@ -124,8 +142,9 @@ async def resolve_credentials(
                 f"Secret {ref.namespace}/{ref.name} is in another namespace: an LLM may only use Secrets "
                 f"of its own namespace ({namespace})"
             )
-        value = await read_secret_key(reader, namespace, ref.name, ref.key)
-    return registry_credentials(credentials, value)
+        secret = await checked_secret(reader, namespace, ref.name, ref.key)
+        value = secret.data[ref.key]
+    return registry_credentials(credentials, value), secret
 
 
 def decode_secret_data(body: Any) -> dict[str, str]:
@@ -186,9 +205,9 @@ class SecretCache:
             self._entries[key] = _Entry(None)
         else:
             labels = secret_labels(body)
-            self._entries[key] = _Entry(
-                _keepable(SecretData(labels, decode_secret_data(body) if opted_in(labels) else {}))
-            )
+            data = decode_secret_data(body) if opted_in(labels) else {}
+            version = str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
+            self._entries[key] = _Entry(_keepable(SecretData(labels, data, version, time.monotonic())))
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
@@ -257,7 +276,8 @@ class KubeSecretReader:
                 return None
             items = listed.get("items") or []
             if items:
-                return SecretData(secret_labels(items[0]), decode_secret_data(items[0]))
+                version = str((items[0].get("metadata") or {}).get("resourceVersion") or "")
+                return SecretData(secret_labels(items[0]), decode_secret_data(items[0]), version)
             meta = await self._get(namespace, name, f"{secrets}/{quote(name, safe='')}", accept=METADATA_ONLY)
             if meta is None:
                 return None

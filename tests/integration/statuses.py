@@ -124,6 +124,12 @@ async def _collect() -> dict[str, dict[str, Any]]:
         out["conflict"] = body(await run(_llm("conflict", {"llmId": first.status["llmId"]})))
         watch = {"managementPolicy": "ObserveOnly", "llmId": first.status["llmId"]}
         out["observe-only"] = body(await run(make_llm(watch, name="observer", uid=str(uuid.uuid4()))))
+        # ObserveOnly with the fields to manage, one differing from the entry: UpToDate=False (issue #17).
+        pending = {**first.spec, **watch, "description": "not what the registry holds"}
+        out["observe-only-pending"] = body(await run(make_llm(pending, name="observer3", uid=str(uuid.uuid4()))))
+        dry = _llm("dryrun")
+        dry = LLMObject(**{**dry.__dict__, "annotations": {"goodmem.ai/dry-run": "true"}})
+        out["dry-run"] = body(await run(dry))
         missing = {"managementPolicy": "ObserveOnly", "llmId": str(uuid.uuid4())}
         out["observe-only-missing"] = body(await run(make_llm(missing, name="observer2", uid=str(uuid.uuid4()))))
 

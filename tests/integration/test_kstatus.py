@@ -47,6 +47,8 @@ EXPECTED = {
     "already-exists": "Failed",  # Stalled=True: permanent until the spec or Secret changes
     "conflict": "Failed",  # Stalled=True: permanent until the spec or Secret changes
     "observe-only": "Current",
+    "observe-only-pending": "Current",  # UpToDate=False under ObserveOnly: healthy, visible in UpToDate itself
+    "dry-run": "InProgress",  # Ready=Unknown: nothing applied yet
     "observe-only-missing": "InProgress",
     "secret-not-found": "InProgress",
     "secret-key-not-found": "InProgress",

@@ -55,6 +55,7 @@ async def _drive(
         synced = next(c for c in out.status["conditions"] if c["type"] == "Synced")
         assert f"registry answered {status}" in synced["message"]
         assert "request body as received" in synced["message"], "the echo reached the condition"
+        assert out.status["pendingChanges"] == [{"path": "credentials", "hidden": True}], "the failed rotation, hidden"
         outcomes.append(out)
         obj = after(obj, out)
     emulator.set_faults(outage=True, echoRequest=True)
@@ -65,6 +66,7 @@ async def _drive(
         emulator.clear_faults()
     return {
         "conditions (as stored)": json.dumps([o.status for o in outcomes]),
+        "pending changes": json.dumps([o.status.get("pendingChanges") for o in outcomes]),
         "condition messages": "\n".join(c["message"] for o in outcomes for c in o.status["conditions"]),
         "events": "\n".join(f"{e.type} {e.reason} {e.message}" for o in outcomes for e in o.events),
         "finalizer retry message": str(kept.value),

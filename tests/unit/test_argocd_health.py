@@ -63,6 +63,11 @@ EXPECTED = {
     "already-exists": ("Degraded", "AlreadyExists: another registry entry"),
     "conflict": ("Degraded", "Conflict: registry entry"),
     "observe-only": ("Healthy", "Observed: "),
+    "observe-only-pending": (
+        "Healthy",
+        "Observed: registry entry",  # and, visible: "; UpToDate=False: managing it would change description ..."
+    ),
+    "dry-run": ("Suspended", "DryRun: dry run (goodmem.ai/dry-run=true): would create registry entry"),
     "observe-only-missing": ("Progressing", "NotFound: "),
     "secret-not-found": ("Progressing", "SecretNotFound: Secret ns1/key not found"),
     "secret-key-not-found": ("Progressing", "SecretKeyNotFound: "),
@@ -98,6 +103,16 @@ def test_health_of_real_status(statuses: dict[str, dict[str, Any]], scenario: st
     hs = health(obj)
     assert hs["status"] == status, (scenario, hs, obj.get("status"))
     assert hs["message"].startswith(message), (scenario, hs)
+
+
+@pytest.mark.integration
+def test_observe_only_out_of_date_is_healthy_but_visible(statuses: dict[str, dict[str, Any]]) -> None:
+    """The documented choice (README, Plan before apply): ObserveOnly never writes, so an entry that differs from the
+    spec is no failure of the operator; Argo CD shows it Healthy, and its message names what managing would change."""
+    hs = health(statuses["observe-only-pending"])
+    assert hs["status"] == "Healthy"
+    assert "; UpToDate=False: managing it would change description (status.pendingChanges)" in hs["message"]
+    assert "UpToDate" not in health(statuses["available"])["message"], "only when it is False"
 
 
 @pytest.mark.integration

@@ -104,6 +104,11 @@ class FakeClient:
     def describe(self, obj: Resource, change: Change, observation: Observation) -> Event:
         return Event("Normal", change.value, f"{observation.name} {change.value}")
 
+    def changes(self, prepared: Prepared[Any], observation: Observation | None) -> list[dict[str, Any]]:
+        if observation is None or not observation.exists:
+            return [{"path": "displayName", "new": "planned"}]
+        return [{"path": k, "new": v} for k, v in sorted(observation.update.items())]
+
     def forget(self, uid: str) -> None:
         self.calls.append("forget")
 
@@ -113,7 +118,12 @@ class FakeClient:
 
 
 def resource(
-    status: dict[str, Any] | None = None, *, generation: int = 1, paused: bool = False, **spec: Any
+    status: dict[str, Any] | None = None,
+    *,
+    generation: int = 1,
+    paused: bool = False,
+    annotations: dict[str, str] | None = None,
+    **spec: Any,
 ) -> Resource:
     return Resource(
         namespace="ns",
@@ -122,7 +132,7 @@ def resource(
         generation=generation,
         spec=dict(spec),
         status=dict(status or {}),
-        annotations={PAUSED_ANNOTATION: "true"} if paused else {},
+        annotations={**({PAUSED_ANNOTATION: "true"} if paused else {}), **(annotations or {})},
     )
 
 
@@ -145,6 +155,10 @@ def summary(out: Outcome) -> tuple[str, str | None, str | None, bool]:
 
 KNOWN: Prepared[Any] = Prepared(name=NAME, inputs=INPUTS, known=True)
 OBSERVE_ONLY: Prepared[Any] = Prepared(name=NAME, inputs="", known=True, observe_only=True)
+# ObserveOnly with the fields a managed LLM needs: what managing it would change is compared.
+OBSERVE_ONLY_FULL: Prepared[Any] = replace(OBSERVE_ONLY, desired=object())
+DRY_RUN = {"goodmem.ai/dry-run": "true"}
+REQUESTED = "goodmem.ai/reconcile-requested-at"
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,9 @@ class Row:
     last_attempt: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
     paused: bool = False
+    up_to_date: str = "True/UpToDate"  # the UpToDate condition, status/reason
+    pending: list[str] | None = None  # status.pendingChanges paths (None: the field is cleared)
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 ROWS: dict[str, Row] = {
@@ -233,6 +250,7 @@ ROWS: dict[str, Row] = {
         ["Conflict"],
         "none",
         last_attempt=INPUTS,
+        up_to_date="Unknown/NotObserved",
     ),
     "NotGranted (unowned, no grant): re-checked slowly, not gated": Row(
         {"prepared": KNOWN, "observe_": Refusal(Reason.NOT_GRANTED, "no grant", permanent=False)},
@@ -241,6 +259,7 @@ ROWS: dict[str, Row] = {
         ("error", "False/NotGranted", "False/NotGranted", False),
         ["NotGranted"],
         "recheck",
+        up_to_date="Unknown/NotObserved",
     ),
     "refused observation (ObserveOnly): permanent, but not gated": Row(
         {"prepared": OBSERVE_ONLY, "observe_": Refusal(Reason.CONFLICT, "theirs", permanent=True, gated=False)},
@@ -249,6 +268,7 @@ ROWS: dict[str, Row] = {
         ("permanent", "False/Conflict", "False/Conflict", True),
         ["Conflict"],
         "none",
+        up_to_date="Unknown/NotObserved",
     ),
     "invalid spec (found before any registry call)": Row(
         {"prepared": Refusal(Reason.INVALID_SPEC, "spec is invalid", permanent=True)},
@@ -257,6 +277,7 @@ ROWS: dict[str, Row] = {
         ("permanent", "False/InvalidSpec", "False/InvalidSpec", True),
         ["InvalidSpec"],
         "none",
+        up_to_date="Unknown/NotObserved",
     ),
     "missing Secret: re-checked slowly (a Secret event re-arms it at once)": Row(
         {"prepared": Refusal(Reason.SECRET_NOT_FOUND, "no Secret", permanent=False)},
@@ -265,6 +286,7 @@ ROWS: dict[str, Row] = {
         ("error", "False/SecretNotFound", "False/SecretNotFound", False),
         ["SecretNotFound"],
         "recheck",
+        up_to_date="Unknown/NotObserved",
     ),
     "registry refuses the request (400): permanent, gated": Row(
         {"create_": BadRequest("400")},
@@ -274,6 +296,8 @@ ROWS: dict[str, Row] = {
         ["InvalidSpec"],
         "none",
         last_attempt=INPUTS,
+        up_to_date="False/PendingChanges",
+        pending=["displayName"],
     ),
     "registry down before the first create: Ready says Creating": Row(
         {"create_": ServerError("503")},
@@ -282,6 +306,8 @@ ROWS: dict[str, Row] = {
         ("error", "False/Creating", "False/RegistryUnavailable", False),
         ["RegistryUnavailable"],
         "backoff",
+        up_to_date="False/PendingChanges",
+        pending=["displayName"],
     ),
     "registry down for a known entry: Ready carries the reason": Row(
         {"prepared": KNOWN, "observe_": Unreachable("timeout")},
@@ -290,9 +316,17 @@ ROWS: dict[str, Row] = {
         ("error", "False/RegistryUnavailable", "False/RegistryUnavailable", False),
         ["RegistryUnavailable"],
         "backoff",
+        up_to_date="Unknown/NotObserved",
     ),
     "paused: no client call at all": Row(
-        {}, "update", [], ("paused", "Unknown/ReconcilePaused", "False/ReconcilePaused", False), [], "none", paused=True
+        {},
+        "update",
+        [],
+        ("paused", "Unknown/ReconcilePaused", "False/ReconcilePaused", False),
+        [],
+        "none",
+        paused=True,
+        up_to_date="Unknown/ReconcilePaused",
     ),
     "ObserveOnly: observe only, even when the entry differs": Row(
         {"prepared": OBSERVE_ONLY, "observe_": FOREIGN},
@@ -302,6 +336,7 @@ ROWS: dict[str, Row] = {
         [],
         "none",
         status={"llmId": NAME},
+        up_to_date="Unknown/NotComparable",
     ),
     "ObserveOnly of a missing entry: NotFound, never created": Row(
         {"prepared": OBSERVE_ONLY, "observe_": MISSING},
@@ -310,6 +345,71 @@ ROWS: dict[str, Row] = {
         ("error", "False/NotFound", "False/NotFound", False),
         ["NotFound"],
         "recheck",
+        up_to_date="Unknown/NotObserved",
+    ),
+    "ObserveOnly with the fields to manage, entry differs: UpToDate=False, what managing would change": Row(
+        {"prepared": OBSERVE_ONLY_FULL, "observe_": FOREIGN},
+        "drift",
+        ["observe"],
+        ("noop", "True/Observed", "True/ObserveOnly", False),
+        [],
+        "none",
+        up_to_date="False/PendingChanges",
+        pending=["displayName"],
+    ),
+    "ObserveOnly with the fields to manage, entry matches: UpToDate=True, nothing pending": Row(
+        {"prepared": OBSERVE_ONLY_FULL, "observe_": FOUND},
+        "drift",
+        ["observe"],
+        ("noop", "True/Observed", "True/ObserveOnly", False),
+        [],
+        "none",
+        pending=[],
+    ),
+    "failed update: what it would have changed stays pending": Row(
+        {"prepared": KNOWN, "observe_": STALE, "update_": ServerError("503")},
+        "update",
+        ["observe", "update"],
+        ("error", "False/RegistryUnavailable", "False/RegistryUnavailable", False),
+        ["RegistryUnavailable"],
+        "backoff",
+        up_to_date="False/PendingChanges",
+        pending=["displayName"],
+    ),
+    "dry run of a new entry: the create planned, nothing written": Row(
+        {"observe_": MISSING},
+        "create",
+        ["observe"],
+        ("noop", "Unknown/DryRun", "False/DryRun", False),
+        ["DryRun"],
+        "none",
+        status={"plannedAction": "Create"},
+        up_to_date="False/PendingChanges",
+        pending=["displayName"],
+        annotations=DRY_RUN,
+    ),
+    "dry run of an entry that differs: the update planned, nothing written": Row(
+        {"prepared": KNOWN, "observe_": STALE},
+        "drift",
+        ["observe"],
+        ("noop", "Unknown/DryRun", "False/DryRun", False),
+        ["DryRun"],
+        "none",
+        status={"plannedAction": "Update", "llmId": NAME},
+        up_to_date="False/PendingChanges",
+        pending=["displayName"],
+        annotations=DRY_RUN,
+    ),
+    "dry run of an entry that matches: nothing to do": Row(
+        {"prepared": KNOWN, "observe_": FOUND},
+        "update",
+        ["observe"],
+        ("noop", "Unknown/DryRun", "False/DryRun", False),
+        ["DryRun"],
+        "none",
+        status={"plannedAction": "None"},
+        pending=[],
+        annotations=DRY_RUN,
     ),
 }
 
@@ -318,9 +418,16 @@ ROWS: dict[str, Row] = {
 async def test_engine_decides(row: Row) -> None:
     client = FakeClient(**row.client)
     engine = Engine(client, SETTINGS)
-    out = await engine.reconcile(resource(paused=row.paused), trigger=row.trigger)
+    out = await engine.reconcile(resource(paused=row.paused, annotations=row.annotations), trigger=row.trigger)
     assert client.registry_calls == row.calls
     assert summary(out) == row.summary
+    up = cond(out, "UpToDate")
+    assert up is not None and f"{up['status']}/{up['reason']}" == row.up_to_date
+    if row.pending is None:
+        assert out.status.get("pendingChanges") is None
+    else:
+        assert [c["path"] for c in out.status["pendingChanges"]] == row.pending
+    assert out.status.get("plannedAction") == row.status.get("plannedAction")
     assert [e.reason for e in out.events] == row.events
     assert out.status.get("lastAttempt") == row.last_attempt
     assert out.drift_corrected is (row.trigger == "drift" and "update" in row.calls)
@@ -438,6 +545,47 @@ async def test_becoming_available_again_is_announced_once() -> None:
     assert [e.reason for e in (await engine.reconcile(stored(obj, healed))).events] == []
 
 
+async def test_reconcile_request_is_recorded_and_passes_the_permanent_error_gate_once() -> None:
+    """goodmem.ai/reconcile-requested-at: a new value is handled (status echoes it) even for inputs that failed
+    permanently; the same value again is gated as before."""
+    client = FakeClient(create_=BadRequest("400: model unknown"))
+    engine = Engine(client, SETTINGS)
+    obj = resource()
+    failed = stored(obj, await engine.reconcile(obj))
+    assert failed.status["lastAttempt"] == INPUTS
+
+    client.calls.clear()
+    requested = replace(failed, annotations={"goodmem.ai/reconcile-requested-at": "2026-12-04T18:00:00Z"})
+    out = await engine.reconcile(requested)
+    assert client.registry_calls == ["observe", "create"], "a new request tries the gated inputs again"
+    assert out.status["lastHandledReconcileAt"] == "2026-12-04T18:00:00Z"
+
+    client.calls.clear()
+    again = await engine.reconcile(stored(requested, out), trigger="drift")
+    assert client.registry_calls == [], "the value already handled does not open the gate again"
+    assert again.status["lastHandledReconcileAt"] == "2026-12-04T18:00:00Z"
+
+    paused = replace(requested, annotations={**requested.annotations, REQUESTED: "later", PAUSED_ANNOTATION: "true"})
+    assert "lastHandledReconcileAt" not in (await engine.reconcile(paused)).status, "not served while paused"
+
+
+async def test_dry_run_announces_a_plan_once_and_keeps_the_applied_fingerprint() -> None:
+    stale = replace(STALE, status={"llm_id": NAME, "credentials_fingerprint": "hmac-sha256:new", "observed": {}})
+    client = FakeClient(prepared=KNOWN, observe_=stale)
+    engine = Engine(client, SETTINGS)
+    obj = resource({"llmId": NAME, "credentialsFingerprint": "hmac-sha256:old"}, annotations=DRY_RUN)
+    first = await engine.reconcile(obj)
+    assert [e.message for e in first.events] == [
+        "dry run (goodmem.ai/dry-run=true): would update registry entry entry-1: displayName; nothing written"
+    ]
+    assert "credentialsFingerprint" not in first.status, "the apply after the dry run must still send new credentials"
+    again = await engine.reconcile(stored(obj, first), trigger="drift")
+    assert again.events == [] and again.status_patch(stored(obj, first).status) == {}, "the same plan: said once"
+    applied = await engine.reconcile(replace(stored(obj, first), annotations={}))
+    assert client.registry_calls == ["observe", "observe", "observe", "update"]
+    assert applied.status["plannedAction"] is None and applied.status["pendingChanges"] is None, "cleared"
+
+
 async def test_paused_keeps_the_ready_condition_it_had() -> None:
     ready = {
         "type": "Ready",
@@ -450,7 +598,7 @@ async def test_paused_keeps_the_ready_condition_it_had() -> None:
     client = FakeClient()
     out = await Engine(client, SETTINGS).reconcile(resource({"conditions": [ready]}, generation=2, paused=True))
     assert cond(out, "Ready") == ready and client.calls == []
-    assert set(out.status) == {"conditions"}, "paused writes nothing but the conditions"
+    assert set(out.status) == {"conditions"}, "paused writes nothing but the conditions (pendingChanges stays)"
 
 
 # -- registry errors -> reasons ----------------------------------------------------------------------
@@ -498,6 +646,7 @@ DELETES: dict[str, DeleteRow] = {
         resource(), [Event("Normal", "Orphaned", "left in place")], ["delete"], ["Orphaned"]
     ),
     "paused: left untouched, no registry call": DeleteRow(resource(paused=True), [], [], ["Orphaned"]),
+    "dry run: left untouched, no registry call": DeleteRow(resource(annotations=DRY_RUN), [], [], ["DryRun"]),
     "ObserveOnly: released, no registry call": DeleteRow(
         resource(managementPolicy="ObserveOnly"), [], [], ["Released"]
     ),

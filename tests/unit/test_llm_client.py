@@ -6,6 +6,7 @@ and the Events. The same rules run over HTTP against the emulator in tests/integ
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,3 +220,97 @@ async def test_deletion_policy(
     events = await reconciler(registry).finalize(llm({"deletionPolicy": policy}, {"llmId": MINE}))
     assert registry.calls == calls and [e.reason for e in events] == [event]
     assert (registry.entries[MINE]["labels"] if MINE in registry.entries else None) == left
+
+
+# -- plan before apply (issue #17) --------------------------------------------------------------------
+
+OBSERVE = {"managementPolicy": "ObserveOnly", "llmId": OTHER}
+OBSERVE_GRANT = {grant_label("c1", "team-a"): "observe"}
+
+
+async def test_observe_only_shows_what_managing_would_change_and_never_writes() -> None:
+    """The exact fields, with the registry's and the spec's values; the operator's own labels (a grant) are not a
+    difference; credentials named in the spec only as hidden (never read under ObserveOnly)."""
+    registry = FakeRegistry(
+        {OTHER: entry({"team": "a", **OBSERVE_GRANT}, description="by hand", capabilities={"supportsChat": True})}
+    )
+    spec = {
+        **OBSERVE,
+        "description": "declared",
+        "labels": {"team": "b"},
+        "capabilities": {"supportsChat": True, "supportsStreaming": True},
+        "credentials": {"apiKey": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    }
+    out = await reconciler(registry).reconcile(llm(spec, {}), trigger="create")
+    assert registry.calls == ["get"], "ObserveOnly: one read, no write"
+    assert out.status["pendingChanges"] == [
+        {"path": "capabilities.supportsStreaming", "old": False, "new": True},
+        {"path": "credentials", "hidden": True},
+        {"path": "description", "old": "by hand", "new": "declared"},
+        {"path": "labels.team", "old": "a", "new": "b"},
+    ]
+    up = out.condition("UpToDate")
+    assert up is not None and up["status"] == "False" and up["reason"] == "PendingChanges"
+    assert "description" in up["message"] and "labels.team" in up["message"]
+
+
+async def test_observe_only_matching_entry_is_up_to_date() -> None:
+    registry = FakeRegistry({OTHER: entry({"team": "a", **OBSERVE_GRANT})})
+    out = await reconciler(registry).reconcile(llm({**OBSERVE, "labels": {"team": "a"}}, {}), trigger="create")
+    up = out.condition("UpToDate")
+    assert up is not None and up["status"] == "True"
+    assert out.status["pendingChanges"] == []
+
+
+async def test_observe_only_naming_the_entry_only_is_not_compared() -> None:
+    registry = FakeRegistry({OTHER: entry(OBSERVE_GRANT)})
+    obj = LLMObject(namespace="team-a", name="llm", uid=UID, generation=1, spec=OBSERVE, status={}, annotations={})
+    out = await reconciler(registry).reconcile(obj, trigger="create")
+    up = out.condition("UpToDate")
+    assert up is not None and (up["status"], up["reason"]) == ("Unknown", "NotComparable")
+    assert out.status.get("pendingChanges") is None
+
+
+async def test_dry_run_plans_a_create_without_writing() -> None:
+    registry = FakeRegistry({})
+    obj = llm({"labels": {"team": "a"}}, {})
+    obj = LLMObject(**{**obj.__dict__, "annotations": {"goodmem.ai/dry-run": "true"}})
+    out = await reconciler(registry).reconcile(obj, trigger="create")
+    assert registry.calls == [] and registry.entries == {}, "a fresh resource plans its create without a call"
+    assert out.status["plannedAction"] == "Create"
+    paths = [c["path"] for c in out.status["pendingChanges"]]
+    assert {"displayName", "endpointUrl", "labels.team", f"labels.{OWNER_LABEL}", "llmId"} <= set(paths)
+    assert [e.reason for e in out.events] == ["DryRun"] and "would create" in out.events[0].message
+
+
+class OneSecret:
+    """A Secret reader with one labelled Secret whose version and watch time the test sets."""
+
+    def __init__(self, value: str, version: str, observed_at: float | None) -> None:
+        self.secret = SecretData({"goodmem.ai/credentials": "true"}, {"k": value}, version, observed_at)
+
+    async def read(self, namespace: str, name: str) -> SecretData | None:
+        return self.secret
+
+
+async def test_rotation_is_visible_in_status_and_measured() -> None:
+    """status.credentialsSecretVersion / credentialsChangedTime follow the Secret version the registry got; the
+    rotation metric measures from the Secret event to the PUT's answer, once per rotation."""
+    registry = FakeRegistry({})
+    secrets = OneSecret("v1", "41", time.monotonic())
+    measured: list[float] = []
+    settings = ReconcileSettings(cluster_name="c1", fingerprint_key=b"k", rotation_observer=measured.append)
+    rec = Reconciler(registry, secrets, settings)  # type: ignore[arg-type]
+    creds = {"credentials": {"apiKey": {"secretKeyRef": {"name": "s", "key": "k"}}}}
+    created = await rec.reconcile(llm(creds, {}), trigger="create")
+    assert created.status["credentialsSecretVersion"] == "41" and created.status["credentialsChangedTime"]
+    assert measured == [], "a create is no rotation"
+    status = {**created.status}
+
+    noop = await rec.reconcile(llm(creds, status), trigger="drift")
+    assert "credentialsSecretVersion" not in noop.status, "unchanged credentials: the recorded version stays"
+
+    secrets.secret = SecretData(secrets.secret.labels, {"k": "v2"}, "42", time.monotonic() - 1.5)
+    rotated = await rec.reconcile(llm(creds, status), trigger="secret")
+    assert registry.calls[-1] == "update" and rotated.status["credentialsSecretVersion"] == "42"
+    assert len(measured) == 1 and 1.5 <= measured[0] < 60

@@ -122,6 +122,21 @@ def test_cache_compares_data_not_other_labels() -> None:
     assert cache.peek("team-a", "openai") == before
 
 
+async def test_the_secret_version_and_watch_time_travel_with_the_data_but_are_not_its_value() -> None:
+    """status.credentialsSecretVersion and the rotation metric read them; a new version of the same data is no
+    change (the cache's comparisons, SecretData equality)."""
+    cache = SecretCache()
+    body = secret_body({"api-key": "v"}, LABELLED)
+    body["metadata"]["resourceVersion"] = "41"
+    cache.observe("team-a", "openai", body, deleted=False, referenced=True)
+    got = await cache.read("team-a", "openai")
+    assert got is not None and got.resource_version == "41" and got.observed_at is not None
+    assert got == SecretData(LABELLED, {"api-key": "v"})
+    server = FakeApiServer({"openai": body})
+    read = await server.reader().read("team-a", "openai")
+    assert read is not None and read.resource_version == "41" and read.observed_at is None, "a read is no event"
+
+
 async def test_cache_reads_through_and_keeps_no_data_of_an_unlabelled_secret() -> None:
     fallback = Reader(SecretData({"app": "x"}, {"api-key": VALUE}))  # a reader that did hand over the data
     cache = SecretCache(fallback=fallback)

@@ -198,6 +198,7 @@ def crd() -> dict[str, Any]:
                 "priority": 1,
                 "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
             },
+            {**_condition_column("Up-To-Date", "UpToDate"), "priority": 1},
             {"name": "Display-Name", "type": "string", "priority": 1, "jsonPath": ".spec.displayName"},
             {"name": "Connection", "type": "string", "priority": 1, "jsonPath": ".status.connection"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

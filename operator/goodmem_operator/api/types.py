@@ -30,6 +30,7 @@ RESERVED_LABEL_PREFIX = "goodmem.ai/"
 REGISTRY_MAX_LABELS = 20
 RESERVED_LABEL_COUNT = 2
 MAX_USER_LABELS = REGISTRY_MAX_LABELS - RESERVED_LABEL_COUNT
+PENDING_CHANGES_MAX = 64  # status.pendingChanges: at most this many entries (plan.py folds the rest into one)
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 INT32_MAX = 2**31 - 1
@@ -439,6 +440,25 @@ class ObservedValues(_Model):
     owner_id: str | None = Field(default=None, description="Owner principal of the entry.")
 
 
+class PendingChange(_Model):
+    """One field the next apply would change (status.pendingChanges; rendered by plan.py)."""
+
+    path: str = Field(description="Spec field path, e.g. description, labels.team, capabilities.supportsChat.")
+    old: Any = Field(
+        default=None,
+        description="The registry's value (absent: the registry has none); long values as a size and digest.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    new: Any = Field(
+        default=None,
+        description="The value the apply would write (absent: removed).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    hidden: bool | None = Field(
+        default=None, description="True for credentials: only that they change is shown, never a value."
+    )
+
+
 class LLMStatus(_Model):
     """Observed state, written by the operator through the status subresource."""
 
@@ -474,4 +494,28 @@ class LLMStatus(_Model):
             "kopf's bookkeeping: a digest of the last-handled spec, labels and annotations, and handler progress."
         ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    # -- plan before apply (issue #17) --
+    pending_changes: list[PendingChange] | None = Field(
+        default=None,
+        max_length=PENDING_CHANGES_MAX,
+        description=(
+            "What the next apply would change, field by field (ObserveOnly, dry run, a failed apply; empty when "
+            "the entry matches the spec). Credentials only as hidden: changed, never a value."
+        ),
+    )
+    planned_action: str | None = Field(
+        default=None,
+        description="Dry run (annotation goodmem.ai/dry-run=true): Create, Update or None (nothing to do).",
+    )
+    last_handled_reconcile_at: str | None = Field(
+        default=None,
+        description="The last value of the annotation goodmem.ai/reconcile-requested-at that a reconcile handled.",
+    )
+    credentials_secret_version: str | None = Field(
+        default=None,
+        description="resourceVersion of the Secret (secretKeyRef) whose key the entry's credentials last came from.",
+    )
+    credentials_changed_time: str | None = Field(
+        default=None, description="When the operator last sent the entry new credentials (a create or a rotation)."
     )
