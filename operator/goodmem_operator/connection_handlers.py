@@ -96,7 +96,20 @@ def _delta(status: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dic
     return out
 
 
-def _post(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+def _post(rt: Runtime, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """An Event on the connection; into a namespace being deleted (the API server refuses it), the log instead."""
+    meta = body.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "")
+    if namespace and rt.terminating(namespace):
+        log.info(
+            "%s/%s: %s %s: %s (no Event: the namespace is being deleted)",
+            namespace,
+            meta.get("name"),
+            type_,
+            reason,
+            message,
+        )
+        return
     kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)
 
 
@@ -123,10 +136,10 @@ def _announce(rt: Runtime, applied: Applied, body: Mapping[str, Any]) -> None:
     """Events for what changed, and the LLMs waiting on it requeued."""
     conn = applied.connection
     if applied.rotated:
-        _post(body, "Normal", "KeyRotated", "the registry key changed; the next request uses the new one")
+        _post(rt, body, "Normal", "KeyRotated", "the registry key changed; the next request uses the new one")
         log.info("%s: the registry key changed", conn.key)
     if applied.became_ready:
-        _post(body, "Normal", Reason.CONNECTED, conn.probe.message)
+        _post(rt, body, "Normal", Reason.CONNECTED, conn.probe.message)
     if applied.rotated or applied.became_ready:
         requeue_waiting(rt, conn.key)
 
@@ -162,7 +175,7 @@ def connection_secret_changed(write: StatusWriter) -> Callable[[Runtime, str, st
             body = reference(conn)
             if not conn.ready:
                 reason, message = conn.problem or (conn.probe.reason, conn.probe.message)
-                _post(body, "Warning", reason, message)
+                _post(rt, body, "Warning", reason, message)
             _announce(rt, applied, body)
 
     return changed
@@ -182,7 +195,7 @@ async def connection_changed(body: kopf.Body, patch: kopf.Patch, memo: Memo, **_
     if not applied.connection.ready:
         conn = applied.connection
         reason, message = conn.problem or (conn.probe.reason, conn.probe.message)
-        _post(body, "Warning", reason, message)
+        _post(rt, body, "Warning", reason, message)
     _announce(rt, applied, body)
 
 
@@ -235,7 +248,7 @@ async def connection_released(body: kopf.Body, patch: kopf.Patch, memo: Memo, **
                 (body.get("status") or {}).get("conditions"), [cond.ready_false("InUse", message)], None
             )
         )
-        _post(body, "Warning", "InUse", message)
+        _post(rt, body, "Warning", "InUse", message)
         raise kopf.TemporaryError(message, delay=IN_USE_RETRY)
     rt.connections.remove(key)
     log.info("%s: deleted (no LLM uses it; registry entries untouched)", key)

@@ -20,6 +20,7 @@ import pytest
 
 from goodmem_devcluster import ControlPlane
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
+from goodmem_emulator import owner_id_for_key
 
 from .conftest import ROOT, Kube, llm_manifest, secret_manifest
 
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.e2e
 NAMESPACE_GONE_WITHIN = 90.0
 OWNER = "goodmem.ai/owner"
 OWNER_UID = "goodmem.ai/owner-uid"
+TEAM_KEY = "ns-team-registry-key"  # a namespace's own registry principal, through its GoodMemConnection
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,10 @@ def k(cp: ControlPlane) -> Kube:
 @pytest.fixture(scope="module")
 def registry(cp: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     emu = EmulatorProcess(
-        tmp_path_factory.mktemp("ns-emulator") / "emulator.log", api_key="ns-operator-key", admin_key="ns-admin-key"
+        tmp_path_factory.mktemp("ns-emulator") / "emulator.log",
+        api_key="ns-operator-key",
+        admin_key="ns-admin-key",
+        more_keys=(TEAM_KEY,),
     ).start()
     try:
         yield emu
@@ -85,9 +90,28 @@ class Tenant:
     ORPHANED = "kept"
 
 
-def populate(k: Kube, prefix: str) -> Tenant:
+def populate(k: Kube, prefix: str, connection_to: str = "") -> Tenant:
+    """With `connection_to` (a registry URL), the namespace's LLMs go through its own GoodMemConnection `default`."""
     ns = f"{prefix}-{uuid.uuid4().hex[:8]}"
     k.run("create", "namespace", ns)
+    if connection_to:
+        k.apply(ns, secret_manifest("registry", {"api-key": TEAM_KEY}))
+        k.apply(
+            ns,
+            json.dumps(
+                {
+                    "apiVersion": "goodmem.ai/v1alpha1",
+                    "kind": "GoodMemConnection",
+                    "metadata": {"name": "default"},
+                    "spec": {"baseUrl": connection_to, "apiKeySecretRef": {"name": "registry", "key": "api-key"}},
+                }
+            ),
+        )
+        k.wait_for(
+            lambda: "Connected" in json.dumps((k.get(ns, "goodmemconnection", "default") or {}).get("status")),
+            30,
+            "the connection Ready",
+        )
     k.apply(ns, secret_manifest("creds", {"api-key": f"sk-{ns}"}))
     ref = {"apiKey": {"secretKeyRef": {"name": "creds", "key": "api-key"}}}
     k.apply(ns, llm_manifest("gone-explicit", deletionPolicy="Delete", credentials=ref))
@@ -170,6 +194,21 @@ def test_deleting_a_namespace_applies_each_deletion_policy_and_the_namespace_goe
     start = time.monotonic()
     k.run("delete", "namespace", tenant.namespace, "--wait=false")
     wait_namespace_gone(k, tenant.namespace, start, "kubectl delete namespace (operator running)")
+    assert_policies_applied(cp, registry, tenant)
+    assert_untouched(k, registry, bystander)
+
+
+def test_a_namespace_with_its_own_connection_releases_through_it_and_goes(
+    cp: ControlPlane, k: Kube, op: OperatorProcess, registry: EmulatorProcess, bystander: Tenant
+) -> None:
+    """The namespace's connection, its key Secret and its LLMs are deleted at once: the LLMs are released through the
+    connection with the key it last had, the connection's finalizer holds until they are, and the namespace goes."""
+    tenant = populate(k, "conn", connection_to=registry.base_url)
+    owners = {registry.record(llm_id)["ownerId"] for llm_id in tenant.ids.values()}  # type: ignore[index]
+    assert owners == {owner_id_for_key(TEAM_KEY)}, "the entries were made under the namespace's own principal"
+    start = time.monotonic()
+    k.run("delete", "namespace", tenant.namespace, "--wait=false")
+    wait_namespace_gone(k, tenant.namespace, start, "kubectl delete namespace (LLMs on a GoodMemConnection)")
     assert_policies_applied(cp, registry, tenant)
     assert_untouched(k, registry, bystander)
 

@@ -305,7 +305,7 @@ async def test_deleting_a_connection_waits_while_llms_are_bound(monkeypatch: pyt
 
     rt.list_llms = list_llms
     posted: list[tuple[str, str]] = []
-    monkeypatch.setattr(glue, "_post", lambda body, type_, reason, message: posted.append((reason, message)))
+    monkeypatch.setattr(glue, "_post", lambda rt, body, type_, reason, message: posted.append((reason, message)))
     memo: Any = type("M", (), {"runtime": rt})()
     patch = kopf.Patch()
     with pytest.raises(kopf.TemporaryError):
