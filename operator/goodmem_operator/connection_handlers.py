@@ -7,9 +7,11 @@ finalizer while LLMs are bound to it. Nothing here deletes a registry entry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -33,9 +35,53 @@ CHECK_PERIOD = 30.0
 IN_USE_RETRY = 10.0
 NAMESPACE_HANDLER = "namespace-labels"  # its success lines are dropped from kopf's log (main.QuietIndexLog)
 
-#: Lists the LLMs of a namespace (None: of every namespace) from the API server: the deletion check reads the truth,
-#: not the watch's latest news.
-LLMLister = Callable[[str | None], Awaitable[list[dict[str, Any]]]]
+#: Lists a kind's objects in a namespace (None: every namespace, or a cluster-scoped kind) from the API server: the
+#: deletion check and the startup seed read the truth, not the watch's latest news.
+Lister = Callable[[str | None], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class Listers:
+    """How the startup seed reads the connection objects (a namespace, or None: all) and the namespaces."""
+
+    connections: Lister
+    cluster_connections: Lister
+    namespaces: Lister
+
+
+SEED_TIMEOUT = 30.0
+
+
+async def seed(rt: Runtime, namespaces: tuple[str, ...]) -> None:
+    """At startup, before any watch: the namespaces' labels and the connection objects that exist, applied (key
+    read and checked, at once for all of them, for SEED_TIMEOUT at most). Without it an LLM resumed before its
+    connection would show ConnectionNotFound (or NotAllowed, without its namespace's labels) for a moment on every
+    restart. What cannot be listed (rights) is left to the watches, logged."""
+    listers: Listers | None = rt.connection_listers
+    connections = rt.connections
+    if listers is None or connections is None:
+        return
+    bodies: list[tuple[str, Mapping[str, Any]]] = []
+    try:
+        if connections.cluster_scoped:
+            for ns in await listers.namespaces(None):
+                meta = ns.get("metadata") or {}
+                connections.namespace_labels[str(meta.get("name"))] = dict(meta.get("labels") or {})
+            bodies += [(CLUSTER_CONNECTION_KIND, b) for b in await listers.cluster_connections(None)]
+            bodies += [(CONNECTION_KIND, b) for b in await listers.connections(None)]
+        else:
+            for ns_name in namespaces:
+                bodies += [(CONNECTION_KIND, b) for b in await listers.connections(ns_name)]
+    except Exception as exc:  # never the message: it could quote anything
+        log.warning(
+            "goodmem-operator: could not list connections at startup (%s); the watches bring them", type(exc).__name__
+        )
+    work = [connections.apply(key_of(kind, body), body) for kind, body in bodies]
+    if work:
+        done, pending = await asyncio.wait([asyncio.ensure_future(w) for w in work], timeout=SEED_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        log.info("goodmem-operator: %d connection(s) at startup, %d checked", len(work), len(done))
 
 
 def key_of(kind: str, body: Mapping[str, Any]) -> ConnKey:

@@ -202,6 +202,8 @@ class Runtime:
     connections: Connections | None = None
     #: the LLMs of a namespace (None: all) read from the API server (a connection's deletion check)
     list_llms: Callable[[str | None], Awaitable[list[dict[str, Any]]]] | None = None
+    #: the connection objects and namespaces read at startup (connection_handlers.seed; given by main)
+    connection_listers: Any = None
     #: a connection's Secret changed (connection_handlers.connection_secret_changed, given by main)
     connection_secret_changed: Callable[[Runtime, str, str], Awaitable[None]] | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # background work, cancelled on close

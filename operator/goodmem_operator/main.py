@@ -71,18 +71,23 @@ def connection_status_writer(kube: KubeApi) -> connection_handlers.StatusWriter:
     return write_status
 
 
-def llm_lister(kube: KubeApi) -> Callable[[str | None], Awaitable[list[dict[str, Any]]]]:
-    """The LLMs of a namespace (None: every namespace) from the API server, page by page."""
+class ListingFailed(Exception):
+    """The API server refused a listing (its HTTP status only)."""
 
-    async def list_llms(namespace: str | None) -> list[dict[str, Any]]:
+
+def lister(kube: KubeApi, api: str, plural: str) -> Callable[[str | None], Awaitable[list[dict[str, Any]]]]:
+    """The objects of a kind in a namespace (None: every namespace, or a cluster-scoped kind) from the API server,
+    page by page. `api`: "/api/v1" or "/apis/<group>/<version>"."""
+
+    async def list_objects(namespace: str | None) -> list[dict[str, Any]]:
         where = f"namespaces/{namespace}/" if namespace else ""
-        path = f"/apis/{GROUP}/{VERSION}/{where}{PLURAL}"
+        path = f"{api}/{where}{plural}"
         items: list[dict[str, Any]] = []
         params = {"limit": "500"}
         while True:
             answer = await kube.get(path, params=params)
             if answer.status != 200:
-                raise StatusNotWritten(f"listing {path}: HTTP {answer.status}")
+                raise ListingFailed(f"listing {path}: HTTP {answer.status}")
             data = answer.json()
             items.extend(data.get("items") or [])
             token = (data.get("metadata") or {}).get("continue")
@@ -90,7 +95,17 @@ def llm_lister(kube: KubeApi) -> Callable[[str | None], Awaitable[list[dict[str,
                 return items
             params = {"limit": "500", "continue": token}
 
-    return list_llms
+    return list_objects
+
+
+def connection_listers(kube: KubeApi) -> connection_handlers.Listers:
+    """The connection objects of both kinds and the namespaces, as the startup seed reads them."""
+    api = f"/apis/{GROUP}/{VERSION}"
+    return connection_handlers.Listers(
+        connections=lister(kube, api, CONNECTION_PLURAL),
+        cluster_connections=lister(kube, api, CLUSTER_CONNECTION_PLURAL),
+        namespaces=lister(kube, "/api/v1", "namespaces"),
+    )
 
 
 def fingerprint_key(api_key: str) -> bytes:
@@ -154,7 +169,8 @@ def build_runtime(
         # registry's concurrency keeps the registry client's limiter, not the queue, the bound on requests.
         concurrency=2 * cfg.registry_concurrency,
         connections=connections,
-        list_llms=llm_lister(kube),
+        list_llms=lister(kube, f"/apis/{GROUP}/{VERSION}", PLURAL),
+        connection_listers=connection_listers(kube),
         connection_secret_changed=connection_handlers.connection_secret_changed(connection_status_writer(kube)),
     )
     if namespaces is not None:  # with namespace observation, the operator knows which namespaces are being deleted
@@ -269,6 +285,9 @@ def run(argv: list[str] | None = None) -> None:
             cfg, namespaces if scope.observe_namespaces else None, metrics
         )  # kopf's root memo (`shared`), before any watch starts
         watch_operator_key(rt)
+        # The connections that exist, applied before any watch starts: LLMs resumed now find theirs (and the
+        # namespaces' labels) instead of showing ConnectionNotFound until the connection's own resume.
+        await connection_handlers.seed(rt, cfg.namespaces)
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url, scope.description)
 
     @kopf.on.login(registry=registry)

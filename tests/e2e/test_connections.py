@@ -239,3 +239,22 @@ def test_a_connection_key_never_leaks(kube: Kube, operator: OperatorProcess, emu
         "metrics": scrape_metrics(operator),
     }
     assert_no_leaks(places, SENTINEL)
+
+
+def test_a_restart_does_not_flap_llms_on_connections(
+    kube: Kube, operator: OperatorProcess, emulator: EmulatorProcess
+) -> None:
+    """LLMs bound to connections are resumed after the connections are known (the startup seed): no
+    ConnectionNotFound/NotReady for a moment on every restart."""
+    ns = team(kube, emulator.base_url, KEY_A, "restart")
+    kube.apply(ns, llm_manifest("steady"))
+    kube.wait_condition(ns, "steady")
+    before = kube.condition(ns, "steady")
+    operator.stop()
+    operator.start()
+    kube.wait_for(lambda: "connection(s) at startup" in operator.log_text(), 30, "the startup seed")
+    kube.wait_for(lambda: "steady" in operator.log_text().rsplit("connection(s) at startup", 1)[1], 30, "the resume")
+    time.sleep(2)
+    assert kube.condition(ns, "steady") == before, "Ready unchanged through the restart"
+    reasons = {e["reason"] for e in kube.events(ns)}
+    assert not reasons & {"ConnectionNotFound", "ConnectionNotReady", "ConnectionNotAllowed"}, reasons
