@@ -64,7 +64,7 @@ async def seed(rt: Runtime, namespaces: tuple[str, ...]) -> None:
     bodies: list[tuple[str, Mapping[str, Any]]] = []
     try:
         if connections.cluster_scoped:
-            for ns in await listers.namespaces(None):
+            for ns in await listers.namespaces(None) if connections.namespace_labels_known else []:
                 meta = ns.get("metadata") or {}
                 connections.namespace_labels[str(meta.get("name"))] = dict(meta.get("labels") or {})
             bodies += [(CLUSTER_CONNECTION_KIND, b) for b in await listers.cluster_connections(None)]
@@ -318,12 +318,13 @@ async def namespace_seen(event: kopf.RawEvent, body: kopf.Body, memo: Memo, **_:
             requeue_waiting(rt, namespace=name)
 
 
-def register(registry: kopf.OperatorRegistry, *, cluster_scoped: bool) -> None:
-    """The connection handlers; the cluster-scoped kind and the namespaces' labels only for an operator that watches
-    every namespace (one limited to named namespaces has no rights to them)."""
+def register(registry: kopf.OperatorRegistry, *, cluster_scoped: bool, namespace_labels: bool = True) -> None:
+    """The connection handlers; the cluster-scoped kind only for an operator that watches every namespace (one limited
+    to named namespaces has no rights to it), and the namespaces' labels only where it may list/watch namespaces."""
     plurals = [(CONNECTION_KIND, CONNECTION_PLURAL)]
     if cluster_scoped:
         plurals.append((CLUSTER_CONNECTION_KIND, CLUSTER_CONNECTION_PLURAL))
+    if cluster_scoped and namespace_labels:
         kopf.on.event("", "v1", "namespaces", id=NAMESPACE_HANDLER, registry=registry)(namespace_seen)
     for kind, plural in plurals:
         for on in (kopf.on.create, kopf.on.update, kopf.on.resume):

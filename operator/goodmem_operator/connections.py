@@ -338,6 +338,8 @@ class Connections:
         self._factory = client_factory or self._client
         self.objects: dict[ConnKey, Connection] = {}
         self.namespace_labels: dict[str, dict[str, str]] = {}
+        #: whether the namespaces' labels are followed (the operator may list/watch namespaces)
+        self.namespace_labels_known = True
         self._closing: set[asyncio.Task[None]] = set()
 
     # -- clients ----------------------------------------------------------------------------------------------
@@ -415,9 +417,14 @@ class Connections:
                 Reason.CONNECTION_NOT_FOUND, f"{key} not found; the LLM waits for it (nothing was sent to a registry)"
             )
         if key.kind == CLUSTER_CONNECTION_KIND and not self.selects(conn, namespace):
+            why = (
+                "its namespaceSelector"
+                if self.namespace_labels_known
+                else "the operator may not list/watch namespaces, so it cannot read their labels"
+            )
             raise Unavailable(
                 Reason.CONNECTION_NOT_ALLOWED,
-                f"{key} does not select namespace {namespace} (its namespaceSelector); nothing was sent to a registry",
+                f"{key} does not select namespace {namespace} ({why}); nothing was sent to a registry",
             )
         if releasing and conn.client is not None:
             return Route(key, conn.client)

@@ -178,6 +178,16 @@ def build_runtime(
     return rt
 
 
+async def start_connections(rt: Runtime, cfg: config_mod.Config, *, labels_known: bool) -> None:
+    """Before any watch starts: the operator's key file watched, and the connections that exist applied (with the
+    namespaces' labels, when it may read them), so LLMs resumed now find theirs instead of showing
+    ConnectionNotFound until the connection's own resume."""
+    if rt.connections is not None:
+        rt.connections.namespace_labels_known = labels_known
+    watch_operator_key(rt)
+    await connection_handlers.seed(rt, cfg.namespaces)
+
+
 def watch_operator_key(rt: Runtime) -> None:
     """The operator's key file, watched for a rotation: its waiting LLMs retry at once (the key is used by the next
     request anyway)."""
@@ -249,7 +259,6 @@ def run(argv: list[str] | None = None) -> None:
     cfg = config_mod.parse(argv)
     metrics = serve_metrics(cfg)
     registry = build_registry()
-    connection_handlers.register(registry, cluster_scoped=not cfg.namespaces)
     shared = Memo()  # kopf.run(memo=...): every object's handlers get a shallow copy, so `runtime` is one object
     namespaces = NamespaceWatch()  # with namespace observation: which namespaces have streams, which are being deleted
 
@@ -284,10 +293,7 @@ def run(argv: list[str] | None = None) -> None:
         rt = memo.runtime = build_runtime(
             cfg, namespaces if scope.observe_namespaces else None, metrics
         )  # kopf's root memo (`shared`), before any watch starts
-        watch_operator_key(rt)
-        # The connections that exist, applied before any watch starts: LLMs resumed now find theirs (and the
-        # namespaces' labels) instead of showing ConnectionNotFound until the connection's own resume.
-        await connection_handlers.seed(rt, cfg.namespaces)
+        await start_connections(rt, cfg, labels_known=not scope.fallback)
         log.info("goodmem-operator: registry %s, watching %s", cfg.base_url, scope.description)
 
     @kopf.on.login(registry=registry)
@@ -320,6 +326,9 @@ def run(argv: list[str] | None = None) -> None:
     scope = choose(cfg.namespaces, cfg.watch_streams, kube_can_i)
     if scope.fallback:
         log.warning("goodmem-operator: %s", scope.fallback)
+    # Without the right to list/watch namespaces (the fallback), their labels cannot be followed: a
+    # ClusterGoodMemConnection's selector then selects nothing, and says why.
+    connection_handlers.register(registry, cluster_scoped=not cfg.namespaces, namespace_labels=not scope.fallback)
     settings.scanning.disabled = not scope.observe_namespaces
     if scope.observe_namespaces:
         # A namespace being deleted keeps its streams until its LLMs are released (watching.namespace_gone).
