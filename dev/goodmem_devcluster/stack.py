@@ -50,7 +50,8 @@ class EmulatorProcess:
 
     def start(self, timeout: float = 20.0) -> EmulatorProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child
+        # Appended: a restarted emulator (a registry that came back) keeps the earlier process's log for leak scans.
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -118,6 +119,9 @@ class EmulatorProcess:
 
     def set_faults(self, **faults: Any) -> None:
         self._admin("PUT", "/_emulator/faults", faults)
+
+    def get_faults(self) -> dict[str, Any]:
+        return dict(self._admin("GET", "/_emulator/faults"))
 
     def clear_faults(self) -> None:
         self._admin("DELETE", "/_emulator/faults")
