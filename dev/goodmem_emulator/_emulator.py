@@ -112,8 +112,8 @@ class Emulator:
         return self.keys.add(api_key, same_as=same_as, admin=admin).id
 
     def revoke_key(self, api_key: str) -> None:
-        """Forget ``api_key``: the next request with it is a 401; its principal and entries stay (in-flight
-        requests finish as they were authenticated). Like ``DELETE /_emulator/keys``."""
+        """Forget ``api_key``: every request with it not yet authenticated (the check runs in the handler, after any
+        injected latency) is a 401; its principal and entries stay. Like ``DELETE /_emulator/keys``."""
         self.keys.revoke(api_key)
 
     def principals(self) -> list[dict[str, Any]]:
