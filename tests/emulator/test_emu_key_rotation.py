@@ -3,6 +3,7 @@ while /v1 keeps entries with the principal; no key value in an answer, the acces
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -194,3 +195,16 @@ def test_emulator_process_rotates_keys_over_http_and_logs_none(tmp_path: Path) -
     log = emu.log_path.read_text()
     assert '"POST /_emulator/keys HTTP/1.1" 200' in log and '"DELETE /_emulator/keys HTTP/1.1" 200' in log
     assert "SENTINEL" not in log and "proc-user-key" not in log
+
+
+async def test_a_key_revoked_while_its_request_waits_out_latency_is_refused(api: Api, emu: Emulator) -> None:
+    """The key is checked when the handler runs, after injected latency: a rotation lands between the two."""
+    emu.add_key(NEW_KEY, same_as=USER_KEY)
+    emu.set_faults(latency_ms=400)
+    pending = asyncio.ensure_future(api.list(key=NEW_KEY))
+    await asyncio.sleep(0.15)
+    assert emu.stats()["inFlight"]["GET /v1/llms"] == 1, "the request arrived before the revocation"
+    emu.revoke_key(NEW_KEY)
+    resp = await pending
+    assert resp.status_code == 401
+    assert (await api.list(key=USER_KEY)).status_code == 200, "the principal's other key still works"
