@@ -61,11 +61,9 @@ GRANTED = {
     ("goodmem.ai", "llms", "watch"),
     ("goodmem.ai", "llms", "patch"),
     ("goodmem.ai", "llms/status", "patch"),
-    ("goodmem.ai", "goodmemconnections", "get"),
     ("goodmem.ai", "goodmemconnections", "list"),
     ("goodmem.ai", "goodmemconnections", "watch"),
     ("goodmem.ai", "goodmemconnections", "patch"),
-    ("goodmem.ai", "goodmemconnections/status", "get"),
     ("goodmem.ai", "goodmemconnections/status", "patch"),
     ("", "secrets", "get"),
     ("", "secrets", "list"),
@@ -79,11 +77,9 @@ CLUSTER_GRANTED = {
     ("", "namespaces", "watch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-    ("goodmem.ai", "clustergoodmemconnections", "get"),
     ("goodmem.ai", "clustergoodmemconnections", "list"),
     ("goodmem.ai", "clustergoodmemconnections", "watch"),
     ("goodmem.ai", "clustergoodmemconnections", "patch"),
-    ("goodmem.ai", "clustergoodmemconnections/status", "get"),
     ("goodmem.ai", "clustergoodmemconnections/status", "patch"),
 }
 #: The connection kinds: test_each_rule_is_needed gives each of their cases a connection object to handle.
@@ -139,8 +135,9 @@ WITHOUT_RULE = {
     ("", "namespaces", "watch"): "no stream per namespace: one cluster-wide stream, so namespaces wait on each other",
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "kopf cannot follow the LLM CRD (upgrades unseen)",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "kopf cannot follow the LLM CRD (upgrades unseen)",
-    # Connections (issue #15). The `get` and `/status get` rules of both kinds still need their case: which read
-    # of the operator meets the 403 without them is the connection handlers' to show (or the rules go).
+    # Connections (issue #15): a GoodMemConnection in the case's namespace and a ClusterGoodMemConnection selecting
+    # it (`_connections`). No `get` on either kind nor on their /status: granted, no case ever met a 403 without it
+    # (kopf reads them from its watch), so deploy/ does not grant it.
     ("goodmem.ai", "goodmemconnections", "list"): "kopf cannot list GoodMemConnections: no LLM finds its connection",
     ("goodmem.ai", "goodmemconnections", "watch"): "kopf cannot watch GoodMemConnections: no LLM finds its connection",
     ("goodmem.ai", "goodmemconnections", "patch"): "no finalizer: a connection in use could be deleted under its LLMs",
@@ -409,6 +406,8 @@ def test_the_identity_cannot_write_secrets_nor_touch_anything_else(cluster: Cont
         ("create", "llms.goodmem.ai"),
         ("update", "llms.goodmem.ai"),
         # Connections are the users' to create and delete; the operator reads them and patches finalizer and status.
+        ("get", "goodmemconnections.goodmem.ai"),
+        ("get", "clustergoodmemconnections.goodmem.ai"),
         ("create", "goodmemconnections.goodmem.ai"),
         ("update", "goodmemconnections.goodmem.ai"),
         ("delete", "goodmemconnections.goodmem.ai"),

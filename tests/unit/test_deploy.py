@@ -22,8 +22,8 @@ DEPLOY = ROOT / "deploy"
 RULES = [
     {"apiGroups": ["goodmem.ai"], "resources": ["llms"], "verbs": ["list", "watch", "patch"]},
     {"apiGroups": ["goodmem.ai"], "resources": ["llms/status"], "verbs": ["patch"]},
-    {"apiGroups": ["goodmem.ai"], "resources": ["goodmemconnections"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["goodmem.ai"], "resources": ["goodmemconnections/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["goodmem.ai"], "resources": ["goodmemconnections"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["goodmem.ai"], "resources": ["goodmemconnections/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
@@ -32,12 +32,8 @@ RULES = [
 CLUSTER_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
-    {
-        "apiGroups": ["goodmem.ai"],
-        "resources": ["clustergoodmemconnections"],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {"apiGroups": ["goodmem.ai"], "resources": ["clustergoodmemconnections/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["goodmem.ai"], "resources": ["clustergoodmemconnections"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["goodmem.ai"], "resources": ["clustergoodmemconnections/status"], "verbs": ["patch"]},
 ]
 #: Leader election (README, High availability), in the operator's own namespace: get and update only the Lease by
 #: name; create cannot be limited by name (authorized before the object has one).

@@ -35,10 +35,10 @@ app.kubernetes.io/component: operator
   verbs: ["patch"]
 - apiGroups: ["goodmem.ai"]
   resources: ["goodmemconnections"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["goodmem.ai"]
   resources: ["goodmemconnections/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
@@ -58,10 +58,10 @@ app.kubernetes.io/component: operator
   verbs: ["list", "watch"]
 - apiGroups: ["goodmem.ai"]
   resources: ["clustergoodmemconnections"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["goodmem.ai"]
   resources: ["clustergoodmemconnections/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end -}}
 
 {{/* Leader election, in the release's namespace: the same rules as deploy/base/leader-election-role.yaml, the
