@@ -82,6 +82,40 @@ def emulator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
+def _second_emulator_process(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorProcess]:
+    emu = EmulatorProcess(
+        tmp_path_factory.mktemp("emulator-2") / "emulator.log",
+        api_key="e2e-second-registry-key",
+        admin_key="e2e-second-admin-key",
+    ).start()
+    try:
+        yield emu
+    finally:
+        emu.stop()  # by its pid (SIGTERM, then SIGKILL): never by name
+
+
+@pytest.fixture
+def second_emulator(_second_emulator_process: EmulatorProcess) -> Iterator[EmulatorProcess]:
+    """A SECOND registry beside `emulator`: its own process, port, keys and principals (issue #15: team-a's registry
+    down while team-b's keeps working). One process per session; each test gets it running and with no faults, and
+    its faults (an outage, latency...) are cleared after the test whatever the outcome. A test may also stop it (a
+    registry that is gone: connection refused); the next test then gets it started again (a new port, an empty
+    store). Its entries otherwise stay for the session, like the first emulator's. Keys: `api_key` (an ordinary
+    principal) and `admin_key`; add team keys with `add_key` (rotate with `add_key(new, same_as=old)`, `revoke_key`)."""
+    emu = _second_emulator_process
+    if emu.proc is None or emu.proc.poll() is not None:
+        emu.start()
+    emu.clear_faults()
+    try:
+        yield emu
+    finally:
+        if emu.proc is not None and emu.proc.poll() is None:
+            emu.clear_faults()
+
+
+@pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> None:
     control_plane.kubectl("apply", "-f", str(ROOT / "crds"))
     control_plane.kubectl(

@@ -50,7 +50,8 @@ class EmulatorProcess:
 
     def start(self, timeout: float = 20.0) -> EmulatorProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child
+        # Appended: a restarted emulator (a registry that came back) keeps the earlier process's log for leak scans.
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -119,8 +120,37 @@ class EmulatorProcess:
     def set_faults(self, **faults: Any) -> None:
         self._admin("PUT", "/_emulator/faults", faults)
 
+    def get_faults(self) -> dict[str, Any]:
+        return dict(self._admin("GET", "/_emulator/faults"))
+
     def clear_faults(self) -> None:
         self._admin("DELETE", "/_emulator/faults")
+
+    def add_key(self, api_key: str, *, same_as: str | None = None, admin: bool | None = None) -> str:
+        """Let `api_key` act as the principal of the known key `same_as` (a rotation), or as a new principal of
+        its own; return its ownerId (POST /_emulator/keys; the key travels in the body, never in a URL)."""
+        body: dict[str, Any] = {"key": api_key}
+        if same_as is not None:
+            body["sameAs"] = same_as
+        if admin is not None:
+            body["admin"] = admin
+        return str(self._admin("POST", "/_emulator/keys", body)["ownerId"])
+
+    def revoke_key(self, api_key: str) -> None:
+        """Forget `api_key`: its next request is a 401; its principal and entries stay (DELETE /_emulator/keys)."""
+        self._admin("DELETE", "/_emulator/keys", {"key": api_key})
+
+    def principals(self) -> list[dict[str, Any]]:
+        """Every principal holding a key: `{"ownerId", "admin", "keys": count}` (GET /_emulator/keys)."""
+        return list(self._admin("GET", "/_emulator/keys")["principals"])
+
+    def owner_id(self, api_key: str) -> str:
+        """The ownerId of a key that is a principal of its own (given at start or added without `same_as`);
+        a key added with `same_as` acts as that key's principal instead (what `add_key` returns)."""
+        # The emulator's own rule, not a copy; imported here so that stack users that never ask do not load aiohttp.
+        from goodmem_emulator import owner_id_for_key
+
+        return owner_id_for_key(api_key)
 
     def admin_request(self, method: str, path: str, body: Any = None) -> Any:
         """A /v1 call with the admin key (to change entries behind the operator's back)."""

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ._faults import Faults
+from ._keys import KeyRing
 from ._server import ACCESS_LOG_FORMAT, EmulatorApp
 from ._stats import Stats
 from ._store import LLMStore, owner_id_for_key
@@ -34,6 +35,7 @@ class Emulator:
         names nothing: `{"error": "ALREADY_EXISTS", "message": "already exists"}`, all the docs promise)."""
         self.api_keys: tuple[str, ...] = tuple(api_keys)
         self.admin_keys: tuple[str, ...] = tuple(admin_keys)
+        self.keys = KeyRing(self.api_keys, self.admin_keys)
         self.store = LLMStore()
         self.faults = Faults()
         self.stats_store = Stats()
@@ -44,6 +46,7 @@ class Emulator:
             faults=self.faults,
             stats=self.stats_store,
             conflict_body=conflict_body,
+            keys=self.keys,
         )
         self.conflict_body = conflict_body
         self.app: web.Application = self._app.build()
@@ -97,8 +100,25 @@ class Emulator:
     # -- synchronous helpers ------------------------------------------------
 
     def owner_id(self, api_key: str) -> str:
-        """The ownerId the emulator derives from ``api_key``."""
-        return owner_id_for_key(api_key)
+        """The ownerId ``api_key`` acts as: its principal's while the key is known (also a key added with
+        ``same_as``), else the one the emulator would derive from it."""
+        principal = self.keys.principal(api_key)
+        return principal.id if principal is not None else owner_id_for_key(api_key)
+
+    def add_key(self, api_key: str, *, same_as: str | None = None, admin: bool | None = None) -> str:
+        """Let ``api_key`` act as the principal of the known key ``same_as`` (key rotation: both work until one
+        is revoked), or as a new principal of its own (``admin`` or not); return its ownerId. Like
+        ``POST /_emulator/keys``."""
+        return self.keys.add(api_key, same_as=same_as, admin=admin).id
+
+    def revoke_key(self, api_key: str) -> None:
+        """Forget ``api_key``: every request with it not yet authenticated (the check runs in the handler, after any
+        injected latency) is a 401; its principal and entries stay. Like ``DELETE /_emulator/keys``."""
+        self.keys.revoke(api_key)
+
+    def principals(self) -> list[dict[str, Any]]:
+        """``[{"ownerId", "admin", "keys": count}]``: every principal holding a key (never a key value)."""
+        return self.keys.principals()
 
     def stats(self) -> dict[str, Any]:
         return self.stats_store.snapshot()

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ._faults import Faults
+from ._keys import KeyRing
 from ._stats import Stats
 from ._store import (
     AlreadyExists,
@@ -19,7 +20,6 @@ from ._store import (
     Principal,
     StoreError,
     now_ms,
-    owner_id_for_key,
 )
 from ._validation import (
     ValidationError,
@@ -127,15 +127,13 @@ class EmulatorApp:
         faults: Faults | None = None,
         stats: Stats | None = None,
         conflict_body: str = "named",
+        keys: KeyRing | None = None,
     ) -> None:
+        """`keys` (which key acts as which principal) replaces `api_keys`/`admin_keys` when given."""
         if conflict_body not in CONFLICT_BODIES:
             raise ValueError(f"conflict_body must be one of {', '.join(CONFLICT_BODIES)}, not {conflict_body!r}")
         self.conflict_body = conflict_body
-        self.principals: dict[str, Principal] = {}
-        for key in api_keys:
-            self.principals[key] = Principal(owner_id_for_key(key), is_admin=False)
-        for key in admin_keys:  # an admin key listed twice stays admin
-            self.principals[key] = Principal(owner_id_for_key(key), is_admin=True)
+        self.keys = keys if keys is not None else KeyRing(api_keys, admin_keys)
         self.store = store if store is not None else LLMStore()
         self.faults = faults if faults is not None else Faults()
         self.stats = stats if stats is not None else Stats()
@@ -157,6 +155,9 @@ class EmulatorApp:
         r.add_get("/_emulator/faults", self._hook_faults_get, allow_head=False)
         r.add_put("/_emulator/faults", self._hook_faults_put)
         r.add_delete("/_emulator/faults", self._hook_faults_delete)
+        r.add_get("/_emulator/keys", self._hook_keys_get, allow_head=False)
+        r.add_post("/_emulator/keys", self._hook_keys_add)
+        r.add_delete("/_emulator/keys", self._hook_keys_revoke)
         return app
 
     # -- middleware ------------------------------------------------------
@@ -249,7 +250,7 @@ class EmulatorApp:
         key = request.headers.get("x-api-key")
         if not key:
             raise ApiError(401, "UNAUTHENTICATED", "missing x-api-key header")
-        principal = self.principals.get(key)
+        principal = self.keys.principal(key)
         if principal is None:
             raise ApiError(401, "UNAUTHENTICATED", "unknown API key")
         return principal
@@ -325,3 +326,39 @@ class EmulatorApp:
         self._admin(request)
         self.faults.clear()
         return web.json_response(self.faults.get())
+
+    # Keys travel in the body only, never in the path or query: the access log prints the request line.
+
+    async def _hook_keys_get(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        return web.json_response({"principals": self.keys.principals()})
+
+    async def _hook_keys_add(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        body = _key_body(await request.read(), allowed=("key", "sameAs", "admin"))
+        admin = body.get("admin")
+        if admin is not None and not isinstance(admin, bool):
+            raise ValidationError("admin", "must be a boolean")
+        principal = self.keys.add(body.get("key"), same_as=body.get("sameAs"), admin=admin)
+        return web.json_response(self._principal_json(principal))
+
+    async def _hook_keys_revoke(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        body = _key_body(await request.read(), allowed=("key",))
+        principal = self.keys.revoke(body.get("key"))
+        return web.json_response(self._principal_json(principal))
+
+    def _principal_json(self, principal: Principal) -> dict[str, Any]:
+        return {"ownerId": principal.id, "admin": principal.is_admin, "keys": self.keys.key_count(principal)}
+
+
+def _key_body(raw: bytes, *, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object of a /_emulator/keys request; unknown fields are a 400 naming the field (never a value)."""
+    body = _parse_json(raw)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    if any(name not in allowed for name in body):  # not named: a misplaced key could be the name
+        raise ValidationError("body", f"unknown field (allowed: {', '.join(allowed)})")
+    if "key" not in body:
+        raise ValidationError("key", "is required")
+    return body

@@ -274,9 +274,12 @@ def test_argocd_cm_patch_from_the_readme_adds_only_the_health_check(control_plan
         str(DEPLOY / "argocd" / "argocd-cm.yaml"),
     )
     data = json.loads(cp.kubectl("-n", ns, "get", "configmap", "argocd-cm", "-o", "json").stdout)["data"]
+    connection_health = (DEPLOY / "argocd" / "connection-health.lua").read_text()
     assert data == {
         "url": "https://argocd.example.test",
         "resource.customizations.health.goodmem.ai_LLM": (DEPLOY / "argocd" / "health.lua").read_text(),
+        "resource.customizations.health.goodmem.ai_GoodMemConnection": connection_health,
+        "resource.customizations.health.goodmem.ai_ClusterGoodMemConnection": connection_health,
     }
     readme = (ROOT / "README.md").read_text()
     assert (

@@ -61,18 +61,29 @@ GRANTED = {
     ("goodmem.ai", "llms", "watch"),
     ("goodmem.ai", "llms", "patch"),
     ("goodmem.ai", "llms/status", "patch"),
+    ("goodmem.ai", "goodmemconnections", "list"),
+    ("goodmem.ai", "goodmemconnections", "watch"),
+    ("goodmem.ai", "goodmemconnections", "patch"),
+    ("goodmem.ai", "goodmemconnections/status", "patch"),
     ("", "secrets", "get"),
     ("", "secrets", "list"),
     ("", "secrets", "watch"),
     ("", "events", "create"),
 }
-#: Watching every namespace, one stream each (the ClusterRole only; a single-namespace Role has none of these).
+#: The ClusterRole only (a single-namespace Role has none of these): watching every namespace, one stream each, and
+#: the cluster-scoped ClusterGoodMemConnections.
 CLUSTER_GRANTED = {
     ("", "namespaces", "list"),
     ("", "namespaces", "watch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    ("goodmem.ai", "clustergoodmemconnections", "list"),
+    ("goodmem.ai", "clustergoodmemconnections", "watch"),
+    ("goodmem.ai", "clustergoodmemconnections", "patch"),
+    ("goodmem.ai", "clustergoodmemconnections/status", "patch"),
 }
+#: The connection kinds: test_each_rule_is_needed gives each of their cases a connection object to handle.
+CONNECTION_RESOURCES = {"goodmemconnections", "clustergoodmemconnections"}
 CLUSTER_ROLE = ROOT / "deploy" / "overlays" / "cluster-wide" / "clusterrole.yaml"
 #: Leader election, in the operator's namespace only: create, and get/update of the Lease goodmem-operator by name.
 LEASE_ROLE = ROOT / "deploy" / "base" / "leader-election-role.yaml"
@@ -124,6 +135,17 @@ WITHOUT_RULE = {
     ("", "namespaces", "watch"): "no stream per namespace: one cluster-wide stream, so namespaces wait on each other",
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "kopf cannot follow the LLM CRD (upgrades unseen)",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "kopf cannot follow the LLM CRD (upgrades unseen)",
+    # Connections (issue #15): a GoodMemConnection in the case's namespace and a ClusterGoodMemConnection selecting
+    # it (`_connections`). No `get` on either kind nor on their /status: granted, no case ever met a 403 without it
+    # (kopf reads them from its watch), so deploy/ does not grant it.
+    ("goodmem.ai", "goodmemconnections", "list"): "kopf cannot list GoodMemConnections: no LLM finds its connection",
+    ("goodmem.ai", "goodmemconnections", "watch"): "kopf cannot watch GoodMemConnections: no LLM finds its connection",
+    ("goodmem.ai", "goodmemconnections", "patch"): "no finalizer: a connection in use could be deleted under its LLMs",
+    ("goodmem.ai", "goodmemconnections/status", "patch"): "no connection status: Ready, principal, users never shown",
+    ("goodmem.ai", "clustergoodmemconnections", "list"): "kopf cannot list ClusterGoodMemConnections",
+    ("goodmem.ai", "clustergoodmemconnections", "watch"): "kopf cannot watch ClusterGoodMemConnections",
+    ("goodmem.ai", "clustergoodmemconnections", "patch"): "no finalizer on a cluster connection in use",
+    ("goodmem.ai", "clustergoodmemconnections/status", "patch"): "no cluster connection status",
 }
 #: Without each Lease rule no replica ever works (the Lease cannot be made, read, taken or renewed): nothing is served.
 WITHOUT_LEASE_RULE = {
@@ -161,7 +183,7 @@ def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactor
     policy.write_text(AUDIT_POLICY)
     with control_plane_session(pytestconfig, extra_apiserver_args=[f"--audit-policy-file={policy}"]) as cp:
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+        cp.kubectl("wait", "--for", "condition=established", "-f", str(ROOT / "crds"), "--timeout=60s")
         yield cp
 
 
@@ -383,6 +405,15 @@ def test_the_identity_cannot_write_secrets_nor_touch_anything_else(cluster: Cont
         ("create", "serviceaccounts/token"),
         ("create", "llms.goodmem.ai"),
         ("update", "llms.goodmem.ai"),
+        # Connections are the users' to create and delete; the operator reads them and patches finalizer and status.
+        ("get", "goodmemconnections.goodmem.ai"),
+        ("get", "clustergoodmemconnections.goodmem.ai"),
+        ("create", "goodmemconnections.goodmem.ai"),
+        ("update", "goodmemconnections.goodmem.ai"),
+        ("delete", "goodmemconnections.goodmem.ai"),
+        ("create", "clustergoodmemconnections.goodmem.ai"),
+        ("update", "clustergoodmemconnections.goodmem.ai"),
+        ("delete", "clustergoodmemconnections.goodmem.ai"),
         ("delete", "llms.goodmem.ai"),
         ("get", "llms.goodmem.ai"),
         ("delete", "events"),
@@ -532,6 +563,34 @@ def _cluster_role_without(rule: tuple[str, str, str]) -> str:
     return json.dumps(role)
 
 
+def _connections(cp: ControlPlane, kube: Kube, ns: str, registry: EmulatorProcess) -> None:
+    """A GoodMemConnection in `ns` and a ClusterGoodMemConnection selecting it, each with its labelled key Secret (the
+    cluster one's in the operator's namespace), pointing at the registry. Not named `default`: the scenario's LLM
+    keeps the operator's own settings, as in every other case."""
+    key = {"name": "rbac-conn-key", "key": "api-key"}
+    for namespace in (ns, SYSTEM_NS):
+        kube.apply(namespace, secret_manifest(key["name"], {"api-key": registry.api_key}))
+    spec = {"baseUrl": registry.base_url, "apiKeySecretRef": key}
+    kube.apply(
+        ns,
+        json.dumps(
+            {
+                "apiVersion": "goodmem.ai/v1alpha1",
+                "kind": "GoodMemConnection",
+                "metadata": {"name": "rbac"},
+                "spec": spec,
+            }
+        ),
+    )
+    cluster_connection = {
+        "apiVersion": "goodmem.ai/v1alpha1",
+        "kind": "ClusterGoodMemConnection",
+        "metadata": {"name": f"rbac-{ns}"},
+        "spec": {**spec, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(cluster_connection))
+
+
 def _watching(requests: list[tuple[str, str, str, str]], resource: str) -> bool:
     """The operator's watch on `resource` is open (its listing is done)."""
     return any(verb == "watch" and res == resource and code == "200" for verb, res, code, _ in requests)
@@ -568,6 +627,8 @@ def test_each_rule_is_needed(
             "stringData": {"api-key": "rule-value"},
         }
         kube.apply(ns, json.dumps(secret))
+        if resource.split("/")[0] in CONNECTION_RESOURCES:
+            _connections(cp, kube, ns, registry)  # something for the connection handlers to finalize and report on
         started = datetime.now(UTC)
         op = start_operator(kubeconfig, registry, tmp_path / "operator.log")
         expected = (verb, resource)

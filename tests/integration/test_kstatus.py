@@ -27,6 +27,7 @@ import pytest
 
 from goodmem_devcluster.testing import require_tool
 
+from .connection_statuses import connection_statuses
 from .statuses import real_statuses
 
 pytestmark = pytest.mark.integration
@@ -117,4 +118,63 @@ def test_only_stalled_makes_failed(kstatus: Path, statuses: dict[str, dict[str, 
     assert any(c["type"] == "Stalled" and c["status"] == "True" for c in obj["status"]["conditions"])
     assert compute(kstatus, obj)["status"] == "Failed"
     obj["status"]["conditions"] = [c for c in obj["status"]["conditions"] if c["type"] != "Stalled"]
+    assert compute(kstatus, obj)["status"] == "InProgress"
+
+
+# -- connections (GoodMemConnection, ClusterGoodMemConnection) ------------------------------------------------
+# The same rules apply to a connection (no built-in kind, no Reconciling/Stalled conditions): Ready=True with the
+# current generation observed -> Current; Ready=False (any reason) -> InProgress, never Failed (a connection has no
+# Stalled: a wrong key or an unreachable registry may heal, so Flux waits for its timeout); no Ready -> Current
+# (rule 5: a connection the operator has not checked yet looks done to kstatus, as for LLMs).
+
+CONNECTION_EXPECTED = {
+    "fresh": "Current",  # (5)
+    "no-ready-yet": "Current",  # (5): a status without a Ready condition
+    "connected": "Current",
+    "connected-unused": "Current",
+    "rotated": "Current",
+    "spec-edited": "InProgress",  # (2)
+    "in-use-deleting": "Terminating",  # (1): the finalizer holds while LLMs use it
+    "cluster-connected": "Current",  # cluster-scoped: the same rules
+    "cluster-not-ready": "InProgress",
+    "unauthorized": "InProgress",
+    "unreachable": "InProgress",
+    "registry-error": "InProgress",
+    "secret-not-found": "InProgress",
+    "secret-not-labelled": "InProgress",
+    "invalid-ca-bundle": "InProgress",
+    "not-allowed": "InProgress",
+}
+
+
+@pytest.fixture(scope="module")
+def connections() -> dict[str, dict[str, Any]]:
+    return connection_statuses()
+
+
+def test_every_connection_scenario_has_an_expectation(connections: dict[str, dict[str, Any]]) -> None:
+    assert set(connections) == set(CONNECTION_EXPECTED)
+
+
+@pytest.mark.parametrize("scenario", sorted(CONNECTION_EXPECTED))
+def test_kstatus_of_connection(kstatus: Path, connections: dict[str, dict[str, Any]], scenario: str) -> None:
+    obj = connections[scenario]
+    result = compute(kstatus, obj)
+    assert result["status"] == CONNECTION_EXPECTED[scenario], (scenario, result, obj.get("status"))
+    ready = next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)
+    if result["status"] == "InProgress" and ready is not None and ready["status"] == "False":
+        # Flux shows the connection's own Ready message (which names Secrets, never the key).
+        assert result["message"] == ready["message"]
+
+
+def test_connection_is_current_only_when_ready_for_the_current_generation(
+    kstatus: Path, connections: dict[str, dict[str, Any]]
+) -> None:
+    obj = connections["connected"]
+    assert compute(kstatus, obj)["status"] == "Current"
+    obj["metadata"]["generation"] = 2
+    assert compute(kstatus, obj)["status"] == "InProgress"
+    obj["status"]["observedGeneration"] = 2
+    assert compute(kstatus, obj)["status"] == "Current"
+    obj["status"]["conditions"][0]["status"] = "False"
     assert compute(kstatus, obj)["status"] == "InProgress"

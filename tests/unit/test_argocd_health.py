@@ -17,16 +17,25 @@ from lupa import lua51  # the test extra
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = ROOT / "deploy" / "argocd" / "health.lua"
+CONNECTION_HEALTH_LUA = ROOT / "deploy" / "argocd" / "connection-health.lua"
 ARGOCD_CM = ROOT / "deploy" / "argocd" / "argocd-cm.yaml"
 CM_KEY = "resource.customizations.health.goodmem.ai_LLM"
+CONNECTION_CM_KEYS = [
+    "resource.customizations.health.goodmem.ai_GoodMemConnection",
+    "resource.customizations.health.goodmem.ai_ClusterGoodMemConnection",
+]
 
 
-def health(obj: dict[str, Any]) -> dict[str, str]:
-    """Run health.lua the way Argo CD does: a global `obj`, the chunk returns {status, message}."""
+def health(obj: dict[str, Any], script: Path = HEALTH_LUA) -> dict[str, str]:
+    """Run a health script the way Argo CD does: a global `obj`, the chunk returns {status, message}."""
     lua = lua51.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute(HEALTH_LUA.read_text())
+    result = lua.execute(script.read_text())
     return dict(result.items())
+
+
+def connection_health(obj: dict[str, Any]) -> dict[str, str]:
+    return health(obj, CONNECTION_HEALTH_LUA)
 
 
 def _cond(ctype: str, status: str, reason: str, message: str = "m") -> dict[str, str]:
@@ -182,17 +191,112 @@ def test_ready_unknown_is_progressing() -> None:
 
 
 @pytest.mark.unit
-def test_argocd_cm_carries_health_lua_verbatim() -> None:
+def test_argocd_cm_carries_the_scripts_verbatim() -> None:
     data = yaml.safe_load(ARGOCD_CM.read_text())["data"]
-    assert set(data) == {CM_KEY}
+    assert set(data) == {CM_KEY, *CONNECTION_CM_KEYS}
     assert data[CM_KEY] == HEALTH_LUA.read_text(), "deploy/argocd/argocd-cm.yaml is out of date with health.lua"
+    for key in CONNECTION_CM_KEYS:
+        assert data[key] == CONNECTION_HEALTH_LUA.read_text(), f"{key} is out of date with connection-health.lua"
 
 
 @pytest.mark.unit
-def test_health_lua_is_lua51() -> None:
+def test_argocd_cm_keys_name_the_kinds_of_crds() -> None:
+    """Argo CD's key is resource.customizations.health.<group>_<Kind>: a typo would silently never match."""
+    kinds = set()
+    for path in (ROOT / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        kinds.add(f"resource.customizations.health.{crd['spec']['group']}_{crd['spec']['names']['kind']}")
+    assert set(yaml.safe_load(ARGOCD_CM.read_text())["data"]) == kinds
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("script", [HEALTH_LUA, CONNECTION_HEALTH_LUA], ids=lambda p: p.name)
+def test_health_lua_is_lua51(script: Path) -> None:
     """No syntax beyond Lua 5.1 (gopher-lua): goto, integer division, bit operators, <const>."""
-    text = HEALTH_LUA.read_text()
+    text = script.read_text()
     code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
     for token in ("goto ", "//", "<const>", "<close>", " & ", " | ", "<<", ">>"):
         assert token not in code, token
     lua51.LuaRuntime().compile(text)
+
+
+# -- connections (GoodMemConnection, ClusterGoodMemConnection): connection-health.lua ------------------------
+
+CONNECTION_EXPECTED = {
+    "fresh": ("Progressing", "Waiting for the operator to check the connection"),
+    "no-ready-yet": ("Progressing", "Waiting for the operator to check the connection"),
+    "connected": ("Healthy", "Connected: the registry accepted the key"),
+    "connected-unused": ("Healthy", "Connected"),
+    "rotated": ("Healthy", "Connected: "),
+    "spec-edited": ("Progressing", "Waiting for the operator to observe generation 2"),
+    "in-use-deleting": ("Healthy", "Connected: "),  # Argo CD says "Pending deletion" before running the script
+    "cluster-connected": ("Healthy", "Connected: "),
+    "cluster-not-ready": ("Degraded", "Unreachable: GET /v1/llms: connection refused"),
+    "unauthorized": ("Degraded", "Unauthorized: the registry refused the key (401)"),
+    "unreachable": ("Degraded", "Unreachable: "),
+    "registry-error": ("Degraded", "RegistryError: "),
+    "secret-not-found": ("Degraded", "SecretNotFound: Secret team-a/goodmem-key not found"),
+    "secret-not-labelled": ("Degraded", "SecretNotLabelled: "),
+    "invalid-ca-bundle": ("Degraded", "InvalidCABundle: "),
+    "not-allowed": ("Degraded", "NotAllowed: "),
+}
+
+
+@pytest.fixture(scope="module")
+def connections() -> dict[str, dict[str, Any]]:
+    from tests.integration.connection_statuses import connection_statuses
+
+    return connection_statuses()
+
+
+@pytest.mark.unit
+def test_every_connection_scenario_has_an_expectation(connections: dict[str, dict[str, Any]]) -> None:
+    assert set(connections) == set(CONNECTION_EXPECTED)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("scenario", sorted(CONNECTION_EXPECTED))
+def test_health_of_connection(connections: dict[str, dict[str, Any]], scenario: str) -> None:
+    obj = connections[scenario]
+    status, message = CONNECTION_EXPECTED[scenario]
+    hs = connection_health(obj)
+    assert hs["status"] == status, (scenario, hs, obj.get("status"))
+    assert hs["message"].startswith(message), (scenario, hs)
+
+
+@pytest.mark.unit
+def test_every_connection_ready_false_reason_degrades(connections: dict[str, dict[str, Any]]) -> None:
+    """Ready=False means the LLMs bound to the connection cannot reach their registry: Degraded, whatever the reason
+    (the connection kind has no retry-or-not distinction of its own; it is probed again on the drift interval)."""
+    from tests.integration.connection_statuses import FALSE_REASONS
+
+    for scenario in FALSE_REASONS:
+        assert connection_health(connections[scenario])["status"] == "Degraded", scenario
+
+
+@pytest.mark.unit
+def test_connection_healthy_only_once_the_current_generation_is_observed(
+    connections: dict[str, dict[str, Any]],
+) -> None:
+    obj = connections["connected"]
+    del obj["status"]["observedGeneration"]
+    assert connection_health(obj)["status"] == "Progressing"
+    obj["status"]["observedGeneration"] = 1
+    obj["metadata"]["generation"] = 3
+    assert connection_health(obj)["message"] == "Waiting for the operator to observe generation 3"
+    obj["metadata"]["generation"] = 1
+    assert connection_health(obj)["status"] == "Healthy"
+
+
+@pytest.mark.unit
+def test_connection_ready_unknown_is_progressing(connections: dict[str, dict[str, Any]]) -> None:
+    obj = connections["connected"]
+    obj["status"]["conditions"][0].update(status="Unknown", reason="Probing", message="")
+    assert connection_health(obj) == {"status": "Progressing", "message": "Probing"}
+
+
+@pytest.mark.unit
+def test_connection_check_ignores_other_conditions(connections: dict[str, dict[str, Any]]) -> None:
+    obj = connections["unauthorized"]
+    obj["status"]["conditions"].insert(0, _cond("Synced", "True", "ReconcileSuccess"))
+    assert connection_health(obj)["status"] == "Degraded"

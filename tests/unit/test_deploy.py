@@ -22,14 +22,18 @@ DEPLOY = ROOT / "deploy"
 RULES = [
     {"apiGroups": ["goodmem.ai"], "resources": ["llms"], "verbs": ["list", "watch", "patch"]},
     {"apiGroups": ["goodmem.ai"], "resources": ["llms/status"], "verbs": ["patch"]},
+    {"apiGroups": ["goodmem.ai"], "resources": ["goodmemconnections"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["goodmem.ai"], "resources": ["goodmemconnections/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
-#: Only where the operator watches every namespace (the ClusterRole): one watch stream per namespace needs kopf's
-#: namespace observation, which comes with its CRD observation. A Role cannot grant them and needs neither.
+#: Only in the ClusterRole: one watch stream per namespace needs kopf's namespace observation, which comes with its
+#: CRD observation; ClusterGoodMemConnections are cluster-scoped. A Role cannot grant these.
 CLUSTER_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["goodmem.ai"], "resources": ["clustergoodmemconnections"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["goodmem.ai"], "resources": ["clustergoodmemconnections/status"], "verbs": ["patch"]},
 ]
 #: Leader election (README, High availability), in the operator's own namespace: get and update only the Lease by
 #: name; create cannot be limited by name (authorized before the object has one).
@@ -128,6 +132,57 @@ def test_readme_documents_the_same_rules() -> None:
 def test_base_does_not_ship_the_crd() -> None:
     base = _load(DEPLOY / "base" / "kustomization.yaml")
     assert not any("crd" in str(r).lower() for r in base["resources"]), "the CRD is installed from crds/, not by -k"
+
+
+def test_no_crd_anywhere_in_deploy() -> None:
+    """Every CRD (LLM and both connection kinds) is installed from crds/: a CRD in an overlay or the chart would be
+    deleted by `kubectl delete -k` or `helm uninstall`, and every object of its kind with it."""
+    for path in DEPLOY.rglob("*"):
+        if path.is_file() and path.suffix in {".yaml", ".yml", ".tpl"}:
+            assert "kind: CustomResourceDefinition" not in path.read_text(), path
+    assert not (DEPLOY / "helm" / "goodmem-operator" / "crds").exists(), "Helm never upgrades a chart's crds/"
+
+
+def _crds() -> dict[str, dict[str, Any]]:
+    """The CRDs in crds/ by plural (what `kubectl apply -f crds/` installs)."""
+    out = {}
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        crd = _load(path)
+        assert crd["kind"] == "CustomResourceDefinition", path
+        assert path.name == f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml", path
+        out[crd["spec"]["names"]["plural"]] = crd
+    return out
+
+
+def test_crds_holds_the_three_kinds_with_their_scope() -> None:
+    crds = _crds()
+    assert {p: (c["spec"]["names"]["kind"], c["spec"]["scope"]) for p, c in crds.items()} == {
+        "llms": ("LLM", "Namespaced"),
+        "goodmemconnections": ("GoodMemConnection", "Namespaced"),
+        "clustergoodmemconnections": ("ClusterGoodMemConnection", "Cluster"),
+    }
+    for plural, crd in crds.items():
+        assert crd["metadata"]["name"] == f"{plural}.goodmem.ai"
+        assert "goodmem" in crd["spec"]["names"]["categories"], "kubectl get goodmem lists every kind"
+        [version] = crd["spec"]["versions"]
+        assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+
+
+def test_rbac_names_every_kind_of_crds_at_its_scope() -> None:
+    """The namespaced rules (Role, ClusterRole, Helm) cover exactly the namespaced kinds of crds/ and their status;
+    the cluster rules exactly the cluster-scoped ones: a new kind without rules, or a rule for a kind a Role
+    cannot grant, fails here."""
+    crds = _crds()
+
+    def goodmem(rules: list[dict[str, Any]]) -> set[str]:
+        return {r.split("/")[0] for rule in rules if rule["apiGroups"] == ["goodmem.ai"] for r in rule["resources"]}
+
+    assert goodmem(RULES) == {p for p, c in crds.items() if c["spec"]["scope"] == "Namespaced"}
+    assert goodmem(CLUSTER_RULES) == {p for p, c in crds.items() if c["spec"]["scope"] == "Cluster"}
+    for rule in RULES + CLUSTER_RULES:
+        for resource in rule["resources"]:
+            if resource.endswith("/status"):
+                assert rule["apiGroups"] == ["goodmem.ai"] and "patch" in rule["verbs"]
 
 
 def _deployment() -> dict[str, Any]:

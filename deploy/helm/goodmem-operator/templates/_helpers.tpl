@@ -33,6 +33,12 @@ app.kubernetes.io/component: operator
 - apiGroups: ["goodmem.ai"]
   resources: ["llms/status"]
   verbs: ["patch"]
+- apiGroups: ["goodmem.ai"]
+  resources: ["goodmemconnections"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["goodmem.ai"]
+  resources: ["goodmemconnections/status"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
@@ -41,8 +47,8 @@ app.kubernetes.io/component: operator
   verbs: ["create"]
 {{- end -}}
 
-{{/* Watching every namespace, one stream each: the cluster-scoped reads, only in the ClusterRole
-     (the same as the last rules of deploy/overlays/cluster-wide/clusterrole.yaml). */}}
+{{/* Only in the ClusterRole (the same as the last rules of deploy/overlays/cluster-wide/clusterrole.yaml): watching
+     every namespace, one stream each (namespaces, CRDs), and the cluster-scoped ClusterGoodMemConnections. */}}
 {{- define "goodmem-operator.clusterRules" -}}
 - apiGroups: [""]
   resources: ["namespaces"]
@@ -50,6 +56,12 @@ app.kubernetes.io/component: operator
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+- apiGroups: ["goodmem.ai"]
+  resources: ["clustergoodmemconnections"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["goodmem.ai"]
+  resources: ["clustergoodmemconnections/status"]
+  verbs: ["patch"]
 {{- end -}}
 
 {{/* Leader election, in the release's namespace: the same rules as deploy/base/leader-election-role.yaml, the
