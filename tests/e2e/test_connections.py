@@ -258,3 +258,43 @@ def test_a_restart_does_not_flap_llms_on_connections(
     assert kube.condition(ns, "steady") == before, "Ready unchanged through the restart"
     reasons = {e["reason"] for e in kube.events(ns)}
     assert not reasons & {"ConnectionNotFound", "ConnectionNotReady", "ConnectionNotAllowed"}, reasons
+
+
+def test_team_keys_rotate_without_a_restart(kube: Kube, operator: OperatorProcess, emulator: EmulatorProcess) -> None:
+    """team-a's key is rotated while its LLMs converge: the registry learns the new key, the Secret changes, the old
+    key is revoked; every LLM reaches Ready under the same principal, the operator process is the same. Then an LLM
+    that failed Unauthorized (the key revoked before the Secret changed) retries as soon as the Secret changes, not
+    after its backoff."""
+    tag = uuid.uuid4().hex[:6]
+    first, second, third = (f"rot-{tag}-{n}" for n in ("one", "two", "three"))
+    principal = emulator.add_key(first)
+    pid = operator.pid
+    ns = team(kube, emulator.base_url, first, "rotate")
+    for i in range(5):
+        kube.apply(ns, llm_manifest(f"r{i}"))
+    emulator.add_key(second, same_as=first)
+    kube.apply(ns, secret_manifest("registry", {"api-key": second}))
+    kube.wait_for(
+        lambda: any(
+            e["reason"] == "KeyRotated" and e["involvedObject"]["kind"] == "GoodMemConnection" for e in kube.events(ns)
+        ),
+        30,
+        "the KeyRotated Event",
+    )
+    emulator.revoke_key(first)
+    for i in range(5, 10):
+        kube.apply(ns, llm_manifest(f"r{i}"))
+    for i in range(10):
+        kube.wait_condition(ns, f"r{i}", timeout=30)
+        assert entry(kube, emulator, ns, f"r{i}")["ownerId"] == principal
+    status = kube.get(ns, "goodmemconnection", "default")["status"]
+    assert status.get("keyRotatedTime") and status["principal"] == principal
+
+    emulator.add_key(third, same_as=second)  # the registry knows the next key...
+    emulator.revoke_key(second)  # ...and drops the current one before the Secret has the next
+    kube.apply(ns, llm_manifest("late"))
+    kube.wait_condition(ns, "late", status="False", reason="Unauthorized", ctype="Synced", timeout=30)
+    kube.apply(ns, secret_manifest("registry", {"api-key": third}))
+    kube.wait_condition(ns, "late", timeout=30)  # the auth backoff is 120 s: this is the rotation's retry
+    assert entry(kube, emulator, ns, "late")["ownerId"] == principal
+    assert operator.pid == pid, "no restart"

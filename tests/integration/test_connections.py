@@ -7,6 +7,7 @@ checked against what the registry stored. A second emulator plays a registry tha
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from goodmem_operator.connections import (
     Breaker,
     Connections,
     ConnKey,
+    KeyFile,
     Limits,
     Reason,
 )
@@ -254,3 +256,41 @@ def test_breaker_opens_probes_once_per_step_and_closes() -> None:
     assert breaker.allow()
     breaker.success()
     assert not breaker.open and breaker.allow() and breaker.allow()
+
+
+async def test_the_operators_own_key_file_rotates_without_a_restart(
+    multi: Emulator, secrets: FakeSecrets, tmp_path: Any
+) -> None:
+    """The operator's key, mounted as a file: the registry learns a new key, the file changes, the old key is
+    revoked; the next request uses the new key, and the key-file watch tells the waiting LLMs to retry."""
+    path = tmp_path / "api-key"
+    path.write_text(API_KEY)
+    key = KeyFile(API_KEY, path)
+    conns = Connections(
+        RegistryClient(multi.base_url, key, timeout=5.0),
+        secrets,
+        operator_namespace="ops",
+        defaults=Limits(2.0, 100.0, 8),
+        operator_key=key,
+    )
+    rec = reconciler(conns, secrets)
+    woken: list[bool] = []
+    watch = asyncio.create_task(conns.watch_operator_key(lambda: woken.append(True), period=0.05))
+    try:
+        first = await rec.reconcile(make_llm(namespace="ops-a", name="one"))
+        assert first.result == Result.SUCCESS
+        multi.add_key("rotated-operator-key", same_as=API_KEY)
+        path.write_text("rotated-operator-key\n")
+        os.utime(path, ns=(10, 20))
+        for _ in range(100):
+            if woken:
+                break
+            await asyncio.sleep(0.05)
+        assert woken, "the key-file watch noticed the new key"
+        multi.revoke_key(API_KEY)
+        second = await rec.reconcile(make_llm(namespace="ops-a", name="two", spec={"endpointUrl": "https://two/v1"}))
+        assert second.result == Result.SUCCESS
+        assert {e["ownerId"] for e in multi.records()} == {owner_id_for_key(API_KEY)}  # one principal throughout
+    finally:
+        watch.cancel()
+        await conns.aclose()
