@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,8 +59,9 @@ class Emulator:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (``0`` picks a free port); return and set ``base_url``."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Serve on ``host:port`` (``0`` picks a free port), over TLS with ``ssl_context`` (a private registry's
+        certificate); return and set ``base_url``."""
         if self._runner is not None:
             raise RuntimeError("emulator already started")
         runner = web.AppRunner(
@@ -70,7 +72,7 @@ class Emulator:
             shutdown_timeout=0.5,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -80,7 +82,8 @@ class Emulator:
         bound_host, bound_port = runner.addresses[0][:2]
         self.host, self.port = host, int(bound_port)
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.base_url = f"http://{url_host}:{self.port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.base_url = f"{scheme}://{url_host}:{self.port}"
         return self.base_url
 
     async def stop(self) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from goodmem_devcluster.pki import CertificateAuthority
 from goodmem_emulator import Emulator, owner_id_for_key
 from goodmem_operator.api.types import CLUSTER_CONNECTION_KIND, CONNECTION_KIND
 from goodmem_operator.connections import (
@@ -294,3 +296,40 @@ async def test_the_operators_own_key_file_rotates_without_a_restart(
     finally:
         watch.cancel()
         await conns.aclose()
+
+
+async def test_a_private_registrys_ca_bundle(secrets: FakeSecrets, tmp_path: Any) -> None:
+    """A registry served over TLS with a certificate from a private CA: the connection trusts it only with its CA
+    bundle (caBundleSecretRef); without it the key check fails (Unreachable); a bundle that is not PEM is
+    InvalidCABundle, with no request sent."""
+    ca = CertificateAuthority("private-registry-ca")
+    serving = ca.issue_serving(dns=["localhost"], ips=["127.0.0.1"])
+    serving.write(tmp_path / "tls.crt", tmp_path / "tls.key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    tls = Emulator(api_keys=[KEY_A])
+    await tls.start("127.0.0.1", 0, ssl_context=context)
+    conns = Connections(
+        RegistryClient(tls.base_url, API_KEY), secrets, operator_namespace="ops", defaults=Limits(2.0, 100.0, 8)
+    )
+    try:
+        assert tls.base_url.startswith("https://")
+        secrets.data[("team-a", "registry")] = {"api-key": KEY_A, "ca.crt": ca.cert_pem.decode()}
+        secrets.data[("team-a", "not-pem")] = {"ca.crt": "not a certificate"}
+        plain = ConnKey(CONNECTION_KIND, "team-a", "plain")
+        refused = await conns.apply(plain, connection("team-a", "plain", tls.base_url))
+        assert not refused.connection.ready and refused.connection.probe.reason == Reason.UNREACHABLE
+        trusted = ConnKey(CONNECTION_KIND, "team-a", "trusted")
+        body = connection("team-a", "trusted", tls.base_url, caBundleSecretRef={"name": "registry", "key": "ca.crt"})
+        assert (await conns.apply(trusted, body)).connection.ready
+        rec = reconciler(conns, secrets)
+        ref = {"connectionRef": {"kind": CONNECTION_KIND, "name": "trusted"}}
+        done = await rec.reconcile(make_llm(namespace="team-a", name="tls", spec=ref))
+        assert done.result == Result.SUCCESS and tls.records()[0]["ownerId"] == owner_id_for_key(KEY_A)
+        bad = ConnKey(CONNECTION_KIND, "team-a", "bad")
+        bad_body = connection("team-a", "bad", tls.base_url, caBundleSecretRef={"name": "not-pem", "key": "ca.crt"})
+        broken = await conns.apply(bad, bad_body)
+        assert broken.connection.problem is not None and broken.connection.problem[0] == Reason.INVALID_CA_BUNDLE
+    finally:
+        await conns.aclose()
+        await tls.stop()
