@@ -334,7 +334,7 @@ class Engine:
 
     async def _reconcile(self, obj: Resource, trigger: str) -> Outcome:
         if obj.paused:
-            return self._paused(obj)
+            return await self._paused_plan(obj)
         prepared: Prepared[Any] | None = None
         try:
             prepared = await self.client.prepare(obj)
@@ -473,6 +473,29 @@ class Engine:
         status = self._status(obj, wanted, last_attempt=None, pending_changes=None, **obs.status)
         return Outcome(status=status, events=events, result=result, drift_corrected=drift)
 
+    async def _paused_plan(self, obj: Resource) -> Outcome:
+        """Paused: no registry write. The entry is still read (one GET, like a drift check) so that
+        status.pendingChanges and UpToDate say what removing the annotation would change; when it cannot be read
+        (a Secret, a refusal, the registry), UpToDate is Unknown and pendingChanges stays as it was."""
+        paused = self._paused(obj)
+        try:
+            prepared = await self.client.prepare(obj)
+            obs = await self.client.observe(obj, prepared)
+        except (Refusal, RegistryError):
+            return paused
+        if prepared.observe_only and (prepared.desired is None or not obs.exists):
+            return paused  # nothing to compare: the spec names the entry only, or the entry is not there
+        if not obs.exists:
+            pending = self.client.changes(prepared, None)
+            up_to_date = cond.pending(f"unpausing would create registry entry {obs.name} ({summary(pending)})")
+        else:
+            pending = self.client.changes(prepared, obs) if not obs.up_to_date else []
+            up_to_date = self._up_to_date(obs.name, pending, "managing it" if prepared.observe_only else "unpausing")
+        conditions = [Condition.model_validate(c) for c in paused.status["conditions"] if c["type"] != cond.UP_TO_DATE]
+        stamped = cond.set_conditions(obj.status.get("conditions"), [up_to_date], obj.generation)
+        status = self.client.status_type(conditions=[*conditions, *stamped], pending_changes=pending)
+        return Outcome(status=_dump(status), result=Result.PAUSED)
+
     def _paused(self, obj: Resource) -> Outcome:
         previous = obj.status.get("conditions")
         carried = cond.find(previous, cond.READY)
@@ -484,12 +507,12 @@ class Engine:
             )[0]
         )
         synced = cond.synced_false(
-            Reason.RECONCILE_PAUSED, f"annotation {PAUSED_ANNOTATION}=true: no registry calls until it is removed"
+            Reason.RECONCILE_PAUSED, f"annotation {PAUSED_ANNOTATION}=true: no registry writes until it is removed"
         )
-        # Not observed while paused (not even a GET): status.pendingChanges stays as the last reconcile found it.
+        # When the entry cannot be read while paused: status.pendingChanges stays as the last reconcile found it.
         unknown = cond.up_to_date_unknown(
             Reason.RECONCILE_PAUSED,
-            "not observed while paused; status.pendingChanges is as the last reconcile found it",
+            "paused and the entry could not be read; status.pendingChanges is as the last reconcile found it",
         )
         conditions = [ready, *cond.set_conditions(previous, [synced, unknown], obj.generation)]
         status = self.client.status_type(conditions=conditions)

@@ -130,8 +130,14 @@ def test_pause_and_resume(kube: Kube, namespace: str, operator: OperatorProcess,
     kube.run(
         "-n", namespace, "patch", "llm", "pausable", "--type", "merge", "-p", '{"spec":{"description":"while paused"}}'
     )
-    time.sleep(2)
-    assert [e for e in emulator.stats()["log"] if llm_id in e["path"]] == [], "no registry call while paused"
+    # Paused: the entry is read, never written; status says what unpausing would change.
+    pending = kube.wait_for(
+        lambda: kube.get(namespace, "llm", "pausable")["status"].get("pendingChanges") or None, 20, "the plan"
+    )
+    assert [c["path"] for c in pending] == ["description"] and pending[0]["new"] == "while paused"
+    assert (kube.condition(namespace, "pausable", "UpToDate") or {}).get("status") == "False"
+    calls = [e for e in emulator.stats()["log"] if llm_id in e["path"]]
+    assert calls and {e["method"] for e in calls} == {"GET"}, "paused: reads only, no registry write"
     kube.run("-n", namespace, "annotate", "llm", "pausable", "goodmem.ai/paused-")
     kube.wait_condition(namespace, "pausable", "True", "ReconcileSuccess", ctype="Synced")
     assert emulator.record(llm_id)["description"] == "while paused"

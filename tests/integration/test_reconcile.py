@@ -322,9 +322,11 @@ async def test_delete_retries_when_registry_down(emulator: Emulator, reconciler:
     assert emulator.records() == []
 
 
-async def test_paused_makes_no_calls(emulator: Emulator, reconciler: Reconciler) -> None:
+async def test_paused_makes_no_write_and_shows_the_plan(emulator: Emulator, reconciler: Reconciler) -> None:
     obj = make_llm(annotations={"goodmem.ai/paused": "true"})
     out = await reconciler.reconcile(obj)
     assert out.result == "paused"
     assert next(c for c in out.status["conditions"] if c["type"] == "Synced")["reason"] == "ReconcilePaused"
-    assert sum(emulator.stats()["requests"].values()) == 0
+    assert next(c for c in out.status["conditions"] if c["type"] == "UpToDate")["status"] == "False"
+    assert {c["path"] for c in out.status["pendingChanges"]} >= {"displayName", "endpointUrl"}
+    assert writes(emulator) == {}, "paused: no registry write"

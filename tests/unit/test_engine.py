@@ -318,10 +318,21 @@ ROWS: dict[str, Row] = {
         "backoff",
         up_to_date="Unknown/NotObserved",
     ),
-    "paused: no client call at all": Row(
+    "paused: reads only (observe), the plan of what unpausing would create": Row(
         {},
         "update",
+        ["observe"],
+        ("paused", "Unknown/ReconcilePaused", "False/ReconcilePaused", False),
         [],
+        "none",
+        paused=True,
+        up_to_date="False/PendingChanges",
+        pending=["displayName"],
+    ),
+    "paused: the registry cannot be read, UpToDate unknown": Row(
+        {"observe_": ServerError("503")},
+        "update",
+        ["observe"],
         ("paused", "Unknown/ReconcilePaused", "False/ReconcilePaused", False),
         [],
         "none",
@@ -440,7 +451,7 @@ async def test_engine_decides(row: Row) -> None:
     else:
         assert SETTINGS.backoff_base * 0.5 <= out.retry_after <= SETTINGS.backoff_base  # type: ignore[operator]
     if row.paused:
-        assert client.calls == [], "paused: not even the spec's Secrets are read"
+        assert set(client.registry_calls) <= {"observe"}, "paused: reads only, never a write"
 
 
 async def test_permanent_error_is_tried_once_per_inputs() -> None:
@@ -595,10 +606,12 @@ async def test_paused_keeps_the_ready_condition_it_had() -> None:
         "lastTransitionTime": "2020-01-01T00:00:00Z",
         "observedGeneration": 1,
     }
-    client = FakeClient()
+    client = FakeClient(observe_=ServerError("503"))
     out = await Engine(client, SETTINGS).reconcile(resource({"conditions": [ready]}, generation=2, paused=True))
-    assert cond(out, "Ready") == ready and client.calls == []
-    assert set(out.status) == {"conditions"}, "paused writes nothing but the conditions (pendingChanges stays)"
+    assert cond(out, "Ready") == ready and client.registry_calls == ["observe"]
+    assert set(out.status) == {"conditions"}, (
+        "unreadable while paused: nothing but the conditions (pendingChanges stays)"
+    )
 
 
 # -- registry errors -> reasons ----------------------------------------------------------------------
