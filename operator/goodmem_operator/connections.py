@@ -51,7 +51,7 @@ from goodmem_operator.registry import (
     RegistryError,
     Unauthorized,
     Unreachable,
-    ca_context,
+    tls_context,
 )
 from goodmem_operator.secrets import CredentialError, SecretReader, read_secret_key
 
@@ -278,7 +278,7 @@ class KeyFile:
         return self._key
 
 
-ClientFactory = Callable[[str, Callable[[], str], Limits, "ssl.SSLContext | bool"], RegistryClient]
+ClientFactory = Callable[[str, Callable[[], str], Limits, ssl.SSLContext], RegistryClient]
 
 
 @runtime_checkable
@@ -344,9 +344,7 @@ class Connections:
 
     # -- clients ----------------------------------------------------------------------------------------------
 
-    def _client(
-        self, base_url: str, key: Callable[[], str], limits: Limits, verify: ssl.SSLContext | bool
-    ) -> RegistryClient:
+    def _client(self, base_url: str, key: Callable[[], str], limits: Limits, verify: ssl.SSLContext) -> RegistryClient:
         return RegistryClient(
             base_url,
             key,
@@ -494,13 +492,12 @@ class Connections:
             conn.problem = (exc.reason, str(exc).replace("the LLM heals", "the connection heals"))
             conn.probe = Probe()
             return Applied(conn)
-        verify: ssl.SSLContext | bool = True
-        if pem and spec.ca_bundle_secret_ref is not None:
-            try:
-                verify = ca_context(pem)
-            except ValueError as exc:
-                conn.problem = (Reason.INVALID_CA_BUNDLE, f"Secret {where}/{spec.ca_bundle_secret_ref.name}: {exc}")
-                return Applied(conn)
+        try:
+            verify = tls_context(pem)  # shared by every connection that trusts the same
+        except ValueError as exc:
+            bundle = spec.ca_bundle_secret_ref.name if spec.ca_bundle_secret_ref is not None else ""
+            conn.problem = (Reason.INVALID_CA_BUNDLE, f"Secret {where}/{bundle}: {exc}")
+            return Applied(conn)
         digest = _digest(key)
         if conn.key_digest and digest != conn.key_digest:
             rotated = True

@@ -319,3 +319,28 @@ async def test_deleting_a_connection_waits_while_llms_are_bound(monkeypatch: pyt
         body=kopf.Body({**body("default"), "kind": CONNECTION_KIND}), patch=kopf.Patch(), memo=memo
     )
     assert NS_DEFAULT not in conns.objects
+
+
+async def test_connections_that_trust_the_same_share_one_tls_context() -> None:
+    """A TLS context holds its CA store (about 0.8 MB): one per distinct trust, not one per connection."""
+    from goodmem_devcluster.pki import CertificateAuthority
+
+    pem = CertificateAuthority("shared-ca").cert_pem.decode()
+    secrets = Secrets({(ns, "k"): {"api-key": ns, "ca": pem} for ns in ("a", "b", "c", "d")})
+    seen: list[Any] = []
+
+    def factory(base_url: str, key: Any, limits: Limits, verify: Any) -> FakeClient:
+        seen.append(verify)
+        return FakeClient()
+
+    conns = Connections(
+        FakeClient(),  # type: ignore[arg-type]
+        secrets,
+        operator_namespace="ops",
+        defaults=Limits(5.0, 10.0, 4),
+        client_factory=factory,  # type: ignore[arg-type]
+    )
+    ca = {"caBundleSecretRef": {"name": "k", "key": "ca"}}
+    for ns, spec in (("a", {}), ("b", {}), ("c", ca), ("d", ca)):
+        await conns.apply(ConnKey(CONNECTION_KIND, ns, "default"), body("default", namespace=ns, **spec))
+    assert seen[0] is seen[1] and seen[2] is seen[3] and seen[0] is not seen[2]
