@@ -755,7 +755,7 @@ def connections_section(r: Results) -> str:
         "registry entry's `ownerId` is checked against its namespace's principal.",
         "",
         "| | all `Ready` | runs | creates sent | registry requests per create | entries under the expected principal "
-        "| operator CPU | kube-apiserver CPU | other processes CPU | deleted (finalizers released) |",
+        "(all runs) | operator CPU | kube-apiserver CPU | other processes CPU | deleted (finalizers released) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, group in (
@@ -790,7 +790,8 @@ def connections_section(r: Results) -> str:
         "retrying on their backoff). Then team-a's registry heals and all of team-a's LLMs converge.",
         "",
         "| team-a's registry | team-b's lone create → `Ready` | runs | team-a's LLMs failing at team-b's creates | "
-        "requests team-a's registry answered | team-a's reasons | team-a all `Ready` after it healed |",
+        "requests team-a's registry answered (failed ones included) | team-a's `Synced` reasons | team-a all `Ready` "
+        "after it healed |",
         "|---|---|---|---|---|---|---|",
         f"| healthy, idle | {_s(iso['idle_median_s'])} ({_med(len(iso['idle_s']))}) | "
         f"{', '.join(_s(x) for x in iso['idle_s'])} | – | – | – | – |",  # noqa: RUF001 - typographic en dash on purpose: the report's mark for no value
