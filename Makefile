@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo reliability test test-unit test-integration test-e2e crd lint bench bench-smoke bench-fairness cluster-up cluster-down image clean
+.PHONY: install demo reliability test test-unit test-integration test-e2e crd lint bench bench-smoke bench-fairness bench-connections cluster-up cluster-down image clean
 
 # The operator (with its test tools) and, beside it, the development distribution in dev/ (emulator, local control plane).
 $(VENV)/.installed: pyproject.toml dev/pyproject.toml
@@ -55,6 +55,9 @@ bench-smoke: install
 ## The fair-share phase alone (issue #13): replaces just the "Fair share" section of BENCHMARKS.md.
 bench-fairness: install
 	$(PY) bench/run.py --only fairness --write BENCHMARKS.md
+## The connections phase alone (issue #15): replaces just the "Connections" section of BENCHMARKS.md.
+bench-connections: install
+	$(PY) bench/run.py --only connections --write BENCHMARKS.md
 
 ## Reliability scenarios (issue #8) at full size: JSON summaries to tests/reliability/results/ (committed), then
 ## RELIABILITY.md generated from them (CI runs a reduced count in `make test`; its summaries go to build/reliability/).

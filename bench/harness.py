@@ -34,6 +34,7 @@ from typing import cast
 
 from bench.machine import loadavg, source_state
 from bench.phases.calls import CallsPhase
+from bench.phases.connections import ConnectionsPhase
 from bench.phases.convergence import ConvergencePhase
 from bench.phases.fairness import FairnessPhase
 from bench.phases.latency import LatencyPhase
@@ -46,8 +47,11 @@ from bench.stack import cpu_delta
 __all__ = ["FULL", "SMOKE", "Bench", "BenchError", "Sizes", "run_bench"]
 
 
-class Bench(ConvergencePhase, RotationPhase, LatencyPhase, FairnessPhase, MemoryPhase, CallsPhase):
+class Bench(ConvergencePhase, RotationPhase, LatencyPhase, FairnessPhase, ConnectionsPhase, MemoryPhase, CallsPhase):
     """Every phase, in order, on one stack."""
+
+    #: The phases `bench/run.py --only NAME` runs alone (each fills `results[NAME]`).
+    ALONE = ("fairness", "connections")
 
     # -- the run ----------------------------------------------------------------------------------
 
@@ -59,9 +63,14 @@ class Bench(ConvergencePhase, RotationPhase, LatencyPhase, FairnessPhase, Memory
         try:
             self._timed("setup", self.stack.start)
             cpu0 = self.stack.cpu_snapshot()
-            if only == "fairness":
+            if only is not None and only not in self.ALONE:
+                raise ValueError(f"--only takes one of {', '.join(self.ALONE)}, not {only!r}")
+            if only is not None:
                 self.results["only"] = only
+            if only == "fairness":
                 self.results["fairness"] = self._timed("fairness", self.fairness)
+            elif only == "connections":
+                self.results["connections"] = self._timed("connections", self.connections)
             else:
                 self._run_all()
         finally:
@@ -93,6 +102,8 @@ class Bench(ConvergencePhase, RotationPhase, LatencyPhase, FairnessPhase, Memory
         self.results["latency"] = self._timed("latency", self.latency)
         # Before the memory phase, which leaves its LLMs in place (a fresh operator would resume them all).
         self.results["fairness"] = self._timed("fairness", self.fairness)
+        # Before the memory phase too; it leaves no LLM or connection behind (only empty namespaces).
+        self.results["connections"] = self._timed("connections", self.connections)
         self.results["memory"] = self._timed("memory", self.memory)
         self.stack.stop_operator()
         self.results["calls"] = self._calls_summary()

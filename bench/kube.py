@@ -122,6 +122,17 @@ class Kube:
             future.result()
         return time.monotonic() - started
 
+    def create_llms_across(self, items: list[tuple[str, dict[str, Any]]]) -> float:
+        """Create LLMs in several namespaces at once (`(namespace, body)` pairs, sent in the given order)."""
+        return self._bulk(
+            lambda nb: self._drain(
+                self.custom().create_namespaced_custom_object(
+                    GROUP, VERSION, nb[0], PLURAL, nb[1], _preload_content=False
+                )
+            ),
+            items,
+        )
+
     def create_namespace(self, name: str) -> str:
         self.core().create_namespace(kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name)))
         return name
@@ -188,6 +199,8 @@ class Item:
     ready_at: float | None = None  # monotonic time of the event that made it Ready for its generation
     deleting: bool = False
     llm_id: str | None = None
+    failed: bool = False  # Ready=False observed for its current generation (a failed attempt, not yet healed)
+    reason: str | None = None  # while failed: the Synced condition's reason (Ready says Creating), else Ready's
 
 
 class LLMWatch:
@@ -280,8 +293,13 @@ class LLMWatch:
         item.observed_generation = status.get("observedGeneration")
         item.deleting = bool(meta.get("deletionTimestamp"))
         item.llm_id = status.get("llmId") or item.llm_id
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        ready = ready and item.observed_generation == item.generation
+        conds = {c.get("type"): c for c in status.get("conditions") or []}
+        cond = conds.get("Ready") or {}
+        current = item.observed_generation == item.generation
+        ready = cond.get("status") == "True" and current
+        item.failed = cond.get("status") == "False" and current
+        item.reason = (conds.get("Synced") or {}).get("reason") if item.failed else cond.get("reason")
+        item.reason = item.reason or cond.get("reason")
         if ready and not item.ready:
             item.ready_at = now
         elif not ready:

@@ -21,6 +21,8 @@ TARGETS = {
 
 FAIR_HEADING = "## 7. Fair share"
 FAIR_COMMAND = "make bench-fairness"
+CONN_HEADING = "## 8. Connections"
+CONN_COMMAND = "make bench-connections"
 
 
 def _s(x: float | None, digits: int = 2) -> str:
@@ -123,6 +125,8 @@ def _closing(r: Results, w: Callable[[str], object]) -> None:
     sizes = r["sizes"]
     if r.get("fairness"):
         w(fairness_section(r))
+    if r.get("connections"):
+        w(connections_section(r))
     w(_scale_plan(r))
     base = load_baseline()
     if base is not None and sizes.get("targets"):
@@ -262,6 +266,7 @@ def render(r: Results) -> str:
             f"≤ idle + {TARGETS['fair_delay_s']:.0f} s | "
             f"{_verdict(fair['delay_median_s'] <= TARGETS['fair_delay_s'], targets)} |"
         )
+    out.extend(_connections_rows(r))
     w(
         f"| 6 | operator peak RSS with {sizes['memory_secrets_at']:,} LLMs and {sec.get('n', 0):,} unrelated Secrets | "
         f"**{_mb(peak_target)}** | < {TARGETS['peak_rss_mb']:.0f} MB | "
@@ -546,11 +551,12 @@ def fairness_section(r: Results) -> str:
     return "\n".join(lines)
 
 
-def splice_fairness(document: str, section: str) -> str:
-    """`document` (BENCHMARKS.md) with its fair-share section replaced by `section` (or added before the scale plan)."""
-    if FAIR_HEADING in document:
-        start = document.index(FAIR_HEADING)
-        nxt = document.find("\n## ", start + len(FAIR_HEADING))
+def splice_section(document: str, heading: str, section: str) -> str:
+    """`document` (BENCHMARKS.md) with the section under `heading` replaced by `section` (or added before the scale
+    plan, i.e. after the numbered sections)."""
+    if heading in document:
+        start = document.index(heading)
+        nxt = document.find("\n## ", start + len(heading))
         return document[:start] + section.rstrip() + "\n" + (document[nxt:] if nxt >= 0 else "")
     anchor = document.find("## Scale plan")
     if anchor < 0:
@@ -558,8 +564,25 @@ def splice_fairness(document: str, section: str) -> str:
     return document[:anchor] + section.rstrip() + "\n\n" + document[anchor:]
 
 
-def render_fairness_only(r: Results) -> str:
-    return "# Benchmarks: fair share only\n\n" + fairness_section(r)
+def splice_fairness(document: str, section: str) -> str:
+    """`document` with its fair-share section replaced by `section` (or added before the scale plan)."""
+    return splice_section(document, FAIR_HEADING, section)
+
+
+#: The phases `bench/run.py --only NAME` runs alone: the heading of their section, its renderer, their title.
+ALONE: dict[str, tuple[str, Callable[[Results], str], str]] = {}
+
+
+def render_only(r: Results) -> str:
+    """The document of an `--only` run: its one section."""
+    _heading, section, title = ALONE[r["only"]]
+    return f"# Benchmarks: {title} only\n\n" + section(r)
+
+
+def splice_only(document: str, r: Results) -> str:
+    """`document` (an existing BENCHMARKS.md) with just the section of the `--only` run `r` replaced or added."""
+    heading, section, _title = ALONE[r["only"]]
+    return splice_section(document, heading, section(r))
 
 
 def diag_rps(r: Results) -> float:
@@ -667,3 +690,145 @@ def _scale_plan(r: Results) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# -- connections (issue #15) ------------------------------------------------------------------------------
+
+
+def _owners(runs: list[dict[str, Any]]) -> str:
+    ok, wrong = sum(r["owners_ok"] for r in runs), sum(r["owners_wrong"] for r in runs)
+    return f"{ok:,} / {ok + wrong:,}"
+
+
+def _connections_rows(r: Results) -> list[str]:
+    """The results-table rows of the connections phase (none if the run did not have it)."""
+    conn = r.get("connections")
+    if not conn:
+        return []
+    runs, iso, mem = conn["runs"], conn["isolation"], conn["memory"]
+    total = conn["namespaces"] * conn["per_namespace"]
+    modes = {m["mode"]: m for m in iso["modes"]}
+    down = modes.get("outage") or iso["modes"][0]
+    others = "; ".join(f"{m['mode']}: {_s(m['median_s'])}" for m in iso["modes"] if m is not down)
+    rows = [
+        f"| 8 | {conn['namespaces']} namespaces × {conn['per_namespace']} LLMs"  # noqa: RUF001 - typographic multiplication sign on purpose in the report's text
+        ", each namespace through its own "
+        f"`GoodMemConnection` (own key), {total:,} applied at once → all `Ready` ({_med(len(runs))}) | "
+        f"**{_s(conn['converge_median_s'], 1)}** (runs: {', '.join(_s(x['converge_s'], 1) for x in runs)}); the same "
+        f"under the operator's own key: {_s(conn['baseline_median_s'], 1)}; entries under their namespace's "
+        f"principal {_owners(cast(list[dict[str, Any]], runs))} | report | |",
+        f"| 8 | team-b's lone create → `Ready` while team-a's registry is down ({down['mode']}, "
+        f"{_med(len(down['lone_s']))}) "
+        f"| **{_s(down['median_s'])}**{'; ' + others if others else ''}; team-a's registry healthy and idle: "
+        f"{_s(iso['idle_median_s'])} | report | |",
+        f"| 8 | memory per `GoodMemConnection` (fresh operator, 0 vs {mem['n']} `Ready`, no LLMs) | "
+        f"**{mem['per_connection_kb']:.0f} KB** ({_mb(mem['before']['rss_mb'])} → {_mb(mem['after']['rss_mb'])}) | "
+        "report | |",
+    ]
+    return rows
+
+
+def connections_section(r: Results) -> str:
+    """The connections phase as a section of its own (also spliced alone into BENCHMARKS.md by `--only connections`)."""
+    conn, sizes = r["connections"], r["sizes"]
+    runs, base, iso, mem = conn["runs"], conn["baseline"], conn["isolation"], conn["memory"]
+    k, per = conn["namespaces"], conn["per_namespace"]
+    total = k * per
+    how = (
+        f"`{CONN_COMMAND}` (`.venv/bin/python bench/run.py --only connections --write BENCHMARKS.md`, this section "
+        "alone)"
+        if r.get("only") == "connections"
+        else "`make bench`, with the other phases"
+    )
+    lines = [
+        CONN_HEADING,
+        "",
+        f"Measured by {how} on {r['started']}, {r['machine']['cores']} cores; {_busy(r)}.",
+        "",
+        f"One operator at the defaults (`--registry-concurrency {sizes['registry_concurrency']}`, `--registry-rps "
+        f"{sizes['registry_rps']:g}`, which each connection takes as its own limits). {k} namespaces, each with a "
+        "labelled key Secret (its own key: its own principal in the emulator) and a `GoodMemConnection` named "
+        f"`default`; their {k} connections were all `Ready` {_s(conn['connections_ready_s'])} after the first was "
+        f"created. Then {per} LLMs in each, {total:,} applied at once (8 threads, interleaved across the namespaces), "
+        f"in {len(runs)} run{'s' if len(runs) != 1 else ''} alternating with the same {total:,} LLMs in {k} "
+        "namespaces without a connection (the operator's own key), so both are measured under the same load. Every "
+        "registry entry's `ownerId` is checked against its namespace's principal.",
+        "",
+        "| | all `Ready` | runs | creates sent | registry requests per create | entries under the expected principal "
+        "(all runs) | operator CPU | kube-apiserver CPU | other processes CPU | deleted (finalizers released) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, group in (
+        (f"{k} connections, own keys", runs),
+        ("operator's own key, no connection", base),
+    ):
+        if not group:
+            continue
+        lines.append(
+            f"| {label} | **{_s(statistics.median(x['converge_s'] for x in group), 1)}** ({_med(len(group))}) | "
+            f"{', '.join(_s(x['converge_s'], 1) for x in group)} | "
+            f"{_s(statistics.median(x['apply_s'] for x in group), 1)} | "
+            f"{statistics.median(x['requests_per_create'] for x in group):.2f} "
+            f"({_counts(_reqs(group[-1]['registry']), group[-1]['n'])}) | "
+            f"{_owners(cast(list[dict[str, Any]], group))} | "
+            f"{_s(statistics.median(x['cpu']['operator'] for x in group), 1)} | "
+            f"{_s(statistics.median(x['cpu']['kube-apiserver'] for x in group), 1)} | "
+            f"{_s(statistics.median(x['cpu']['other'] for x in group), 1)} | "
+            f"{_s(statistics.median(x['delete_s'] for x in group), 1)} |"
+        )
+    lines += [
+        "",
+        "CPU and the delete time are medians over the runs; the requests per create count every registry request "
+        "of the window (the last run's breakdown in brackets).",
+        "",
+        "**Isolation.** team-a's connection points at a second emulator process (its own registry, "
+        f"`requestTimeoutSeconds: {iso['request_timeout_s']:g}`); team-b's at the bench's emulator. team-b's lone "
+        "create is timed from its create request to the watch event that shows it `Ready`: first with team-a's "
+        f"registry healthy and idle, then, for each fault, {len(iso['idle_s'])} "
+        f"time{'s' if len(iso['idle_s']) != 1 else ''} "
+        f"while team-a applies {iso['a_llms']} more LLMs at once and a quarter of them have failed (the earlier ones "
+        "retrying on their backoff). Then team-a's registry heals and all of team-a's LLMs converge.",
+        "",
+        "| team-a's registry | team-b's lone create → `Ready` | runs | team-a's LLMs failing at team-b's creates | "
+        "requests team-a's registry answered (failed ones included) | team-a's `Synced` reasons | team-a all `Ready` "
+        "after it healed |",
+        "|---|---|---|---|---|---|---|",
+        f"| healthy, idle | {_s(iso['idle_median_s'])} ({_med(len(iso['idle_s']))}) | "
+        f"{', '.join(_s(x) for x in iso['idle_s'])} | – | – | – | – |",  # noqa: RUF001 - typographic en dash on purpose: the report's mark for no value
+    ]
+    for m in iso["modes"]:
+        what = (
+            "down: every request answered 503 (`outage`)"
+            if m["mode"] == "outage"
+            else f"answers after {m['faults'].get('latencyMs', 0)} ms, over the {iso['request_timeout_s']:g} s "
+            "request timeout (`timeouts`)"
+        )
+        lines.append(
+            f"| {what} | **{_s(m['median_s'])}** ({_med(len(m['lone_s']))}) | {', '.join(_s(x) for x in m['lone_s'])} "
+            f"| {', '.join(str(x) for x in m['a_failed_at_b_create'])} | {_counts(_reqs(m['a_requests']))} | "
+            f"{_counts(cast(dict[str, float], m['a_reasons']))} | {_s(m['a_recover_s'], 1)} |"
+        )
+    lines += [
+        "",
+        "What isolates them: one registry client per connection, each with its own rate and concurrency limits and a "
+        "circuit breaker (after 5 consecutive 5xx or timeouts it fails fast, letting one probe through per backoff "
+        "step), so a registry that is down holds none of another connection's slots "
+        "(`operator/goodmem_operator/connections.py`, `registry.py`); team-a's LLMs wait on their own backoff.",
+        "",
+        f"**Memory per connection.** A fresh operator's RSS (mean of VmRSS samples once it has probed every "
+        f"connection and the registry has been quiet {sizes['quiet_s']:g} s) with no connection: "
+        f"{_mb(mem['before']['rss_mb'])}; with {mem['n']} `Ready` `GoodMemConnection`s in one namespace (each with "
+        f"its own key Secret and principal, no LLM): {_mb(mem['after']['rss_mb'])}, so "
+        f"**{mem['per_connection_kb']:.0f} KB per connection**; again with none after they were deleted: "
+        f"{_mb(mem['again']['rss_mb'])} (the spread between fresh processes). The {mem['n']} were `Ready` "
+        f"{_s(mem['ready_s'], 1)} after the first was created; the operator that saw them come had "
+        f"{_mb(mem['running_rss_mb'])} then.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+ALONE.update(
+    fairness=(FAIR_HEADING, fairness_section, "fair share"),
+    connections=(CONN_HEADING, connections_section, "connections"),
+)

@@ -162,6 +162,64 @@ class FairnessResult(TypedDict):
     delay_median_s: float
 
 
+class ConnectionRun(TypedDict):
+    """One convergence of `namespaces` x `per_namespace` LLMs applied at once (connections phase)."""
+
+    with_connections: bool  # each namespace through its own GoodMemConnection, else the operator's own key
+    n: int
+    apply_s: float
+    converge_s: float
+    registry: Counts
+    requests_per_create: float
+    owners_ok: int  # registry entries whose ownerId is the principal of their namespace's key
+    owners_wrong: int
+    cpu: Cpu
+    delete_s: float
+    delete_registry: Counts
+
+
+class IsolationMode(TypedDict):
+    mode: str  # "outage" (503 at once) or "timeouts" (answers slower than the connection's request timeout)
+    faults: dict[str, Any]  # what team-a's registry was told (`/_emulator/faults`)
+    lone_s: list[float]  # team-b's lone creates -> Ready
+    median_s: float
+    a_failed_at_b_create: list[int]  # team-a's LLMs seen Ready=False when team-b created
+    a_reasons: dict[str, int]  # team-a's Ready reasons just before its registry came back
+    a_requests: dict[str, int]  # requests team-a's registry answered while the mode lasted
+    b_registry: Counts  # team-b's registry (the bench's emulator) over the mode
+    a_recover_s: float  # from the faults cleared to all of team-a's LLMs Ready
+
+
+class IsolationResult(TypedDict):
+    a_llms: int  # team-a's LLMs applied per team-b create
+    request_timeout_s: float  # team-a's connection's requestTimeoutSeconds
+    idle_s: list[float]
+    idle_median_s: float
+    modes: list[IsolationMode]
+
+
+class ConnectionMemory(TypedDict):
+    n: int
+    ready_s: float  # from the first connection created to all n Ready (the running operator)
+    before: MemoryPoint  # a fresh operator with no connection
+    after: MemoryPoint  # a fresh operator with n Ready connections (after it probed each)
+    again: MemoryPoint  # a fresh operator after they were deleted (the noise between fresh processes)
+    running_rss_mb: float  # the operator that saw them created, after they were Ready
+    per_connection_kb: float
+
+
+class ConnectionsResult(TypedDict):
+    namespaces: int
+    per_namespace: int
+    connections_ready_s: float  # the namespaces' connections created -> all Ready
+    runs: list[ConnectionRun]
+    baseline: list[ConnectionRun]
+    converge_median_s: float
+    baseline_median_s: float | None
+    isolation: IsolationResult
+    memory: ConnectionMemory
+
+
 class MemoryPoint(TypedDict):
     tag: str
     llms: int
@@ -228,7 +286,8 @@ class OperatorRunRecord(TypedDict):
 
 
 class Results(TypedDict):
-    """One run.  A full run fills every phase; `--only fairness` sets `only` and fills `fairness` alone."""
+    """One run.  A full run fills every phase; `--only fairness` (or `connections`) sets `only` and fills that phase
+    alone."""
 
     sizes: dict[str, Any]  # `bench.sizes.Sizes` as a dict
     machine: MachineFacts
@@ -242,6 +301,7 @@ class Results(TypedDict):
     rotation: NotRequired[RotationResult]
     latency: NotRequired[LatencyResult]
     fairness: NotRequired[FairnessResult]
+    connections: NotRequired[ConnectionsResult]
     memory: NotRequired[MemoryResult]
     calls: NotRequired[CallsResult]
     operator_runs: NotRequired[list[OperatorRunRecord]]

@@ -4,6 +4,8 @@
 .venv/bin/python bench/run.py --smoke                   # 20 LLMs, small counts everywhere, no targets
 .venv/bin/python bench/run.py --only fairness --write BENCHMARKS.md   # `make bench-fairness`: the fair-share
                                    # phase alone (a few minutes); --write replaces just its section of the file
+.venv/bin/python bench/run.py --only connections --write BENCHMARKS.md   # `make bench-connections`: the
+                                   # connections phase alone (issue #15), likewise
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import FULL, SMOKE, run_bench
-from bench.report import fairness_section, render, render_fairness_only, splice_fairness
+from bench.report import ALONE, render, render_only, splice_only
 from bench.results import Results
 
 
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-json", type=Path, metavar="FILE", help="render results saved by --json (no run)")
     p.add_argument(
         "--only",
-        choices=["fairness"],
+        choices=sorted(ALONE),
         help="run one phase alone; with --write, only its section of an existing file is replaced",
     )
     p.add_argument(
@@ -46,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         results = cast(Results, json.loads(args.from_json.read_text()))
     else:
         results = run_bench(SMOKE if args.smoke else FULL, keep_dir=args.logs, profile_dir=args.profile, only=args.only)
-    if results.get("only") == "fairness":
-        text = render_fairness_only(results)
+    if results.get("only"):
+        text = render_only(results)
         if args.write and args.write.exists():
-            text = splice_fairness(args.write.read_text(), fairness_section(results))
+            text = splice_only(args.write.read_text(), results)
     else:
         text = render(results)
     if args.json and not args.from_json:

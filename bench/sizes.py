@@ -7,6 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "goodmem.ai", "v1alpha1", "llms"
+CONN_PLURAL = "goodmemconnections"
 
 
 class BenchError(RuntimeError):
@@ -39,6 +40,18 @@ class Sizes:
     # Empty namespaces added at the end of the memory phase: what each watched namespace costs a fresh operator
     # (two watch streams each: LLMs and labelled Secrets). 0: skipped.
     memory_namespaces: int = 500
+    # Connections (issue #15): `connection_namespaces` namespaces, each with its own key and GoodMemConnection
+    # `default`, get `connection_llms` LLMs each, all applied at once (`connection_runs` runs, alternating with as many
+    # runs of the same LLMs in namespaces without a connection, under the operator's own key).
+    connection_namespaces: int = 10
+    connection_llms: int = 100
+    connection_runs: int = 3
+    # Isolation: team-a's connection points at a registry of its own, put into outage (503s) or made slower than
+    # the connection's request timeout, while team-a's `isolation_llms` converge; team-b's lone create, as many times.
+    isolation_llms: int = 100
+    isolation_runs: int = 3
+    isolation_timeouts: bool = True  # also the timeouts variant (latency above the request timeout)
+    memory_connections: int = 100  # GoodMemConnections (each Ready, no LLMs) for the memory per connection
     settle_s: float = 2.0  # after a phase reaches its end state, before its counters are read
     quiet_s: float = 2.0  # registry silence that marks the end of an operator's resume pass
     sample_s: float = 3.0  # RSS sampling of a settled operator
@@ -47,6 +60,11 @@ class Sizes:
     diagnostic_rps: float | None = 1000.0  # one more convergence run with this --registry-rps (not in the medians)
     timeout: float = 600.0  # per wait
     targets: bool = True
+
+    @property
+    def connection_keys(self) -> int:
+        """How many team keys (principals) the bench's emulator must know beside the operator's own."""
+        return max(self.connection_namespaces, self.memory_connections, 2)
 
 
 FULL = Sizes(
@@ -81,6 +99,13 @@ SMOKE = Sizes(
     fairness_diagnostic_rps=None,
     fairness_single_stream=False,
     memory_namespaces=5,
+    connection_namespaces=2,
+    connection_llms=5,
+    connection_runs=1,
+    isolation_llms=5,
+    isolation_runs=1,
+    isolation_timeouts=False,
+    memory_connections=5,
     settle_s=0.5,
     quiet_s=0.5,
     sample_s=1.0,

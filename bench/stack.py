@@ -22,6 +22,11 @@ from goodmem_devcluster import ControlPlane
 from goodmem_devcluster.stack import EmulatorProcess, OperatorProcess
 
 
+def team_key(i: int) -> str:
+    """The registry key of the connections phase's team `i` (each its own principal in the emulator)."""
+    return f"bench-team-{i:03d}-key"
+
+
 @dataclass
 class OperatorRun:
     tag: str
@@ -62,11 +67,22 @@ class Stack:
         self.cp = ControlPlane(extra_apiserver_args=[f"--audit-policy-file={policy}"])
         self.cp.start()
         self.emu = EmulatorProcess(
-            self.workdir / "emulator.log", api_key="bench-operator-key", admin_key="bench-admin-key"
+            self.workdir / "emulator.log",
+            api_key="bench-operator-key",
+            admin_key="bench-admin-key",
+            more_keys=tuple(team_key(i) for i in range(self.sizes.connection_keys)),  # the connections phase's teams
         ).start()
         self.registry = RegistryAccessLog(self.emu.log_path)
         self.cp.kubectl("apply", "-f", str(ROOT / "crds"))
-        self.cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+        self.cp.kubectl(
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/llms.goodmem.ai",
+            "crd/goodmemconnections.goodmem.ai",
+            "crd/clustergoodmemconnections.goodmem.ai",
+            "--timeout=60s",
+        )
         self._wait_crd_storage()
         # The operator runs as a user of its own, so the audit log tells its requests from the harness's.
         self.op_kubeconfig = self.cp.kubeconfig_for_user(

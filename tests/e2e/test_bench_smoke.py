@@ -94,6 +94,27 @@ def test_fair_share(results: dict) -> None:
         assert run["delete"]["registry"]["DELETE"] == SMOKE.fairness
 
 
+def test_connections(results: dict) -> None:
+    conn = results["connections"]
+    n = SMOKE.connection_namespaces * SMOKE.connection_llms
+    assert len(conn["runs"]) == len(conn["baseline"]) == SMOKE.connection_runs
+    for run in conn["runs"] + conn["baseline"]:
+        assert run["n"] == n and _positive(run["converge_s"])
+        assert run["owners_ok"] == n and run["owners_wrong"] == 0  # each entry under its namespace's principal
+        assert run["registry"]["POST"] == n and run["registry"]["errors"] == 0
+        assert run["delete_registry"]["DELETE"] == n
+    iso = conn["isolation"]
+    assert len(iso["idle_s"]) == SMOKE.isolation_runs and all(_positive(x) for x in iso["idle_s"])
+    (outage,) = iso["modes"]
+    assert outage["mode"] == "outage" and len(outage["lone_s"]) == SMOKE.isolation_runs
+    assert all(_positive(x) for x in outage["lone_s"])
+    assert outage["a_reasons"] == {"RegistryUnavailable": SMOKE.isolation_llms * SMOKE.isolation_runs}
+    assert outage["b_registry"]["errors"] == 0  # team-b's registry saw none of team-a's failures
+    mem = conn["memory"]
+    assert mem["n"] == SMOKE.memory_connections
+    assert all(p["rss_mb"] > 10 for p in (mem["before"], mem["after"], mem["again"]))
+
+
 def test_report_renders_every_section(results: dict) -> None:
     text = render(results)
     for heading in (
@@ -105,6 +126,7 @@ def test_report_renders_every_section(results: dict) -> None:
         "## 5. Latency",
         "## 6. Memory",
         "## 7. Fair share",
+        "## 8. Connections",
         "## Scale plan",
         "make bench",
     ):
