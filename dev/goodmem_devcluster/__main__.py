@@ -28,9 +28,10 @@ def _attach(state_dir: Path) -> ControlPlane | None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    b = _build.build(controller_manager=args.controller_manager)
+    b = _build.build(controller_manager=args.controller_manager, node=getattr(args, "node", False))
     for name, path in vars(b).items():
-        print(f"{name}: {path}" + ("" if path.exists() else "  (not built; optional: build --controller-manager)"))
+        flag = "--node" if name in ("kubelet", "kube_scheduler") else "--controller-manager"
+        print(f"{name}: {path}" + ("" if path.exists() else f"  (not built; optional: build {flag})"))
     return 0
 
 
@@ -130,9 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also kube-controller-manager (namespace deletion, garbage collection); built on first use",
     )
-    sub.add_parser("build", parents=[kcm], help="build (or find cached) etcd, kube-apiserver, kubectl").set_defaults(
-        func=cmd_build
+    build = sub.add_parser("build", parents=[kcm], help="build (or find cached) etcd, kube-apiserver, kubectl")
+    build.add_argument(
+        "--node", action="store_true", help="also kubelet and kube-scheduler (hack/kubelet_experiment.py)"
     )
+    build.set_defaults(func=cmd_build)
     p = sub.add_parser("up", parents=[state, kcm], help="start detached; prints `export KUBECONFIG=...` last")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /readyz")
     p.set_defaults(func=cmd_up)

@@ -216,18 +216,20 @@ class QuietIndexLog(logging.Filter):
         return record.msg not in self.MESSAGES
 
 
-def elector(cfg: config_mod.Config, metrics: Metrics) -> LeaderElector:
-    """The candidate for the Lease `--lease-name` in the operator namespace, as the identity kopf logs in with."""
+def elector(cfg: config_mod.Config, metrics: Metrics, own_identity: str) -> LeaderElector:
+    """The candidate `own_identity` for the Lease `--lease-name` in the operator namespace, as the identity kopf logs
+    in with."""
     login = functools.partial(kopf.login_via_client, logger=log, settings=kopf.OperatorSettings())
     api = KubeLeaseApi(KubeApi(login, timeout=cfg.lease_retry_period), cfg.operator_namespace, cfg.lease_name)
     timings = Timings(cfg.lease_duration, cfg.lease_renew_deadline, cfg.lease_retry_period)
     metrics.leader.set(0)
-    return LeaderElector(api, identity(cfg.pod_name), timings, on_change=metrics.leader.set)
+    return LeaderElector(api, own_identity, timings, on_change=metrics.leader.set)
 
 
 def run_elected(cfg: config_mod.Config, metrics: Metrics, options: dict[str, Any]) -> None:
-    """Several replicas: stand by until this one holds the Lease, then run kopf while renewing it (leader.py)."""
-    candidate = elector(cfg, metrics)
+    """Several replicas: stand by until this one holds the Lease, then run kopf while renewing it (leader.py).
+    The Lease's candidate is kopf's identity (options["identity"])."""
+    candidate = elector(cfg, metrics, options["identity"])
     log.info(
         "goodmem-operator: leader election on, Lease %s/%s, identity %s",
         cfg.operator_namespace,
@@ -338,6 +340,10 @@ def run(argv: list[str] | None = None) -> None:
         "settings": settings,
         "registry": registry,
         "standalone": True,  # no kopf peering: leader election (below) decides who works
+        # Always given: kopf's default identity is getpass.getuser()@host, which raises KeyError ("getpwuid(): uid not
+        # found: 65532") where the uid has no /etc/passwd entry: the image's user under containerd (a real kubelet),
+        # CRI-O or Docker. podman adds the entry itself, so only a real pod showed it (hack/kubelet_experiment.py).
+        "identity": identity(cfg.pod_name),
         "clusterwide": scope.clusterwide,
         "namespaces": list(scope.namespaces),
         "liveness_endpoint": cfg.liveness,

@@ -233,6 +233,33 @@ def test_kube_controller_manager_is_built_only_when_asked_for(
     assert (gobuild.hack_dir() / "kube" / "cmd" / "kube-controller-manager" / "main.go").is_file()
 
 
+def test_kubelet_and_kube_scheduler_are_built_only_for_a_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Optional (hack/kubelet_experiment.py), from the kube module with kube-apiserver's version stamp, cached."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    calls = tmp_path / "calls.txt"
+    (fake / "go").write_text(
+        f'#!/bin/sh\necho "$PWD $*" >> {calls}\nwhile [ "$1" != "-o" ]; do shift; done; echo binary > "$2"\n'
+    )
+    (fake / "go").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
+    monkeypatch.setenv("GOODMEM_DEVCLUSTER_CACHE", str(tmp_path / "cache"))
+
+    b = gobuild.build(quiet=True)
+    assert not b.kubelet.exists() and not b.kube_scheduler.exists() and not b.all_present(node=True)
+    gobuild.build(quiet=True, node=True)
+    lines = calls.read_text().splitlines()[3:]
+    assert [line.rsplit(" ", 1)[1] for line in lines] == ["./cmd/kubelet", "./cmd/kube-scheduler"]
+    assert all("/hack/go/kube " in line and gobuild.kube_ldflags() in line for line in lines)
+    assert b.all_present(node=True) and not b.kube_controller_manager.exists()
+    assert b.required(node=True) == (b.etcd, b.kube_apiserver, b.kubectl, b.kubelet, b.kube_scheduler)
+    assert b.kubelet.parent == b.kube_scheduler.parent == b.kube_apiserver.parent
+    gobuild.build(quiet=True, node=True)
+    assert len(calls.read_text().splitlines()) == 5, "nothing is built twice"
+    for name in ("kubelet", "kube-scheduler"):
+        assert (gobuild.hack_dir() / "kube" / "cmd" / name / "main.go").is_file()
+
+
 def test_require_control_plane_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     from goodmem_devcluster import testing
 
@@ -509,12 +536,17 @@ def test_cli_build_builds_the_controller_manager_only_when_asked(
 
     monkeypatch.setenv("GOODMEM_DEVCLUSTER_CACHE", str(tmp_path))
     asked: list[bool] = []
+    nodes: list[bool] = []
 
-    def fake_build(*, quiet: bool = False, controller_manager: bool = False) -> gobuild.Binaries:
+    def fake_build(*, quiet: bool = False, controller_manager: bool = False, node: bool = False) -> gobuild.Binaries:
         asked.append(controller_manager)
+        nodes.append(node)
         return gobuild.binaries()
 
     monkeypatch.setattr(gobuild, "build", fake_build)
     assert cli.main(["build"]) == 0 and cli.main(["build", "--controller-manager"]) == 0
     assert asked == [False, True]
-    assert "kube_controller_manager: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kube_controller_manager: " in out
+    assert "kubelet: " in out and "(not built; optional: build --node)" in out
+    assert cli.main(["build", "--node"]) == 0 and nodes == [False, False, True]

@@ -71,3 +71,54 @@ def test_leader_election_decides_how_kopf_runs(monkeypatch: pytest.MonkeyPatch, 
     assert (len(runs), len(elections)) == ((0, 1) if elected else (1, 0))
     options = (elections or runs)[0]
     assert options["standalone"] is True, "never kopf's peering"
+
+
+class _Elected(Exception):
+    """Stops main.run where the election would begin."""
+
+
+@pytest.mark.parametrize("argv", [[], ["--leader-election"]])
+def test_kopf_gets_an_identity_without_asking_the_user_database(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """The image runs as uid 65532, which has no /etc/passwd entry under containerd, CRI-O or Docker: kopf's default
+    identity (getpass.getuser()) raises KeyError there, and the container exited at once on a real kubelet. The
+    operator names its own identity: the pod name plus a suffix, also the Lease's candidate with leader election."""
+    import getpass
+
+    import kopf
+    from kopf._core.engines import peering
+
+    from goodmem_operator import _kopf
+
+    def no_such_user() -> str:
+        raise KeyError("getpwuid(): uid not found: 65532")
+
+    monkeypatch.setattr(getpass, "getuser", no_such_user)
+    with pytest.raises(KeyError):  # what kopf does without an identity, where the uid has no passwd entry
+        peering.detect_own_id(manual=False)
+
+    observation = _kopf._observation
+    monkeypatch.setattr(observation, "revise_namespaces", observation.revise_namespaces)  # restored afterwards
+    monkeypatch.setenv("GOODMEM_API_KEY", "k")
+    monkeypatch.setenv("GOODMEM_POD_NAME", "goodmem-operator-7d89-swt2t")
+    monkeypatch.setattr(main, "kube_can_i", lambda verb, group, resource: True)
+    monkeypatch.setattr(kopf, "configure", lambda **_: None)
+    runs: list[dict[str, object]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: runs.append(kwargs))
+    candidates: list[str] = []
+
+    def elector(cfg: object, metrics: object, own_identity: str) -> None:
+        candidates.append(own_identity)
+        raise _Elected
+
+    monkeypatch.setattr(main, "elector", elector)
+    if argv:
+        with pytest.raises(_Elected):
+            main.main(argv)
+        assert not runs
+        assert candidates[0].startswith("goodmem-operator-7d89-swt2t_")
+    else:
+        main.main(argv)
+        assert not candidates
+        assert str(runs[0]["identity"]).startswith("goodmem-operator-7d89-swt2t_")
