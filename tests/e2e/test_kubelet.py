@@ -5,8 +5,9 @@ plane, applies deploy/overlays/cluster-wide (with hostNetwork: see dev/goodmem_d
 here") with the image built from this tree, then examples/, and fails unless the pod runs and every LLM becomes
 Ready. It found that the image crashed on a real kubelet (uid 65532 without a passwd entry): podman hides that.
 
-It needs root, containerd, runc, podman, gcc and Debian's CNI plugins; without one of them this module skips
-loudly, under CI too (the CI image does not install containerd: an opt-in check, not part of the required tier).
+It needs root, containerd, runc, podman, gcc and Debian's CNI plugins (`make install` installs them as root);
+without one of them this module skips loudly, and fails under CI (GOODMEM_REQUIRE_E2E=1 or CI=true), like the image
+test.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from goodmem_devcluster.image import BuildResult, EngineUnavailable, build_image
+from goodmem_devcluster.testing import e2e_required
 
 from .conftest import ROOT
 
@@ -42,12 +44,16 @@ def _missing() -> str | None:
 def image(pytestconfig: pytest.Config) -> BuildResult:
     reason = _missing()
     if reason:
+        if e2e_required():
+            pytest.fail(f"{'!' * 20} THE KUBELET E2E IS REQUIRED (CI) BUT: {reason}", pytrace=False)
         pytest.skip(f"{'!' * 20} KUBELET E2E SKIPPED: {reason}")
     capman = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled():
         try:
             return build_image(TAG, base=os.environ.get("GOODMEM_IMAGE_BASE", "debian"))
         except EngineUnavailable as exc:
+            if e2e_required():
+                pytest.fail(f"{'!' * 20} THE KUBELET E2E IS REQUIRED (CI) BUT: {exc}", pytrace=False)
             pytest.skip(f"{'!' * 20} KUBELET E2E SKIPPED: {exc}")
 
 

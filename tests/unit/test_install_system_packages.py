@@ -24,27 +24,42 @@ def run(tmp_path: Path, uid: int, present: tuple[str, ...], **env: str) -> tuple
     for name, body in stubs.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
+    cni = tmp_path / "cni"
+    cni.mkdir(exist_ok=True)
+    if "containernetworking-plugins" in present:
+        (cni / "bridge").write_text("#!/bin/sh\n")
+        (cni / "bridge").chmod(0o755)
     res = subprocess.run(
-        ["/bin/bash", str(SCRIPT)], env={"PATH": str(bin_dir), **env}, capture_output=True, text=True, check=False
+        ["/bin/bash", str(SCRIPT)],
+        env={"PATH": str(bin_dir), "CNI_DIR": str(cni), **env},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return res, calls.read_text()
 
 
+ALL = ("podman", "runc", "mmdebstrap", "containerd", "gcc", "containernetworking-plugins")
+
+
 def test_nothing_happens_when_everything_is_there(tmp_path: Path) -> None:
-    res, calls = run(tmp_path, 0, ("podman", "runc", "mmdebstrap"))
+    res, calls = run(tmp_path, 0, ALL)
     assert (res.returncode, res.stdout, res.stderr, calls) == (0, "", "", "")
 
 
 def test_as_root_the_missing_ones_are_installed_after_an_update(tmp_path: Path) -> None:
-    res, calls = run(tmp_path, 0, ("podman", "runc"))
+    res, calls = run(tmp_path, 0, ("podman", "runc", "containerd", "gcc"))
     assert res.returncode == 0, res.stderr
-    assert "installing mmdebstrap with apt-get" in res.stdout
-    assert calls.splitlines() == ["apt-get update -q", "apt-get install -y -q mmdebstrap"]
+    assert "installing mmdebstrap containernetworking-plugins with apt-get" in res.stdout
+    assert calls.splitlines() == [
+        "apt-get update -q",
+        "apt-get install -y -q mmdebstrap containernetworking-plugins",
+    ]
     assert "apt-get install -y -q mmdebstrap" in res.stderr, "the commands are printed as they run (set -x)"
 
 
 def test_not_root_it_says_what_to_run_and_installs_nothing(tmp_path: Path) -> None:
-    res, calls = run(tmp_path, 1000, ("runc",))
+    res, calls = run(tmp_path, 1000, ("runc", "containerd", "gcc", "containernetworking-plugins"))
     assert res.returncode == 0 and calls == ""
     assert "missing podman mmdebstrap" in res.stderr and "apt-get install -y podman mmdebstrap" in res.stderr
     assert "not root" in res.stderr
