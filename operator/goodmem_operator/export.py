@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import re
+import ssl
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 from pydantic import ValidationError
 
+from goodmem_operator.api.connections import CLUSTER_CONNECTION_PLURAL, CONNECTION_PLURAL, GoodMemConnectionSpec
 from goodmem_operator.api.mapping import CAPABILITY_FLAGS, OWNER_UID_LABEL
 from goodmem_operator.api.types import (
+    CLUSTER_CONNECTION_KIND,
+    CONNECTION_KIND,
     GROUP,
     KIND,
     RESERVED_LABEL_PREFIX,
@@ -37,7 +43,7 @@ from goodmem_operator.api.types import (
     SamplingParams,
 )
 from goodmem_operator.config import Config, from_flags
-from goodmem_operator.registry import RegistryClient, RegistryError
+from goodmem_operator.registry import RegistryClient, RegistryError, tls_context
 from goodmem_operator.secrets import CREDENTIALS_SELECTOR
 from goodmem_operator.trust import grant_label
 
@@ -156,8 +162,10 @@ async def export_manifests(
     providers: Sequence[str] = (),
     include_managed: bool = False,
     namespace: str | None = None,
+    connection_ref: Mapping[str, str] | None = None,
 ) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[str]]:
-    """(manifest, entry) per selected entry, sorted by name; and a note per entry the spec cannot hold."""
+    """(manifest, entry) per selected entry, sorted by name; and a note per entry the spec cannot hold. With
+    `connection_ref`, each manifest names the connection the entries were read through (spec.connectionRef)."""
     provider = providers[0] if len(providers) == 1 else None
     entries = await registry.list_llms(provider_type=provider, labels=dict(labels or {}) or None)
     out: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -166,6 +174,8 @@ async def export_manifests(
         if not _selected(entry, providers, include_managed):
             continue
         manifest = manifest_of(entry, namespace)
+        if connection_ref is not None:
+            manifest["spec"]["connectionRef"] = dict(connection_ref)
         try:
             LLMSpec.model_validate(manifest["spec"])  # what the CRD would refuse is not written
         except ValidationError as exc:
@@ -218,6 +228,18 @@ def _parser() -> argparse.ArgumentParser:
         help="also entries the operator already manages (they carry its ownership label)",
     )
     p.add_argument("-n", "--namespace", help="metadata.namespace of the manifests (default: none, kubectl -n decides)")
+    p.add_argument(
+        "--connection",
+        metavar="KIND/NAME",
+        help="read through this connection instead of the operator's settings: GoodMemConnection/NAME (in the "
+        "-n namespace) or ClusterGoodMemConnection/NAME (its Secrets in --operator-namespace); the connection and its "
+        "key Secret are read with your kubeconfig; the manifests name it in spec.connectionRef",
+    )
+    p.add_argument(
+        "--operator-namespace",
+        default="goodmem-system",
+        help="where a ClusterGoodMemConnection's Secrets live (default goodmem-system)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("-o", "--output", type=Path, help="write all manifests to this file (default: standard output)")
     out.add_argument("--output-dir", type=Path, help="write one file per entry, <name>.yaml, into this directory")
@@ -244,27 +266,97 @@ def _write(pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]], args: argpars
     return len(documents)
 
 
-async def _run(cfg: Config, args: argparse.Namespace) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[str]]:
-    async with RegistryClient(cfg.base_url, cfg.api_key.get_secret_value(), timeout=cfg.registry_timeout) as registry:
+@dataclass(frozen=True)
+class Through:
+    """Where the export reads: a base URL, a key, a TLS context; and the connection to name, if any."""
+
+    base_url: str
+    key: str = field(repr=False)
+    verify: ssl.SSLContext | None = None
+    connection_ref: dict[str, str] | None = None
+
+
+def _decoded(secret: Any, key: str, where: str) -> str:
+    data = secret.data or {}
+    if key not in data:
+        raise ConnectionProblem(f"Secret {where} has no key {key!r}")
+    return base64.b64decode(data[key]).decode("utf-8").strip()
+
+
+class ConnectionProblem(Exception):
+    """The connection named by --connection cannot be used (never a key in the message)."""
+
+
+def through_connection(ref: str, namespace: str | None, operator_namespace: str) -> Through:
+    """The connection's base URL, key and CA, read with the caller's kubeconfig (their own rights, not the
+    operator's)."""
+    import kubernetes  # the CLI only: the operator never loads the sync client's API classes
+
+    kind, _, name = ref.partition("/")
+    if kind not in (CONNECTION_KIND, CLUSTER_CONNECTION_KIND) or not name:
+        raise ConnectionProblem(f"--connection {ref!r}: want GoodMemConnection/NAME or ClusterGoodMemConnection/NAME")
+    try:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]  # untyped client
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped client
+    objects = kubernetes.client.CustomObjectsApi()
+    try:
+        if kind == CONNECTION_KIND:
+            if not namespace:
+                raise ConnectionProblem("--connection GoodMemConnection/NAME needs -n NAMESPACE")
+            body = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, CONNECTION_PLURAL, name)
+            where = namespace
+        else:
+            body = objects.get_cluster_custom_object(GROUP, VERSION, CLUSTER_CONNECTION_PLURAL, name)
+            where = operator_namespace
+        found: dict[str, Any] = dict(body)
+        spec = GoodMemConnectionSpec.model_validate(
+            {k: v for k, v in (found.get("spec") or {}).items() if k != "namespaceSelector"}
+        )
+        core = kubernetes.client.CoreV1Api()
+        ref_key = spec.api_key_secret_ref
+        key = _decoded(core.read_namespaced_secret(ref_key.name, where), ref_key.key, f"{where}/{ref_key.name}")
+        verify = None
+        if spec.ca_bundle_secret_ref is not None:
+            ca = spec.ca_bundle_secret_ref
+            verify = tls_context(_decoded(core.read_namespaced_secret(ca.name, where), ca.key, f"{where}/{ca.name}"))
+    except kubernetes.client.ApiException as exc:
+        raise ConnectionProblem(f"{kind} {name}: the API server answered {exc.status} ({exc.reason})") from None
+    except (ValidationError, ValueError) as exc:
+        raise ConnectionProblem(f"{kind} {name}: {type(exc).__name__}") from None
+    return Through(spec.base_url, key, verify, {"kind": kind, "name": name})
+
+
+async def _run(through: Through, timeout: float, args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    client = RegistryClient(through.base_url, through.key, timeout=timeout, verify=through.verify)
+    async with client as registry:
         return await export_manifests(
             registry,
             labels=dict(args.label),
             providers=args.provider,
             include_managed=args.include_managed,
             namespace=args.namespace,
+            connection_ref=through.connection_ref,
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
-    cfg = _config(p, args)
+    # Through a connection, the operator's own key is not needed (nor read).
+    cluster, timeout = args.cluster_name or "default", args.registry_timeout or 10.0
     try:
-        pairs, skipped = asyncio.run(_run(cfg, args))
-    except RegistryError as exc:  # registry.py's messages are redacted: never the key
+        if args.connection:
+            through = through_connection(args.connection, args.namespace, args.operator_namespace)
+        else:
+            cfg = _config(p, args)
+            cluster, timeout = cfg.cluster_name, cfg.registry_timeout
+            through = Through(cfg.base_url, cfg.api_key.get_secret_value())
+        pairs, skipped = asyncio.run(_run(through, timeout, args))
+    except (RegistryError, ConnectionProblem) as exc:  # registry.py's messages are redacted: never the key
         print(f"goodmem-operator export: {exc}", file=sys.stderr)
         return 1
-    count = _write(pairs, args, cfg.cluster_name)
+    count = _write(pairs, args, cluster)
     for note in skipped:
         print(f"goodmem-operator export: skipped {note}", file=sys.stderr)
     print(f"goodmem-operator export: {count} manifests, {len(skipped)} skipped", file=sys.stderr)

@@ -8,6 +8,9 @@ registry going down. The operator is the session's, running as a real process.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -298,3 +301,46 @@ def test_team_keys_rotate_without_a_restart(kube: Kube, operator: OperatorProces
     kube.wait_condition(ns, "late", timeout=30)  # the auth backoff is 120 s: this is the rotation's retry
     assert entry(kube, emulator, ns, "late")["ownerId"] == principal
     assert operator.pid == pid, "no restart"
+
+
+def test_export_through_a_connection(
+    kube: Kube, operator: OperatorProcess, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    """`goodmem-operator export --connection`: reads the registry through a team's connection (its URL and key, read
+    with the caller's kubeconfig, never the operator's key), and the manifests name that connection; applied, they
+    observe the team's entries, all UpToDate=True."""
+    from tests.e2e.test_plan import _imported
+
+    ns = team(kube, emulator.base_url, KEY_B, "export")
+    ids = {
+        emulator._admin("POST", "/v1/llms", _imported(i, ns), api_key=KEY_B)["llm"]["llmId"]  # by hand, team-b's key
+        for i in range(3)
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOODMEM_")}
+    env["KUBECONFIG"] = str(kube.cp.kubeconfig_path)
+    out = tmp_path / "export.yaml"
+    cli = Path(sys.executable).with_name("goodmem-operator")
+    args = ["export", "--connection", "GoodMemConnection/default", "-n", ns, "-l", f"batch={ns}", "-o", str(out)]
+    res = subprocess.run(
+        [str(cli), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0 and "3 manifests, 0 skipped" in res.stderr, res.stderr
+    assert out.read_text().count("connectionRef") == 3 and KEY_B not in out.read_text() + res.stderr
+    kube.run("-n", ns, "apply", "-f", str(out))
+
+    def observed() -> list[dict[str, Any]] | None:
+        items = json.loads(kube.run("-n", ns, "get", "llms", "-o", "json").stdout)["items"]
+        ups = [
+            next((c for c in (i.get("status") or {}).get("conditions", []) if c["type"] == "UpToDate"), {})
+            for i in items
+        ]
+        return items if len(items) == 3 and all(u.get("status") == "True" for u in ups) else None
+
+    items = kube.wait_for(observed, 60, "the exported LLMs UpToDate=True")
+    assert {i["spec"]["llmId"] for i in items} == ids
+    assert {i["status"]["connection"] for i in items} == {"GoodMemConnection/default"}
