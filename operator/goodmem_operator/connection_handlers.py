@@ -161,7 +161,8 @@ def _post(rt: Runtime, body: Mapping[str, Any], type_: str, reason: str, message
 
 def requeue_waiting(rt: Runtime, key: ConnKey | None = None, namespace: str | None = None) -> int:
     """Requeue, due now, the LLMs that use (or would use) this connection, or that live in this namespace, and are
-    not Ready: they wait for it (ConnectionNotFound/NotReady/NotAllowed) or failed with its key (Unauthorized)."""
+    not Ready and Synced: they wait for it (ConnectionNotFound/NotReady/NotAllowed), failed with its key
+    (Unauthorized), or failed while its registry was down."""
     count = 0
     connections = rt.connections
     if connections is None:
@@ -171,8 +172,9 @@ def requeue_waiting(rt: Runtime, key: ConnKey | None = None, namespace: str | No
             continue
         if key is not None and connections.binding(ns, body.get("spec") or {}, body.get("status") or {}) != key:
             continue
-        ready = cond.find((body.get("status") or {}).get("conditions"), cond.READY) or {}
-        if ready.get("status") != "True" and not (body.get("metadata") or {}).get("deletionTimestamp"):
+        conditions = (body.get("status") or {}).get("conditions")
+        settled = all((cond.find(conditions, c) or {}).get("status") == "True" for c in (cond.READY, cond.SYNCED))
+        if not settled and not (body.get("metadata") or {}).get("deletionTimestamp"):
             rt.requeue.add((ns, name), Trigger.CONNECTION)
             count += 1
     return count

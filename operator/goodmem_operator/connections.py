@@ -553,6 +553,34 @@ class Connections:
         """Whether the operator's own key file changed since last asked (the key is re-read at once)."""
         return self.operator_key is not None and self.operator_key.changed()
 
+    def clients(self) -> list[tuple[ConnKey, RegistryClient]]:
+        """Every registry client the operator holds: its own, and each connection's."""
+        out = [(OPERATOR, self.operator)]
+        out += [(key, conn.client) for key, conn in self.objects.items() if conn.client is not None]
+        return out
+
+    async def probe_open_breakers(self, on_recovered: Callable[[ConnKey], object]) -> None:
+        """One key check through each client whose circuit breaker is open and due for its probe (one per backoff
+        step); a client that answers is closed again and `on_recovered` is told, so its LLMs retry at once instead
+        of waiting out the backoff their failures built up while the registry was down."""
+        for key, client in self.clients():
+            if not (client.breaker.open and client.breaker.allow()):
+                continue
+            try:
+                await client.probe()
+            except RegistryError:
+                continue  # still down: the breaker waits twice as long for the next probe
+            if not client.breaker.open:
+                log.info("%s: the registry answers again; its LLMs retry now", key)
+                on_recovered(key)
+
+    async def watch_breakers(self, on_recovered: Callable[[ConnKey], object], period: float = 1.0) -> None:
+        """`probe_open_breakers` every `period` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(period)
+            with contextlib.suppress(Exception):
+                await self.probe_open_breakers(on_recovered)
+
     async def watch_operator_key(self, on_change: Callable[[], object], period: float = 2.0) -> None:
         """Poll the operator's key file; `on_change` when the key changed (the next request already uses it)."""
         while True:

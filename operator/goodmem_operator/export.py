@@ -301,6 +301,7 @@ def through_connection(ref: str, namespace: str | None, operator_namespace: str)
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped client
     objects = kubernetes.client.CustomObjectsApi()
     try:
+        body: Any  # the untyped client's answer: a dict
         if kind == CONNECTION_KIND:
             if not namespace:
                 raise ConnectionProblem("--connection GoodMemConnection/NAME needs -n NAMESPACE")

@@ -262,7 +262,7 @@ def llm(name: str, namespace: str = "team-a", ready: str = "False", **status: An
     return {
         "metadata": {"name": name, "namespace": namespace, "uid": name},
         "spec": {},
-        "status": {"conditions": [{"type": "Ready", "status": ready}], **status},
+        "status": {"conditions": [{"type": "Ready", "status": ready}, {"type": "Synced", "status": ready}], **status},
     }
 
 
@@ -344,3 +344,29 @@ async def test_connections_that_trust_the_same_share_one_tls_context() -> None:
     for ns, spec in (("a", {}), ("b", {}), ("c", ca), ("d", ca)):
         await conns.apply(ConnKey(CONNECTION_KIND, ns, "default"), body("default", namespace=ns, **spec))
     assert seen[0] is seen[1] and seen[2] is seen[3] and seen[0] is not seen[2]
+
+
+async def test_a_registry_back_after_an_outage_is_probed_and_its_llms_retry() -> None:
+    """While a client's breaker is open, one key check per backoff step goes out (not waiting for an LLM's own
+    retry); the first answer closes it and its LLMs are requeued at once."""
+    answers: list[int] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(answers.pop(0) if answers else 200, json={"llms": []})
+
+    client = RegistryClient("http://registry.test", "k", transport=httpx.MockTransport(registry))
+    conns = Connections(client, Secrets({}), operator_namespace="ops", defaults=Limits(5.0, 10.0, 4))
+    recovered: list[ConnKey] = []
+    for _ in range(client.breaker.threshold):
+        client.breaker.failure()
+    assert client.breaker.open
+    await conns.probe_open_breakers(recovered.append)
+    assert recovered == [], "not due yet: the breaker waits its first step"
+    client.breaker.opened_at = -100.0  # the step is over
+    answers.append(503)
+    await conns.probe_open_breakers(recovered.append)
+    assert recovered == [] and client.breaker.open and client.breaker.delay == 2 * client.breaker.base
+    client.breaker.opened_at = -100.0
+    await conns.probe_open_breakers(recovered.append)
+    assert recovered == [OPERATOR] and not client.breaker.open
+    await client.aclose()
