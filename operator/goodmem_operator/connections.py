@@ -329,6 +329,9 @@ class Connections:
     ) -> None:
         self.operator = operator_client
         self.operator_key = operator_key
+        #: told which connection's registry answers again after failures (main: its LLMs that failed retry now)
+        self.on_recovered: Callable[[ConnKey], object] | None = None
+        operator_client.breaker.on_recovered = functools.partial(self._recovered, OPERATOR)
         self.secrets = secrets
         self.operator_namespace = operator_namespace
         self.defaults = defaults
@@ -513,6 +516,7 @@ class Connections:
         if conn.client is None or settings != conn.settings:
             self._retire(conn.client)
             conn.client = self._factory(spec.base_url, functools.partial(_key_of, conn), limits, verify)
+            conn.client.breaker.on_recovered = functools.partial(self._recovered, conn.key)
             conn.settings = settings
         conn.problem = None
         await self.check(conn)
@@ -553,33 +557,36 @@ class Connections:
         """Whether the operator's own key file changed since last asked (the key is re-read at once)."""
         return self.operator_key is not None and self.operator_key.changed()
 
+    def _recovered(self, key: ConnKey) -> None:
+        if self.on_recovered is not None:
+            log.info("%s: the registry answers again; the LLMs that failed meanwhile retry now", key)
+            self.on_recovered(key)
+
     def clients(self) -> list[tuple[ConnKey, RegistryClient]]:
         """Every registry client the operator holds: its own, and each connection's."""
         out = [(OPERATOR, self.operator)]
         out += [(key, conn.client) for key, conn in self.objects.items() if conn.client is not None]
         return out
 
-    async def probe_open_breakers(self, on_recovered: Callable[[ConnKey], object]) -> None:
+    async def probe_open_breakers(self) -> None:
         """One key check through each client whose circuit breaker is open and due for its probe (one per backoff
-        step); a client that answers is closed again and `on_recovered` is told, so its LLMs retry at once instead
-        of waiting out the backoff their failures built up while the registry was down."""
-        for key, client in self.clients():
+        step): a registry that is back is noticed without waiting for an LLM's own retry; the breaker that closes
+        tells `on_recovered`, so the LLMs retry at once instead of waiting out the backoff they built up."""
+        for _key, client in self.clients():
             if not (client.breaker.open and client.breaker.allow()):
                 continue
             try:
                 await client.probe()
             except RegistryError:
                 continue  # still down: the breaker waits twice as long for the next probe
-            if not client.breaker.open:
-                log.info("%s: the registry answers again; its LLMs retry now", key)
-                on_recovered(key)
+            # Closed now: the breaker told `on_recovered` itself (Breaker.success).
 
-    async def watch_breakers(self, on_recovered: Callable[[ConnKey], object], period: float = 1.0) -> None:
+    async def watch_breakers(self, period: float = 1.0) -> None:
         """`probe_open_breakers` every `period` seconds, until cancelled."""
         while True:
             await asyncio.sleep(period)
             with contextlib.suppress(Exception):
-                await self.probe_open_breakers(on_recovered)
+                await self.probe_open_breakers()
 
     async def watch_operator_key(self, on_change: Callable[[], object], period: float = 2.0) -> None:
         """Poll the operator's key file; `on_change` when the key changed (the next request already uses it)."""

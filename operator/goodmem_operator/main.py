@@ -186,8 +186,8 @@ async def start_connections(rt: Runtime, cfg: config_mod.Config, *, labels_known
         rt.connections.namespace_labels_known = labels_known
     watch_operator_key(rt)
     if rt.connections is not None:  # a registry back after an outage: its LLMs retry at once, not on their backoff
-        watch = rt.connections.watch_breakers(lambda key: connection_handlers.requeue_waiting(rt, key))
-        rt.tasks.append(asyncio.get_running_loop().create_task(watch))
+        rt.connections.on_recovered = lambda key: connection_handlers.requeue_waiting(rt, key)
+        rt.tasks.append(asyncio.get_running_loop().create_task(rt.connections.watch_breakers()))
     await connection_handlers.seed(rt, cfg.namespaces)
 
 

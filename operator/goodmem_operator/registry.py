@@ -233,6 +233,12 @@ class Breaker:
         self.opened_at: float | None = None
         self.delay = base
         self.probing = False
+        #: told (at most once per `recovery_interval`) when the registry answers again after failures or 429s: the
+        #: LLMs that failed meanwhile then retry at once instead of waiting out the backoff they built up
+        self.on_recovered: Callable[[], object] | None = None
+        self.recovery_interval = 10.0
+        self.degraded = False
+        self._recovered_at = -float("inf")
 
     @property
     def open(self) -> bool:
@@ -257,9 +263,22 @@ class Breaker:
         self.opened_at = None
         self.delay = self.base
         self.probing = False
+        if (
+            self.degraded
+            and self.on_recovered is not None
+            and self.clock() - self._recovered_at >= self.recovery_interval
+        ):
+            self.degraded = False
+            self._recovered_at = self.clock()
+            self.on_recovered()
+
+    def throttled(self) -> None:
+        """A 429: the registry answers (the circuit stays closed), but the callers will retry late."""
+        self.degraded = True
 
     def failure(self) -> None:
         self.failures += 1
+        self.degraded = True
         if self.probing:  # the probe failed: wait twice as long for the next one
             self.delay = min(self.cap, self.delay * 2)
             self.opened_at = self.clock()
@@ -471,6 +490,8 @@ class RegistryClient:
             answered = True
             if response.status_code >= 500:
                 self.breaker.failure()
+            elif response.status_code == 429:
+                self.breaker.throttled()
             else:
                 self.breaker.success()
             return response.status_code, self._answer(verb, method, path, response, secrets, statuses)

@@ -15,6 +15,7 @@ from goodmem_operator.api.connections import NamespaceSelector
 from goodmem_operator.api.types import CLUSTER_CONNECTION_KIND, CONNECTION_KIND
 from goodmem_operator.connections import (
     OPERATOR,
+    Breaker,
     Connections,
     ConnKey,
     KeyFile,
@@ -149,6 +150,7 @@ class FakeClient:
         self.ok = ok
         self.base_url = "http://registry.test"
         self.closed = False
+        self.breaker = Breaker()
 
     async def probe(self) -> None:
         if not self.ok:
@@ -348,7 +350,7 @@ async def test_connections_that_trust_the_same_share_one_tls_context() -> None:
 
 async def test_a_registry_back_after_an_outage_is_probed_and_its_llms_retry() -> None:
     """While a client's breaker is open, one key check per backoff step goes out (not waiting for an LLM's own
-    retry); the first answer closes it and its LLMs are requeued at once."""
+    retry); the first answer closes it and the connection's LLMs are requeued at once."""
     answers: list[int] = []
 
     def registry(request: httpx.Request) -> httpx.Response:
@@ -357,16 +359,38 @@ async def test_a_registry_back_after_an_outage_is_probed_and_its_llms_retry() ->
     client = RegistryClient("http://registry.test", "k", transport=httpx.MockTransport(registry))
     conns = Connections(client, Secrets({}), operator_namespace="ops", defaults=Limits(5.0, 10.0, 4))
     recovered: list[ConnKey] = []
+    conns.on_recovered = recovered.append
     for _ in range(client.breaker.threshold):
         client.breaker.failure()
     assert client.breaker.open
-    await conns.probe_open_breakers(recovered.append)
+    await conns.probe_open_breakers()
     assert recovered == [], "not due yet: the breaker waits its first step"
     client.breaker.opened_at = -100.0  # the step is over
     answers.append(503)
-    await conns.probe_open_breakers(recovered.append)
+    await conns.probe_open_breakers()
     assert recovered == [] and client.breaker.open and client.breaker.delay == 2 * client.breaker.base
     client.breaker.opened_at = -100.0
-    await conns.probe_open_breakers(recovered.append)
+    await conns.probe_open_breakers()
     assert recovered == [OPERATOR] and not client.breaker.open
     await client.aclose()
+
+
+def test_recovery_is_told_after_failures_or_429s_once_per_interval() -> None:
+    """The first answer after 5xx, timeouts or 429s (the circuit need not have opened) tells on_recovered, at most
+    once per recovery_interval: a flaky registry cannot make it a retry storm."""
+    now = [0.0]
+    breaker = Breaker(clock=lambda: now[0])
+    told: list[float] = []
+    breaker.on_recovered = lambda: told.append(now[0])
+    breaker.success()
+    assert told == [], "nothing to recover from"
+    breaker.throttled()
+    breaker.success()
+    assert told == [0.0]
+    now[0] = 3.0
+    breaker.failure()
+    breaker.success()
+    assert told == [0.0], "within the interval: not told again yet..."
+    now[0] = 10.5
+    breaker.success()
+    assert told == [0.0, 10.5], "...but the next answer after it is"
