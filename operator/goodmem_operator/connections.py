@@ -569,11 +569,12 @@ class Connections:
         return out
 
     async def probe_open_breakers(self) -> None:
-        """One key check through each client whose circuit breaker is open and due for its probe (one per backoff
-        step): a registry that is back is noticed without waiting for an LLM's own retry; the breaker that closes
-        tells `on_recovered`, so the LLMs retry at once instead of waiting out the backoff they built up."""
+        """One key check through each client whose breaker says one is due (open: one per backoff step; degraded
+        by failures or 429s: one per 5 s): a registry that is back is noticed without waiting for an LLM's own
+        retry; its first answer tells `on_recovered`, so the LLMs retry at once instead of waiting out the backoff
+        they built up."""
         for _key, client in self.clients():
-            if not (client.breaker.open and client.breaker.allow()):
+            if not client.breaker.probe_due():
                 continue
             try:
                 await client.probe()

@@ -239,6 +239,7 @@ class Breaker:
         self.recovery_interval = 10.0
         self.degraded = False
         self._recovered_at = -float("inf")
+        self._probed_at = -float("inf")
 
     @property
     def open(self) -> bool:
@@ -263,14 +264,25 @@ class Breaker:
         self.opened_at = None
         self.delay = self.base
         self.probing = False
-        if (
-            self.degraded
-            and self.on_recovered is not None
-            and self.clock() - self._recovered_at >= self.recovery_interval
-        ):
+        if not self.degraded:
+            return
+        if self.on_recovered is None:
+            self.degraded = False
+        elif self.clock() - self._recovered_at >= self.recovery_interval:  # else: told at a later answer
             self.degraded = False
             self._recovered_at = self.clock()
             self.on_recovered()
+
+    def probe_due(self) -> bool:
+        """Whether a key check should go out by itself now: while open, one per backoff step (`allow`); while
+        degraded (failures or 429s not yet followed by an answer), one per half `recovery_interval`, so the first
+        answer after the trouble is seen without waiting for a caller's own retry."""
+        if self.opened_at is not None:
+            return self.allow()
+        if self.degraded and self.clock() - self._probed_at >= self.recovery_interval / 2:
+            self._probed_at = self.clock()
+            return True
+        return False
 
     def throttled(self) -> None:
         """A 429: the registry answers (the circuit stays closed), but the callers will retry late."""

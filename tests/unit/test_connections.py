@@ -394,3 +394,16 @@ def test_recovery_is_told_after_failures_or_429s_once_per_interval() -> None:
     now[0] = 10.5
     breaker.success()
     assert told == [0.0, 10.5], "...but the next answer after it is"
+
+
+def test_a_degraded_client_is_probed_every_few_seconds_until_it_answers() -> None:
+    now = [0.0]
+    breaker = Breaker(clock=lambda: now[0])
+    assert not breaker.probe_due(), "a healthy registry is never probed by itself"
+    breaker.throttled()
+    assert breaker.probe_due() and not breaker.probe_due(), "one probe, then a pause"
+    now[0] = breaker.recovery_interval / 2
+    assert breaker.probe_due()
+    breaker.success()
+    now[0] += breaker.recovery_interval
+    assert not breaker.probe_due()
