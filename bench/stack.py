@@ -73,16 +73,7 @@ class Stack:
             more_keys=tuple(team_key(i) for i in range(self.sizes.connection_keys)),  # the connections phase's teams
         ).start()
         self.registry = RegistryAccessLog(self.emu.log_path)
-        self.cp.kubectl("apply", "-f", str(ROOT / "crds"))
-        self.cp.kubectl(
-            "wait",
-            "--for",
-            "condition=established",
-            "crd/llms.goodmem.ai",
-            "crd/goodmemconnections.goodmem.ai",
-            "crd/clustergoodmemconnections.goodmem.ai",
-            "--timeout=60s",
-        )
+        self.cp.install_crds(ROOT / "crds")
         self._wait_crd_storage()
         # The operator runs as a user of its own, so the audit log tells its requests from the harness's.
         self.op_kubeconfig = self.cp.kubeconfig_for_user(

@@ -428,8 +428,7 @@ def main() -> int:  # noqa: C901 - an experiment read top to bottom
 
         emu = EmulatorProcess(t / "logs" / "emulator.log").start()
         say(f"registry emulator at {emu.base_url}")
-        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+        cp.install_crds(ROOT / "crds", server_side=True)
         o = overlay(t, cp, emu, image)
         cp.kubectl("apply", "-k", str(o))
         t0 = time.monotonic()

@@ -117,16 +117,7 @@ def second_emulator(_second_emulator_process: EmulatorProcess) -> Iterator[Emula
 
 @pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> None:
-    control_plane.kubectl("apply", "-f", str(ROOT / "crds"))
-    control_plane.kubectl(
-        "wait",
-        "--for",
-        "condition=established",
-        "crd/llms.goodmem.ai",
-        "crd/goodmemconnections.goodmem.ai",
-        "crd/clustergoodmemconnections.goodmem.ai",
-        "--timeout=60s",
-    )
+    control_plane.install_crds(ROOT / "crds")
 
 
 @pytest.fixture(scope="session")

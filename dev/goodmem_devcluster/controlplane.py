@@ -466,6 +466,11 @@ class ControlPlane:
         """
         return self.clients.kubectl(*args, input=input, check=check, kubeconfig=kubeconfig, timeout=timeout)
 
+    def install_crds(self, path: Path | str, *, server_side: bool = False) -> None:
+        """Apply every CRD under `path` (a file or a directory) and wait until each one is established."""
+        self.kubectl("apply", *(["--server-side"] if server_side else []), "-f", str(path))
+        self.kubectl("wait", "--for", "condition=established", "-f", str(path), "--timeout=60s")
+
     def audit_events(self) -> Iterator[dict[str, Any]]:
         """Audit events recorded so far (iterator of dicts)."""
         return self.clients.audit_events()

@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
     try:
         emu = EmulatorProcess(Path(cp.state_dir) / "logs" / "emulator.log").start()
         say(f"registry emulator at {emu.base_url}")
-        cp.kubectl("apply", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+        cp.install_crds(ROOT / "crds")
         op = OperatorProcess(
             Path(cp.state_dir) / "logs" / "operator.log",
             kubeconfig=cp.kubeconfig_path,

@@ -65,6 +65,13 @@ class Reason(StrEnum):
     REGISTRY_ERROR = "RegistryError"
     UNEXPECTED_RESPONSE = "UnexpectedResponse"
     INVALID_LLM_ID = "InvalidLLMId"
+    # connections: a connection's own Ready, and an LLM's when its connection cannot be used
+    CONNECTED = "Connected"
+    UNREACHABLE = "Unreachable"
+    INVALID_CA_BUNDLE = "InvalidCABundle"
+    CONNECTION_NOT_FOUND = "ConnectionNotFound"
+    CONNECTION_NOT_READY = "ConnectionNotReady"
+    CONNECTION_NOT_ALLOWED = "ConnectionNotAllowed"
     # credentials (secrets.CredentialError.reason)
     SECRET_NOT_FOUND = "SecretNotFound"
     SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"

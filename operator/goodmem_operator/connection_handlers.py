@@ -23,7 +23,8 @@ from goodmem_operator.api.connections import (
     USERS_SHOWN,
 )
 from goodmem_operator.api.types import CLUSTER_CONNECTION_KIND, CONNECTION_KIND, GROUP, VERSION
-from goodmem_operator.connections import Applied, Connection, ConnKey, Reason, bound_key
+from goodmem_operator.conditions import Reason
+from goodmem_operator.connections import Applied, Connection, ConnKey, bound_key
 from goodmem_operator.handlers import Memo, Runtime
 from goodmem_operator.reconcile import Trigger
 

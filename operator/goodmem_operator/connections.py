@@ -44,6 +44,7 @@ from goodmem_operator.api.connections import (
     NamespaceSelector,
 )
 from goodmem_operator.api.types import CLUSTER_CONNECTION_KIND, CONNECTION_KIND
+from goodmem_operator.conditions import Reason
 from goodmem_operator.registry import (
     Breaker,
     Forbidden,
@@ -56,22 +57,6 @@ from goodmem_operator.registry import (
 from goodmem_operator.secrets import CredentialError, SecretReader, read_secret_key
 
 log = logging.getLogger("goodmem_operator.connections")
-
-
-class Reason:
-    """Reasons of a connection's Ready condition, and of an LLM's when its connection cannot be used."""
-
-    CONNECTED = "Connected"
-    UNAUTHORIZED = "Unauthorized"
-    FORBIDDEN = "Forbidden"
-    UNREACHABLE = "Unreachable"
-    REGISTRY_ERROR = "RegistryError"
-    INVALID_CA_BUNDLE = "InvalidCABundle"
-    INVALID_SPEC = "InvalidSpec"
-    # an LLM's Ready=False
-    CONNECTION_NOT_FOUND = "ConnectionNotFound"
-    CONNECTION_NOT_READY = "ConnectionNotReady"
-    CONNECTION_NOT_ALLOWED = "ConnectionNotAllowed"
 
 
 class Unavailable(Exception):

@@ -44,29 +44,29 @@ class StatusNotWritten(Exception):
     """The API server refused a status patch (its HTTP status only: the body may echo the patch)."""
 
 
+async def patch_status(kube: KubeApi, path: str, status: dict[str, Any], what: str) -> None:
+    """One merge patch of an object's `/status`; a refusal raises StatusNotWritten (its HTTP status only)."""
+    answer = await kube.merge_patch(path, {"status": status})
+    if not 200 <= answer.status < 300:
+        raise StatusNotWritten(f"{what}: HTTP {answer.status}")
+
+
 def status_writer(kube: KubeApi) -> Callable[[str, str, dict[str, Any]], Awaitable[None]]:
-    """One merge patch of an LLM's `/status`; a refusal raises StatusNotWritten (the handler logs and retries)."""
+    """An LLM's `/status` patch; a refusal raises StatusNotWritten (the handler logs and retries)."""
 
     async def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
-        answer = await kube.merge_patch(path, {"status": status})
-        if not 200 <= answer.status < 300:
-            raise StatusNotWritten(f"{namespace}/{name}: HTTP {answer.status}")
+        await patch_status(kube, path, status, f"{namespace}/{name}")
 
     return write_status
 
 
 def connection_status_writer(kube: KubeApi) -> connection_handlers.StatusWriter:
-    """One merge patch of a connection's `/status` (either kind), outside kopf's handlers (a rotated key)."""
+    """A connection's `/status` patch (either kind), outside kopf's handlers (a rotated key)."""
 
     async def write_status(key: ConnKey, status: dict[str, Any]) -> None:
-        if key.namespace:
-            path = f"/apis/{GROUP}/{VERSION}/namespaces/{key.namespace}/{CONNECTION_PLURAL}/{key.name}/status"
-        else:
-            path = f"/apis/{GROUP}/{VERSION}/{CLUSTER_CONNECTION_PLURAL}/{key.name}/status"
-        answer = await kube.merge_patch(path, {"status": status})
-        if not 200 <= answer.status < 300:
-            raise StatusNotWritten(f"{key}: HTTP {answer.status}")
+        where = f"namespaces/{key.namespace}/{CONNECTION_PLURAL}" if key.namespace else CLUSTER_CONNECTION_PLURAL
+        await patch_status(kube, f"/apis/{GROUP}/{VERSION}/{where}/{key.name}/status", status, str(key))
 
     return write_status
 

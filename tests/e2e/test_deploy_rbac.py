@@ -182,8 +182,7 @@ def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactor
     policy = tmp_path_factory.mktemp("rbac-audit") / "audit-policy.yaml"
     policy.write_text(AUDIT_POLICY)
     with control_plane_session(pytestconfig, extra_apiserver_args=[f"--audit-policy-file={policy}"]) as cp:
-        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for", "condition=established", "-f", str(ROOT / "crds"), "--timeout=60s")
+        cp.install_crds(ROOT / "crds", server_side=True)
         yield cp
 
 

@@ -58,8 +58,7 @@ TIMINGS = ["--lease-duration", "10", "--lease-renew-deadline", "8", "--lease-ret
 @pytest.fixture(scope="module")
 def cluster(pytestconfig: pytest.Config) -> Iterator[ControlPlane]:
     with control_plane_session(pytestconfig) as cp:
-        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+        cp.install_crds(ROOT / "crds", server_side=True)
         yield cp
 
 

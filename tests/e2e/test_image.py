@@ -89,8 +89,7 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[ControlPlane]:
     """A control plane of this module's own: the session's operator (admin, every namespace) must not serve
     these LLMs, or the container would prove nothing."""
     with control_plane_session(pytestconfig) as cp:
-        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+        cp.install_crds(ROOT / "crds", server_side=True)
         yield cp
 
 

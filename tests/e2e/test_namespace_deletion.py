@@ -63,8 +63,7 @@ def op(
     cp: ControlPlane, registry: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """The operator watching every namespace (one stream per namespace, following namespaces: the default)."""
-    cp.kubectl("apply", "-f", str(ROOT / "crds"))
-    cp.kubectl("wait", "--for", "condition=established", "crd/llms.goodmem.ai", "--timeout=60s")
+    cp.install_crds(ROOT / "crds")
     operator = OperatorProcess(
         tmp_path_factory.mktemp("ns-operator") / "operator.log",
         kubeconfig=cp.kubeconfig_path,

@@ -17,6 +17,7 @@ import pytest
 from goodmem_devcluster.pki import CertificateAuthority
 from goodmem_emulator import Emulator, owner_id_for_key
 from goodmem_operator.api.types import CLUSTER_CONNECTION_KIND, CONNECTION_KIND
+from goodmem_operator.conditions import Reason
 from goodmem_operator.connections import (
     OPERATOR,
     Breaker,
@@ -24,7 +25,6 @@ from goodmem_operator.connections import (
     ConnKey,
     KeyFile,
     Limits,
-    Reason,
 )
 from goodmem_operator.reconcile import Reconciler, ReconcileSettings, Result
 from goodmem_operator.registry import RegistryClient

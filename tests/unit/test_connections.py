@@ -13,6 +13,7 @@ import pytest
 from goodmem_operator import connection_handlers as glue
 from goodmem_operator.api.connections import NamespaceSelector
 from goodmem_operator.api.types import CLUSTER_CONNECTION_KIND, CONNECTION_KIND
+from goodmem_operator.conditions import Reason
 from goodmem_operator.connections import (
     OPERATOR,
     Breaker,
@@ -20,7 +21,6 @@ from goodmem_operator.connections import (
     ConnKey,
     KeyFile,
     Limits,
-    Reason,
     Unavailable,
     binding,
     parse_label,
