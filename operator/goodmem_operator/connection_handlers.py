@@ -50,7 +50,9 @@ class Listers:
     namespaces: Lister
 
 
-SEED_TIMEOUT = 30.0
+#: How long a restart waits for the connections' key checks: one tenant's hanging registry costs the others this much
+#: at most (its own LLMs may show ConnectionNotReady until its check answers).
+SEED_TIMEOUT = 5.0
 
 
 async def seed(rt: Runtime, namespaces: tuple[str, ...]) -> None:
@@ -91,18 +93,26 @@ def key_of(kind: str, body: Mapping[str, Any]) -> ConnKey:
     return ConnKey(kind, namespace, str(meta.get("name") or ""))
 
 
-def _binds(key: ConnKey, body: Mapping[str, Any]) -> bool:
-    """Whether this LLM is bound to the connection for good (its ref, or its recorded choice)."""
+def _binds(rt: Runtime, key: ConnKey, body: Mapping[str, Any]) -> bool:
+    """Whether this LLM is bound to the connection for good (its ref, or its recorded choice). For a
+    ClusterGoodMemConnection, only in a namespace it selects (or with an entry made through it): an LLM of another
+    namespace that names it uses nothing, and must not hold the platform's connection from being deleted."""
     meta = body.get("metadata") or {}
     namespace = str(meta.get("namespace") or "")
     if key.namespace and namespace != key.namespace:
         return False
-    return bound_key(namespace, body.get("spec") or {}, body.get("status") or {}) == key
+    status = body.get("status") or {}
+    if bound_key(namespace, body.get("spec") or {}, status) != key:
+        return False
+    if key.kind != CLUSTER_CONNECTION_KIND or status.get("connection") == key.label:
+        return True
+    conn = rt.connections.objects.get(key) if rt.connections is not None else None
+    return conn is not None and rt.connections is not None and rt.connections.selects(conn, namespace)
 
 
 def users_in_index(rt: Runtime, key: ConnKey) -> list[str]:
     """namespace/name of the LLMs bound to the connection, as the operator last saw them."""
-    return sorted(f"{ns}/{name}" for (ns, name), body in rt.index.items() if _binds(key, body))
+    return sorted(f"{ns}/{name}" for (ns, name), body in rt.index.items() if _binds(rt, key, body))
 
 
 def connection_status(rt: Runtime, conn: Connection, previous: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -283,7 +293,7 @@ async def connection_released(body: kopf.Body, patch: kopf.Patch, memo: Memo, **
     users = sorted(
         f"{(b.get('metadata') or {}).get('namespace')}/{(b.get('metadata') or {}).get('name')}"
         for b in llms
-        if _binds(key, b)
+        if _binds(rt, key, b)
     )
     if users:
         shown = ", ".join(users[:USERS_SHOWN]) + (

@@ -558,21 +558,29 @@ class Connections:
         by failures or 429s: one per 5 s): a registry that is back is noticed without waiting for an LLM's own
         retry; its first answer tells `on_recovered`, so the LLMs retry at once instead of waiting out the backoff
         they built up."""
-        for _key, client in self.clients():
-            if not client.breaker.probe_due():
-                continue
-            try:
-                await client.probe()
-            except RegistryError:
-                continue  # still down: the breaker waits twice as long for the next probe
-            # Closed now: the breaker told `on_recovered` itself (Breaker.success).
+        due = [client for _key, client in self.clients() if client.breaker.probe_due()]
+        # At once, each with its own timeout: one registry that hangs never delays another's probe.
+        await asyncio.gather(*(self._probe(client) for client in due))
+
+    @staticmethod
+    async def _probe(client: RegistryClient) -> None:
+        with contextlib.suppress(RegistryError):  # still down: the breaker waits longer for the next probe
+            await client.probe()
+        # Answered: the breaker told `on_recovered` itself (Breaker.success).
 
     async def watch_breakers(self, period: float = 1.0) -> None:
-        """`probe_open_breakers` every `period` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(period)
-            with contextlib.suppress(Exception):
-                await self.probe_open_breakers()
+        """`probe_open_breakers` every `period` seconds, until cancelled; a round still waiting on a hanging
+        registry does not hold up the next (each client's breaker spaces its own probes)."""
+        rounds: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await asyncio.sleep(period)
+                task = asyncio.get_running_loop().create_task(self.probe_open_breakers())
+                rounds.add(task)
+                task.add_done_callback(rounds.discard)
+        finally:
+            for task in rounds:
+                task.cancel()
 
     async def watch_operator_key(self, on_change: Callable[[], object], period: float = 2.0) -> None:
         """Poll the operator's key file; `on_change` when the key changed (the next request already uses it)."""

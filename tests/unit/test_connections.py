@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -407,3 +408,63 @@ def test_a_degraded_client_is_probed_every_few_seconds_until_it_answers() -> Non
     breaker.success()
     now[0] += breaker.recovery_interval
     assert not breaker.probe_due()
+
+
+async def test_an_unselected_namespace_cannot_hold_a_cluster_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An LLM that names a ClusterGoodMemConnection from a namespace it does not select uses nothing: it must not keep
+    the platform's connection from being deleted. One in a selected namespace does."""
+    conns = connections(Secrets({("ops", "k"): {"api-key": "S"}}))
+    key = ConnKey(CLUSTER_CONNECTION_KIND, "", "shared")
+    shared = body("shared", namespace="", namespaceSelector={"matchLabels": {"team": "a"}})
+    await conns.apply(key, shared)
+    conns.namespace_labels.update({"team-a": {"team": "a"}, "intruder": {}})
+    ref = {"connectionRef": {"kind": CLUSTER_CONNECTION_KIND, "name": "shared"}}
+    intruder = {**llm("squatter", namespace="intruder"), "spec": ref}
+    member = {**llm("user", namespace="team-a"), "spec": ref}
+    listed = [intruder]
+
+    async def list_llms(namespace: str | None) -> list[dict[str, Any]]:
+        return listed
+
+    rt = runtime(conns, [])
+    rt.list_llms = list_llms
+    monkeypatch.setattr(glue, "_post", lambda *args: None)
+    memo: Any = type("M", (), {"runtime": rt})()
+    deleted = kopf.Body({**shared, "kind": CLUSTER_CONNECTION_KIND})
+    listed.append(member)
+    with pytest.raises(kopf.TemporaryError):
+        await glue.connection_released(body=deleted, patch=kopf.Patch(), memo=memo)
+    listed.remove(member)
+    await glue.connection_released(body=deleted, patch=kopf.Patch(), memo=memo)
+    assert key not in conns.objects
+
+
+async def test_a_hanging_registry_does_not_delay_another_connections_probe() -> None:
+    hang = asyncio.Event()
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        await hang.wait()
+        return httpx.Response(200, json={"llms": []})
+
+    slow = RegistryClient("http://slow.test", "k", transport=httpx.MockTransport(hanging))
+    fast = RegistryClient(
+        "http://fast.test", "k", transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"llms": []}))
+    )
+    conns = Connections(slow, Secrets({}), operator_namespace="ops", defaults=Limits(5.0, 10.0, 4))
+    told: list[str] = []
+    slow.breaker.on_recovered = lambda: told.append("slow")
+    fast.breaker.on_recovered = lambda: told.append("fast")
+    conns.clients = lambda: [(OPERATOR, slow), (NS_DEFAULT, fast)]  # type: ignore[method-assign]
+    for client in (slow, fast):
+        client.breaker.throttled()
+    task = asyncio.create_task(conns.probe_open_breakers())
+    for _ in range(100):
+        if told:
+            break
+        await asyncio.sleep(0.01)
+    assert told == ["fast"], "the fast registry's recovery did not wait for the hanging one"
+    hang.set()
+    await task
+    assert told == ["fast", "slow"]
+    await slow.aclose()
+    await fast.aclose()
